@@ -1,6 +1,28 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""Volumetric Seg-CAMs for 3D segmentation networks in MONAI."""
+"""Volumetric Seg-CAMs for 3D segmentation networks in MONAI.
+
+Example:
+    .. code-block:: python
+
+        from monai_segcam import SegCAM
+
+        cam = SegCAM(network, layers="pre_head", method="hirescam")
+        maps = cam(image, classes=1, region="pred")
+"""
 
 from __future__ import annotations
 
+from .cam import (
+    Box,
+    Component,
+    SegCAM,
+    Voxel,
+    layer_presets,
+    list_layers,
+    normalize_cam,
+    resolve_layers,
+)
+
 __version__ = "0.1.0"
+
+__all__ = ["SegCAM", "list_layers", "layer_presets", "resolve_layers", "normalize_cam", "Voxel", "Box", "Component"]

@@ -1,0 +1,119 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Capturing layer activations for CAMs without side effects on the network.
+
+:py:class:`ActivationCapture` is the only place where the package touches a user's network. While it is active the
+network is in ``eval()`` mode, its parameters do not require gradients (so no graph is recorded upstream of the
+earliest captured layer and no parameter ``.grad`` can be written) and forward hooks capture the requested outputs.
+On exit, also when an exception was raised, the hooks are removed and the train/eval state and every
+``requires_grad`` flag are restored.
+
+Each captured output is kept as it was produced and the network continues with a *copy* of it, so in-place
+operations after the hooked module (``inplace=True`` activations in DynUNet, SegResNet) cannot change the captured
+activation or break differentiation with respect to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers import ResolvedLayer, unwrap_network
+
+__all__ = ["ActivationCapture"]
+
+
+def _select(output: Any, selector: int | str | None) -> Any:
+    return output if selector is None else output[selector]
+
+
+def _replace(output: Any, selector: int | str | None, value: torch.Tensor) -> Any:
+    if selector is None:
+        return value
+    if isinstance(output, dict):
+        return {**output, selector: value}
+    replaced = list(output)
+    replaced[selector] = value  # type: ignore[index]
+    return type(output)(replaced) if isinstance(output, tuple) else replaced
+
+
+class ActivationCapture:
+    """Context manager capturing the outputs of ``layers`` on every forward pass of ``network``.
+
+    Args:
+        network: the network (wrappers such as DDP are unwrapped for the hooks and state changes).
+        layers: resolved layers, see :py:func:`monai_segcam.cam.layers.resolve_layers`.
+        differentiable: capture the activations as tensors that require gradients (for gradient-based methods);
+            otherwise they are captured detached.
+
+    Example:
+        .. code-block:: python
+
+            with torch.enable_grad(), ActivationCapture(net, resolve_layers(net, "bottleneck")) as capture:
+                logits = net(image)
+                grads = torch.autograd.grad(logits, list(capture.activations.values()), cotangent)
+    """
+
+    def __init__(self, network: nn.Module, layers: Sequence[ResolvedLayer], differentiable: bool = True) -> None:
+        self.network = unwrap_network(network)
+        self.layers = list(layers)
+        self.differentiable = differentiable
+        self.activations: dict[str, torch.Tensor] = {}
+        self._handles: list[Any] = []
+        self._training: bool | None = None
+        self._requires_grad: list[tuple[nn.Parameter, bool]] = []
+
+    def _hook(self, layer: ResolvedLayer):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if layer.key in self.activations:
+                raise RuntimeError(
+                    f"Layer {layer.key!r} ({layer.module_name}) ran more than once in one forward pass (a shared "
+                    "module); its activation is ambiguous. Choose a layer that runs once, see list_layers()."
+                )
+            value = _select(output, layer.selector)
+            if not isinstance(value, torch.Tensor):
+                kind = type(output).__name__
+                raise TypeError(
+                    f"Layer {layer.key!r} outputs a {kind}, not a tensor. Select one element with a selector, "
+                    f"e.g. '{layer.module_name}[0]', or choose another layer (see list_layers())."
+                )
+            if not self.differentiable:
+                self.activations[layer.key] = value.detach()
+                return None
+            if not value.requires_grad:
+                value = value.detach().requires_grad_(True)
+            self.activations[layer.key] = value
+            return _replace(output, layer.selector, value.clone())
+
+        return hook
+
+    def reset(self) -> None:
+        """Forget the activations of the previous forward pass."""
+        self.activations = {}
+
+    def __enter__(self) -> ActivationCapture:
+        self._training = self.network.training
+        self._requires_grad = [(p, p.requires_grad) for p in self.network.parameters()]
+        try:
+            self.network.eval()
+            for param, _ in self._requires_grad:
+                param.requires_grad_(False)
+            for layer in self.layers:
+                self._handles.append(layer.module.register_forward_hook(self._hook(layer)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for param, flag in self._requires_grad:
+            param.requires_grad_(flag)
+        self._requires_grad = []
+        if self._training is not None:
+            self.network.train(self._training)
+        self.activations = {}

@@ -1,0 +1,113 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Pieces shared by the whole-volume and the sliding-window CAM engines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from monai.utils import ensure_tuple
+
+from .capture import ActivationCapture
+from .layers import ResolvedLayer
+
+__all__ = [
+    "select_output",
+    "check_image",
+    "check_classes",
+    "upsample",
+    "as_output",
+    "layer_gradients",
+    "check_activations",
+]
+
+
+def select_output(output: Any, selector: int | str | Callable[[Any], torch.Tensor] | None) -> torch.Tensor:
+    """The segmentation logits from a network output (a tensor, or a tuple/list/dict picked by ``selector``)."""
+    if callable(selector):
+        output = selector(output)
+    elif selector is not None:
+        output = output[selector]
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(
+            f"The network returned a {type(output).__name__} (e.g. deep supervision or several heads); choose the "
+            "segmentation logits with `output_selector=` (an index, a key or a callable)."
+        )
+    return output
+
+
+def check_image(image: torch.Tensor, spatial_dims: int | None = None) -> torch.Tensor:
+    """A detached plain tensor ``(B, C, *spatial)`` with finite values, or a clear error."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a torch.Tensor (B, C, *spatial), got {type(image).__name__}.")
+    if image.ndim < 3 or (spatial_dims is not None and image.ndim != spatial_dims + 2):
+        expected = "(B, C, *spatial)" if spatial_dims is None else f"(B, C) + {spatial_dims} spatial dims"
+        raise ValueError(f"image must be batch-first {expected}, got shape {tuple(image.shape)}.")
+    image = image.as_tensor() if isinstance(image, MetaTensor) else image
+    image = image.detach()
+    if image.is_floating_point() and not torch.isfinite(image).all():
+        raise ValueError("image contains NaN or Inf values; a CAM of a non-finite input is meaningless.")
+    return image if image.is_floating_point() else image.float()
+
+
+def check_classes(classes: int | Sequence[int], num_channels: int) -> tuple[int, ...]:
+    """Requested classes as a tuple, each checked against the network's output channels."""
+    classes = tuple(int(c) for c in ensure_tuple(classes))
+    if not classes:
+        raise ValueError("classes is empty: request at least one class index.")
+    bad = [c for c in classes if not 0 <= c < num_channels]
+    if bad:
+        raise ValueError(f"Class index {bad} out of range: the network has {num_channels} output channels.")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes {list(classes)} has duplicates.")
+    return classes
+
+
+def upsample(raw: torch.Tensor, spatial_size: Sequence[int]) -> torch.Tensor:
+    """(Bi/tri)linear upsampling with ``align_corners=False``, like MONAI's ``default_upsampler``."""
+    if tuple(raw.shape[2:]) == tuple(spatial_size):
+        return raw
+    mode = ("linear", "bilinear", "trilinear")[len(spatial_size) - 1]
+    return F.interpolate(raw, size=tuple(spatial_size), mode=mode, align_corners=False)
+
+
+def as_output(maps: dict[str, torch.Tensor], image: torch.Tensor, single: bool) -> MetaTensor | dict[str, MetaTensor]:
+    """Wrap maps as MetaTensors on the image's grid with the image's metadata (affine, applied operations)."""
+    wrapped = {}
+    for key, value in maps.items():
+        out = MetaTensor(value)
+        if isinstance(image, MetaTensor):
+            out.copy_meta_from(image)
+        wrapped[key] = out
+    return next(iter(wrapped.values())) if single else wrapped
+
+
+def layer_gradients(
+    logits: torch.Tensor,
+    capture: ActivationCapture,
+    layers: Sequence[ResolvedLayer],
+    cotangent: torch.Tensor,
+    retain_graph: bool,
+) -> list[torch.Tensor]:
+    """``dS/dA`` for every captured layer from one vector-Jacobian product of the logits with ``cotangent``.
+
+    Only the activations are differentiated (``autograd.grad``), never the parameters. A layer that does not lead to
+    the logits gets a zero gradient.
+    """
+    acts = [capture.activations[layer.key] for layer in layers]
+    grads = torch.autograd.grad(logits, acts, cotangent, retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)]
+
+
+def check_activations(capture: ActivationCapture, layers: Sequence[ResolvedLayer]) -> None:
+    """Raise a clear error when a layer was not reached or produced NaN/Inf."""
+    for layer in layers:
+        if layer.key not in capture.activations:
+            raise RuntimeError(f"Layer {layer.key!r} ({layer.module_name}) was not called in the forward pass.")
+        if not torch.isfinite(capture.activations[layer.key]).all():
+            raise FloatingPointError(
+                f"Layer {layer.key!r} ({layer.module_name}) produced NaN/Inf activations; check the input and weights."
+            )

@@ -1,0 +1,338 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""The explained region M, per class, and the cotangent it puts on the network output.
+
+Every region kind builds *region weights* ``W`` of shape ``(B, n_classes, *spatial)`` (one channel per requested
+class, 1 inside M, 0 outside, soft values allowed). The explained score of class ``c`` is
+``S_c = sum_v W_c(v) t_c(v)`` with ``t`` the logits (default) or the probabilities (softmax, or sigmoid for
+multi-label networks). :py:func:`region_cotangent` turns ``W_c`` into the cotangent on the *logits*
+``T = dS_c/dlogits``, so every engine differentiates the logits with ``autograd.grad(logits, acts, T)``.
+
+Regions are given as strings (``"pred"``, ``"all"``, ``"empty"``, ``"label"``, ``"fp"``, ``"fn"``,
+``"component"``), as masks (a tensor ``(B, 1, *spatial)`` for every class or ``(B, n, *spatial)`` with one channel per
+requested class or per network output channel), or as :py:class:`Region` objects (:py:class:`Voxel`,
+:py:class:`Box`, :py:class:`Component`, ...).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.utils import look_up_option, optional_import
+
+from ..utils.enums import RegionKind
+
+ndimage, _ = optional_import("scipy.ndimage")
+
+__all__ = [
+    "Region",
+    "PredictedRegion",
+    "WholeRegion",
+    "EmptyRegion",
+    "MaskRegion",
+    "LabelRegion",
+    "FalsePositiveRegion",
+    "FalseNegativeRegion",
+    "Voxel",
+    "Box",
+    "Component",
+    "class_masks",
+    "as_region",
+    "region_weights",
+    "region_cotangent",
+]
+
+
+def class_masks(logits: torch.Tensor, classes: Sequence[int], multi_label: bool = False) -> torch.Tensor:
+    """Boolean masks ``(B, len(classes), *spatial)`` of the voxels predicted as each class.
+
+    ``argmax == c`` with argmax's tie rule (the first maximal channel wins), computed with pairwise comparisons: an
+    ``argmax`` over the channel dimension of a channel-first tensor costs more than the forward pass on CPU.
+    Multi-label networks predict class ``c`` where its logit is positive (sigmoid > 0.5).
+
+    Args:
+        logits: network output ``(B, C, *spatial)``, or a discrete label map ``(B, 1, *spatial)`` (integer dtype).
+        classes: the class indices.
+        multi_label: sigmoid outputs, one independent class per channel.
+    """
+    if logits.shape[1] == 1 and not logits.is_floating_point():
+        return torch.cat([logits == c for c in classes], dim=1)
+    if logits.dtype == torch.bool:
+        return logits[:, list(classes)]
+    if multi_label:
+        return logits[:, list(classes)] > 0
+    masks = []
+    for c in classes:
+        own = logits[:, c]
+        mask = torch.ones_like(own, dtype=torch.bool)
+        for j in range(logits.shape[1]):
+            if j != c:
+                mask &= own > logits[:, j] if j < c else own >= logits[:, j]
+        masks.append(mask)
+    return torch.stack(masks, dim=1)
+
+
+def _label_masks(label: torch.Tensor | None, classes: Sequence[int]) -> torch.Tensor:
+    if label is None:
+        raise ValueError("This region needs the ground truth: pass `label=` (a label map (B, 1, *spatial) or one-hot).")
+    if label.shape[1] == 1:
+        return torch.cat([label == c for c in classes], dim=1)
+    if max(classes) >= label.shape[1]:
+        raise ValueError(f"One-hot label has {label.shape[1]} channels; classes {list(classes)} do not all fit.")
+    return label[:, list(classes)] > 0.5
+
+
+class Region:
+    """A region kind: ``weights(logits, classes, ...)`` returns the region weights ``(B, len(classes), *spatial)``."""
+
+    needs_prediction: bool = True
+
+    def weights(
+        self,
+        logits: torch.Tensor | None,
+        classes: Sequence[int],
+        spatial_shape: Sequence[int],
+        batch_size: int,
+        label: torch.Tensor | None = None,
+        multi_label: bool = False,
+    ) -> torch.Tensor:
+        """The region weights; ``logits`` is the (stitched) prediction, ``None`` when ``needs_prediction`` is False."""
+        raise NotImplementedError
+
+
+class PredictedRegion(Region):
+    """The voxels predicted as the class (the default, ``"pred"``)."""
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        return class_masks(logits, classes, multi_label)
+
+
+class WholeRegion(Region):
+    """Every voxel (``"all"``): the score of the whole class channel."""
+
+    needs_prediction = False
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        return torch.ones((batch_size, len(classes), *spatial_shape), dtype=torch.bool)
+
+
+class EmptyRegion(Region):
+    """No voxel (``"empty"``): the sanity check, giving a zero map (and a warning)."""
+
+    needs_prediction = False
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        return torch.zeros((batch_size, len(classes), *spatial_shape), dtype=torch.bool)
+
+
+class LabelRegion(Region):
+    """The ground-truth voxels of the class (``"label"``; pass ``label=``)."""
+
+    needs_prediction = False
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        return _label_masks(label, classes)
+
+
+class FalsePositiveRegion(Region):
+    """Predicted as the class but not labelled so (``"fp"``; pass ``label=``): where the model was wrong."""
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        return class_masks(logits, classes, multi_label) & ~_label_masks(label, classes)
+
+
+class FalseNegativeRegion(Region):
+    """Labelled as the class but not predicted so (``"fn"``; pass ``label=``): what the model missed."""
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        return _label_masks(label, classes) & ~class_masks(logits, classes, multi_label)
+
+
+@dataclass
+class MaskRegion(Region):
+    """A user mask: ``(B or 1, 1, *spatial)`` for every class, or one channel per requested class, or one channel per
+    network output channel (then channel ``c`` is used for class ``c``)."""
+
+    mask: torch.Tensor
+    needs_prediction = False
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        mask = torch.as_tensor(self.mask)
+        if mask.ndim != len(spatial_shape) + 2 or tuple(mask.shape[2:]) != tuple(spatial_shape):
+            raise ValueError(
+                f"Region mask shape {tuple(mask.shape)} does not match the output (B, n, *{tuple(spatial_shape)})."
+            )
+        if mask.shape[0] not in (1, batch_size):
+            raise ValueError(f"Region mask batch size {mask.shape[0]} does not match the image batch {batch_size}.")
+        num_outputs = logits.shape[1] if logits is not None else None
+        if mask.shape[1] == 1:
+            mask = mask.expand(-1, len(classes), *spatial_shape)
+        elif num_outputs is not None and mask.shape[1] == num_outputs:
+            mask = mask[:, list(classes)]
+        elif mask.shape[1] != len(classes):
+            raise ValueError(
+                f"Region mask has {mask.shape[1]} channels; expected 1, one per requested class ({len(classes)})"
+                f"{'' if num_outputs is None else f' or one per output channel ({num_outputs})'}."
+            )
+        mask = mask.float() if mask.dtype == torch.bool else mask
+        return mask.expand(batch_size, *mask.shape[1:])
+
+
+@dataclass
+class Voxel(Region):
+    """A single voxel ``(i, j, k)`` (in the image's voxel grid), the same for every class and batch item.
+
+    Example:
+        .. code-block:: python
+
+            cam(image, classes=1, region=Voxel((40, 52, 30)))
+    """
+
+    index: Sequence[int]
+    needs_prediction = False
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        index = tuple(int(i) for i in self.index)
+        if len(index) != len(spatial_shape) or any(not 0 <= i < s for i, s in zip(index, spatial_shape)):
+            raise ValueError(f"Voxel {index} lies outside the image grid {tuple(spatial_shape)}.")
+        region = torch.zeros((batch_size, len(classes), *spatial_shape), dtype=torch.bool)
+        region[(slice(None), slice(None), *index)] = True
+        return region
+
+
+@dataclass
+class Box(Region):
+    """A box ``start <= index < end`` (voxel indices), the same for every class and batch item.
+
+    Args:
+        start: first voxel of the box per spatial dimension.
+        end: one past the last voxel per spatial dimension.
+        within_prediction: keep only the voxels of the box that are predicted as the class (Seg-XRes-CAM's
+            "class ∩ box").
+    """
+
+    start: Sequence[int]
+    end: Sequence[int]
+    within_prediction: bool = False
+
+    @property
+    def needs_prediction(self) -> bool:  # type: ignore[override]
+        return self.within_prediction
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        if len(self.start) != len(spatial_shape) or len(self.end) != len(spatial_shape):
+            raise ValueError(f"Box {self.start}-{self.end} needs one start and end per spatial dimension.")
+        region = torch.zeros((batch_size, len(classes), *spatial_shape), dtype=torch.bool)
+        region[(slice(None), slice(None), *(slice(int(a), int(b)) for a, b in zip(self.start, self.end)))] = True
+        if self.within_prediction:
+            region &= class_masks(logits, classes, multi_label).to(region.device)
+        return region
+
+
+@dataclass
+class Component(Region):
+    """One connected component of the predicted class: the ``index``-th largest (0 = the largest).
+
+    Explaining one object of a class that has several (two kidneys, several metastases) is where element-wise
+    methods (HiRes, XRes, LayerCAM) localise and pooled-weight Seg-Grad-CAM smears (Hasany et al. 2023).
+
+    Args:
+        index: rank of the component by size (0 = largest). An image with fewer components gets an empty region.
+        connectivity: ``1`` (faces), ``2`` (faces + edges) or ``3`` (faces + edges + corners in 3D).
+    """
+
+    index: int = 0
+    connectivity: int = 1
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        masks = class_masks(logits, classes, multi_label).cpu().numpy()
+        structure = ndimage.generate_binary_structure(len(spatial_shape), self.connectivity)
+        region = np.zeros_like(masks)
+        for b in range(masks.shape[0]):
+            for i in range(masks.shape[1]):
+                labels, count = ndimage.label(masks[b, i], structure=structure)
+                if count > self.index:
+                    sizes = np.bincount(labels.ravel())[1:]
+                    chosen = np.argsort(-sizes, kind="stable")[self.index] + 1
+                    region[b, i] = labels == chosen
+        return torch.from_numpy(region)
+
+
+def as_region(region: str | Region | torch.Tensor) -> Region:
+    """Turn a region string, mask or :py:class:`Region` into a :py:class:`Region`."""
+    if isinstance(region, Region):
+        return region
+    if isinstance(region, (torch.Tensor, np.ndarray)):
+        return MaskRegion(torch.as_tensor(region))
+    kind = look_up_option(region, RegionKind)
+    return {
+        RegionKind.PRED: PredictedRegion,
+        RegionKind.ALL: WholeRegion,
+        RegionKind.EMPTY: EmptyRegion,
+        RegionKind.LABEL: LabelRegion,
+        RegionKind.FALSE_POSITIVE: FalsePositiveRegion,
+        RegionKind.FALSE_NEGATIVE: FalseNegativeRegion,
+        RegionKind.COMPONENT: Component,
+    }[kind]()
+
+
+def region_weights(
+    region: str | Region | torch.Tensor,
+    logits: torch.Tensor | None,
+    classes: Sequence[int],
+    spatial_shape: Sequence[int],
+    batch_size: int,
+    label: torch.Tensor | None = None,
+    multi_label: bool = False,
+    device: torch.device | str | None = None,
+    warn_empty: bool = True,
+) -> torch.Tensor:
+    """Float region weights ``(B, len(classes), *spatial)`` on ``device``, warning about empty regions.
+
+    Example:
+        .. code-block:: python
+
+            weights = region_weights("pred", logits, classes=[1, 2], spatial_shape=logits.shape[2:], batch_size=1)
+    """
+    region = as_region(region)
+    if label is not None:
+        label = torch.as_tensor(label).to(logits.device if logits is not None else "cpu")
+    weights = region.weights(logits, classes, spatial_shape, batch_size, label=label, multi_label=multi_label)
+    weights = weights.to(device=device if device is not None else weights.device, dtype=torch.float32)
+    if warn_empty:
+        empty = ~weights.flatten(2).any(-1)
+        if empty.any():
+            pairs = [(b, classes[i]) for b, i in empty.nonzero().tolist()]
+            warnings.warn(f"Empty region for (batch item, class) {pairs}: their maps are zero.", stacklevel=3)
+    return weights
+
+
+def region_cotangent(
+    logits: torch.Tensor, weights: torch.Tensor, class_index: int, target: str = "logits", multi_label: bool = False
+) -> torch.Tensor:
+    """The cotangent ``dS/dlogits`` ``(B, C, *spatial)`` of the region score of one class.
+
+    Args:
+        logits: the network's logits (detached), whole volume or one window.
+        weights: the class's region weights ``(B, 1, *spatial)`` on the same grid.
+        class_index: the explained class ``c``.
+        target: ``"logits"`` (``S = sum W y_c``) or ``"probabilities"`` (``S = sum W p_c``, ``p`` softmax or
+            sigmoid), the vector-Jacobian product through the activation computed in closed form.
+        multi_label: sigmoid instead of softmax for ``"probabilities"``.
+    """
+    weights = weights.to(logits.dtype)
+    cotangent = torch.zeros_like(logits)
+    if target == "logits":
+        cotangent[:, class_index : class_index + 1] = weights
+    elif multi_label:
+        prob = torch.sigmoid(logits[:, class_index : class_index + 1])
+        cotangent[:, class_index : class_index + 1] = weights * prob * (1 - prob)
+    else:
+        prob = torch.softmax(logits, dim=1)
+        own = prob[:, class_index : class_index + 1]
+        cotangent = -weights * own * prob
+        cotangent[:, class_index : class_index + 1] += weights * own
+    return cotangent

@@ -1,0 +1,7 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+
+from __future__ import annotations
+
+from .enums import CAMMethod, CAMTarget, RegionKind
+
+__all__ = ["CAMMethod", "CAMTarget", "RegionKind"]

@@ -21,7 +21,9 @@ def _flatten_pair(cam: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
     if cam.ndim < 3:
         raise ValueError(f"cam must be (B, C, *spatial) with at least one spatial dim, got shape {tuple(cam.shape)}.")
     if mask.ndim != cam.ndim:
-        raise ValueError(f"cam and mask must have the same number of dims, got {tuple(cam.shape)} and {tuple(mask.shape)}.")
+        raise ValueError(
+            f"cam and mask must have the same number of dims, got {tuple(cam.shape)} and {tuple(mask.shape)}."
+        )
     if cam.shape[0] != mask.shape[0] or cam.shape[2:] != mask.shape[2:]:
         raise ValueError(
             f"cam and mask must share batch and spatial shape, got {tuple(cam.shape)} and {tuple(mask.shape)}."

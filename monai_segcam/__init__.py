@@ -16,6 +16,7 @@ from .cam import (
     Box,
     Component,
     SegCAM,
+    SlidingWindowSegCAM,
     Voxel,
     layer_presets,
     list_layers,
@@ -25,4 +26,4 @@ from .cam import (
 
 __version__ = "0.1.0"
 
-__all__ = ["SegCAM", "list_layers", "layer_presets", "resolve_layers", "normalize_cam", "Voxel", "Box", "Component"]
+__all__ = ["SegCAM", "SlidingWindowSegCAM", "list_layers", "layer_presets", "resolve_layers", "normalize_cam", "Voxel", "Box", "Component"]

@@ -24,3 +24,4 @@ from .regions import (
     region_weights,
 )
 from .segcam import SegCAM
+from .sliding_window import SlidingWindowSegCAM, window_slices

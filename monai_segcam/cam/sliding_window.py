@@ -1,0 +1,391 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Sliding-window Seg-CAMs: volumes of any size, windows on ``sw_device``, exact stitching on ``device``.
+
+MONAI's sliding-window output is ``Y(v) = sum_w beta_w(v) f_w(v)`` with ``beta_w = importance_w / sum importance``.
+The score of the *stitched* output, ``S = sum_v T(v) Y(v)``, has for window ``w`` the exact gradient given by a
+vector-Jacobian product of that window's output with the cotangent ``T * beta_w`` cropped to the window. Hence:
+
+- the region M is defined once on the whole volume (from a given or a stitched prediction), never per window;
+- windows that do not touch M need no backward pass (and, for local rules, no forward pass either);
+- local rules (HiRes, XRes, LayerCAM) add their per-window maps, upsampled to the window: the blending weights are
+  already in the gradients;
+- global-weight rules (Grad-CAM, Grad-CAM++, XGrad-CAM, Eigen-CAM) first sum their statistics over all windows
+  (phase 1), then combine each window's activations with the global weights and blend them exactly like the
+  prediction (phase 2; activations are kept on ``device`` within ``activation_budget`` bytes, else recomputed);
+- nothing is normalised per window. With one window covering the volume the result equals :py:class:`SegCAM`.
+
+Window positions and importance maps come from MONAI's own utilities with the inferer's parameters, so CAM and
+prediction align voxel for voxel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from monai.data.utils import compute_importance_map, dense_patch_slices, get_valid_patch_size
+from monai.inferers import SlidingWindowInferer, sliding_window_inference
+from monai.utils import BlendMode, PytorchPadMode, ensure_tuple_rep, fall_back_tuple, look_up_option, optional_import
+from torch import nn
+
+from ..utils.enums import CAMTarget
+from .capture import ActivationCapture
+from .engine import as_output, check_activations, check_classes, check_image, layer_gradients, select_output, upsample
+from .layers import resolve_layers
+from .methods import CAMRule, ScoreCAMRule, get_rule
+from .regions import Region, as_region, region_cotangent, region_weights
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+
+__all__ = ["SlidingWindowSegCAM", "window_slices"]
+
+
+def window_slices(
+    spatial_shape: Sequence[int], roi_size: Sequence[int], overlap: Sequence[float]
+) -> tuple[tuple[int, ...], list[tuple[slice, ...]]]:
+    """MONAI's window grid: the padded image size and the window slices (``dense_patch_slices``).
+
+    The scan interval is ``int(roi * (1 - overlap))`` (at least 1), or the whole size when the window covers the
+    dimension, exactly as in :py:func:`monai.inferers.sliding_window_inference`.
+    """
+    image_size = tuple(max(s, r) for s, r in zip(spatial_shape, roi_size))
+    interval = tuple(
+        r if r == s else max(int(r * (1 - o)), 1) for s, r, o in zip(image_size, roi_size, overlap)
+    )  # fmt: skip
+    return image_size, dense_patch_slices(image_size, roi_size, interval, return_slice=True)
+
+
+class SlidingWindowSegCAM:
+    """Seg-CAMs of volumes of any size with sliding windows, blended exactly like MONAI blends the prediction.
+
+    Args:
+        network: the segmentation network, on ``sw_device``.
+        roi_size: the window size (non-positive or ``None`` components take the image size).
+        layers, method, target, relu, multi_label, output_selector, scorecam_batch_size, method_kwargs: as
+            :py:class:`~monai_segcam.SegCAM` (``"scorecam"`` is whole-volume only).
+        sw_batch_size: windows per forward pass.
+        overlap: window overlap per dimension, in [0, 1).
+        mode: blending, ``"constant"`` or ``"gaussian"``.
+        sigma_scale: Gaussian sigma as a fraction of the window size.
+        padding_mode, cval: how images smaller than the window are padded.
+        sw_device: where windows run (e.g. ``"cuda"``); defaults to the image's device.
+        device: where the volume-sized maps are accumulated; defaults to the image's device.
+        progress: show a progress bar over windows.
+        activation_budget: bytes of window activations kept on ``device`` between the two phases of global-weight
+            rules; above it, phase 2 recomputes the windows' forward passes. Defaults to 1 GiB.
+        cpu_thresh: like ``SlidingWindowInferer``: accumulate on CPU when the image has more voxels than this.
+
+    Example:
+        .. code-block:: python
+
+            sw_cam = SlidingWindowSegCAM(net, roi_size=(96, 96, 96), overlap=0.25, mode="gaussian", sw_device="cuda")
+            maps = sw_cam(image, classes=[1, 2], region="pred")  # (B, 2, *spatial) on the image's grid
+            # or reuse a bundle's inferer settings:
+            sw_cam = SlidingWindowSegCAM.from_inferer(inferer, net, layers="pre_head", method="hirescam")
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        roi_size: Sequence[int] | int,
+        layers: str | Sequence[str] = "pre_head",
+        method: str | CAMRule = "hirescam",
+        target: str = "logits",
+        relu: bool = True,
+        sw_batch_size: int = 1,
+        overlap: Sequence[float] | float = 0.25,
+        mode: str = BlendMode.CONSTANT,
+        sigma_scale: Sequence[float] | float = 0.125,
+        padding_mode: str = PytorchPadMode.CONSTANT,
+        cval: float = 0.0,
+        sw_device: torch.device | str | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+        multi_label: bool = False,
+        output_selector: int | str | Callable[[Any], torch.Tensor] | None = None,
+        activation_budget: int = 1 << 30,
+        cpu_thresh: int | None = None,
+        **method_kwargs: Any,
+    ) -> None:
+        self.network = network
+        self.layers = resolve_layers(network, layers)
+        self.single_layer = isinstance(layers, str)
+        self.rule = get_rule(method, **method_kwargs)
+        if isinstance(self.rule, ScoreCAMRule):
+            raise ValueError("'scorecam' is whole-volume only (SegCAM): its masks need every channel on the full grid.")
+        self.target = look_up_option(target, CAMTarget)
+        self.relu = relu
+        self.roi_size = roi_size
+        if sw_batch_size < 1:
+            raise ValueError(f"sw_batch_size must be a positive integer, got {sw_batch_size}.")
+        self.sw_batch_size = sw_batch_size
+        self.overlap = overlap
+        self.mode = look_up_option(mode, BlendMode)
+        self.sigma_scale = sigma_scale
+        self.padding_mode = look_up_option(padding_mode, PytorchPadMode)
+        self.cval = cval
+        self.sw_device = sw_device
+        self.device = device
+        self.progress = progress
+        self.multi_label = multi_label
+        self.output_selector = output_selector
+        self.activation_budget = activation_budget
+        self.cpu_thresh = cpu_thresh
+
+    @classmethod
+    def from_inferer(cls, inferer: SlidingWindowInferer, network: nn.Module, **cam_kwargs: Any) -> SlidingWindowSegCAM:
+        """Build from a ``SlidingWindowInferer`` (e.g. a bundle's ``@inferer``), reusing its window settings.
+
+        Example:
+            .. code-block:: python
+
+                sw_cam = SlidingWindowSegCAM.from_inferer(inferer, network, layers=["bottleneck", "pre_head"])
+        """
+        if not isinstance(inferer, SlidingWindowInferer):
+            raise TypeError(f"from_inferer needs a monai.inferers.SlidingWindowInferer, got {type(inferer).__name__}.")
+        settings = {
+            "roi_size": inferer.roi_size,
+            "sw_batch_size": inferer.sw_batch_size,
+            "overlap": inferer.overlap,
+            "mode": inferer.mode,
+            "sigma_scale": inferer.sigma_scale,
+            "padding_mode": inferer.padding_mode,
+            "cval": inferer.cval,
+            "sw_device": inferer.sw_device,
+            "device": inferer.device,
+            "progress": inferer.progress,
+            "cpu_thresh": inferer.cpu_thresh,
+        }
+        return cls(network, **{**settings, **cam_kwargs})
+
+    def _predictor(self, window: torch.Tensor) -> torch.Tensor:
+        return select_output(self.network(window), self.output_selector)
+
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """The stitched logits, with MONAI's ``sliding_window_inference`` and this object's settings."""
+        with torch.no_grad():
+            return sliding_window_inference(
+                image, self.roi_size, self.sw_batch_size, self._predictor, self.overlap, self.mode, self.sigma_scale,
+                self.padding_mode, self.cval, self.sw_device, self._device(image), self.progress,
+            )  # fmt: skip
+
+    def _device(self, image: torch.Tensor) -> torch.device:
+        if self.cpu_thresh is not None and image.shape[2:].numel() > self.cpu_thresh:
+            return torch.device("cpu")
+        return torch.device(self.device) if self.device is not None else image.device
+
+    def __call__(
+        self,
+        image: torch.Tensor,
+        classes: int | Sequence[int] = 1,
+        region: str | Region | torch.Tensor = "pred",
+        pred: torch.Tensor | None = None,
+        label: torch.Tensor | None = None,
+    ) -> MetaTensor | dict[str, MetaTensor]:
+        """Compute the CAMs of ``classes`` for ``region`` on ``image`` ``(B, C, *spatial)``.
+
+        Args:
+            image: the network input, batch first (a ``MetaTensor`` keeps its metadata on the output).
+            classes: one class index or several; all come from the same window passes.
+            region: the explained region M per class, defined on the whole volume.
+            pred: the stitched logits ``(B, C, *spatial)`` or a label map ``(B, 1, *spatial)`` already computed (e.g.
+                by an evaluator): prediction-based regions then cost no extra pass.
+            label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
+        """
+        x = check_image(image)
+        spatial = tuple(x.shape[2:])
+        device = self._device(x)
+        sw_device = torch.device(self.sw_device) if self.sw_device is not None else x.device
+        region = as_region(region)
+        needs_logits = self.target == CAMTarget.PROBABILITIES
+        if pred is not None:
+            pred = torch.as_tensor(pred).to(device)
+            if tuple(pred.shape[2:]) != spatial or pred.shape[0] != x.shape[0]:
+                raise ValueError(f"pred shape {tuple(pred.shape)} does not match the image {tuple(x.shape)}.")
+        stitched = pred if pred is not None and pred.is_floating_point() and pred.shape[1] > 1 else None
+        if stitched is None and (needs_logits or (region.needs_prediction and pred is None)):
+            stitched = self.predict(x).to(device)
+        source = pred if pred is not None else stitched
+        num_channels = source.shape[1] if source is not None and source.shape[1] > 1 else self._num_channels(x, sw_device)
+        classes = check_classes(classes, num_channels)
+        weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device=device)
+
+        roi = fall_back_tuple(self.roi_size, spatial)
+        overlap = ensure_tuple_rep(self.overlap, len(spatial))
+        padded_size, slices = window_slices(spatial, roi, overlap)
+        pad = []
+        for s, r in zip(reversed(spatial), reversed(roi)):
+            diff = max(r - s, 0)
+            pad += [diff // 2, diff - diff // 2]
+        if any(pad):
+            x = F.pad(x, pad, mode=self.padding_mode, value=self.cval)
+            weights = F.pad(weights, pad)
+            stitched = F.pad(stitched, pad) if stitched is not None else None
+        importance = compute_importance_map(
+            get_valid_patch_size(padded_size, roi), self.mode, self.sigma_scale, device=sw_device, dtype=x.dtype
+        )[None, None]
+        count = torch.zeros((1, 1, *padded_size), dtype=x.dtype, device=device)
+        for window in slices:
+            count[(..., *window)] += importance.to(device)
+
+        job = _Job(self, x, weights, stitched, classes, slices, importance, count, sw_device, device)
+        maps = job.run()
+        pad_before = [pad[2 * (len(spatial) - 1 - d)] for d in range(len(spatial))]
+        crop = (slice(None), slice(None), *(slice(p, p + s) for p, s in zip(pad_before, spatial)))
+        nonempty = weights.flatten(2).any(-1)[(...,) + (None,) * len(spatial)]
+        out = {}
+        for key, value in maps.items():
+            value = torch.where(nonempty, value, torch.zeros_like(value))[crop]
+            out[key] = value.relu() if self.relu else value
+        return as_output(out, image, self.single_layer)
+
+    def _num_channels(self, x: torch.Tensor, sw_device: torch.device) -> int:
+        """Output channels from one forward pass of a single window (when no prediction was needed)."""
+        roi = fall_back_tuple(self.roi_size, x.shape[2:])
+        probe = x[(slice(0, 1), slice(None), *(slice(0, r) for r in roi))].to(sw_device)
+        with torch.no_grad(), ActivationCapture(self.network, []):
+            return self._predictor(probe).shape[1]
+
+
+class _Job:
+    """One sliding-window CAM computation (the state shared by its phases)."""
+
+    def __init__(self, cam, x, weights, stitched, classes, slices, importance, count, sw_device, device):
+        self.cam, self.x, self.weights, self.stitched, self.classes = cam, x, weights, stitched, classes
+        self.rule: CAMRule = cam.rule
+        self.layers = cam.layers
+        self.importance, self.count, self.sw_device, self.device = importance, count, sw_device, device
+        batch, spatial = x.shape[0], x.shape[2:]
+        self.windows = [(b, window) for b in range(batch) for window in slices]
+        self.touches = [bool(weights[(b, slice(None), *window)].any()) for b, window in self.windows]
+        self.maps = {layer.key: torch.zeros((batch, len(classes), *spatial), device=device) for layer in self.layers}
+        self.num_positions: dict[str, int] = {}
+
+    def groups(self, only_touching: bool, desc: str) -> Iterator[list[int]]:
+        indices = [i for i, t in enumerate(self.touches) if t or not only_touching]
+        groups = [indices[i : i + self.cam.sw_batch_size] for i in range(0, len(indices), self.cam.sw_batch_size)]
+        if self.cam.progress and has_tqdm:
+            return iter(tqdm(groups, desc=desc, unit="batch"))
+        return iter(groups)
+
+    def forward(self, group: list[int], capture: ActivationCapture) -> torch.Tensor:
+        capture.reset()
+        windows = torch.cat([self.x[(slice(b, b + 1), slice(None), *w)] for b, w in (self.windows[i] for i in group)])
+        logits = self.cam._predictor(windows.to(self.sw_device))
+        check_activations(capture, self.layers)
+        return logits
+
+    def cotangent(self, group: list[int], logits: torch.Tensor, i: int) -> torch.Tensor:
+        """Region cotangent of class ``i`` for the group's windows, times each window's blending weight."""
+        parts = []
+        for j, (b, window) in enumerate(self.windows[k] for k in group):
+            index = (slice(b, b + 1), slice(None), *window)
+            source = self.stitched[index].to(self.sw_device) if self.stitched is not None else logits[j : j + 1].detach()
+            weights = self.weights[(slice(b, b + 1), slice(i, i + 1), *window)].to(self.sw_device)
+            beta = self.importance / self.count[(slice(None), slice(None), *window)].to(self.sw_device)
+            parts.append(region_cotangent(source, weights * beta, self.classes[i], self.cam.target, self.cam.multi_label))
+        return torch.cat(parts)
+
+    def add(self, key: str, group: list[int], i: int, window_maps: torch.Tensor) -> None:
+        """Accumulate per-window maps ``(n, 1, *roi)`` of class ``i`` into the volume."""
+        for j, (b, window) in enumerate(self.windows[k] for k in group):
+            self.maps[key][(b, i, *window)] += window_maps[j, 0].to(self.device)
+
+    def run(self) -> dict[str, torch.Tensor]:
+        differentiable = self.rule.needs_gradients
+        with torch.enable_grad() if differentiable else torch.no_grad(), ActivationCapture(
+            self.cam.network, self.layers, differentiable
+        ) as capture:
+            if self.rule.local:
+                self.local_pass(capture)
+                return self.maps
+            stats, kept = self.statistics_pass(capture)
+        with torch.no_grad(), ActivationCapture(self.cam.network, self.layers, differentiable=False) as capture:
+            self.combine_pass(capture, stats, kept)
+        count = self.count
+        return {key: value / count for key, value in self.maps.items()}
+
+    def local_pass(self, capture: ActivationCapture) -> None:
+        roi = self.importance.shape[2:]
+        for group in self.groups(only_touching=True, desc="CAM windows"):
+            logits = self.forward(group, capture)
+            todo = [i for i in range(len(self.classes)) if any(self.weights_touch(k, i) for k in group)]
+            for i in todo:
+                grads = layer_gradients(logits, capture, self.layers, self.cotangent(group, logits, i), i != todo[-1])
+                for layer, grad in zip(self.layers, grads):
+                    raw = self.rule.local_map(capture.activations[layer.key].detach(), grad)
+                    self.add(layer.key, group, i, upsample(raw, roi))
+
+    def weights_touch(self, k: int, i: int) -> bool:
+        b, window = self.windows[k]
+        return bool(self.weights[(b, i, *window)].any())
+
+    def statistics_pass(self, capture: ActivationCapture):
+        """Phase 1: per-(layer, class) statistics summed over windows, keeping activations within the budget."""
+        stats: dict[tuple[str, int], list[torch.Tensor] | None] = {}
+        kept: dict[int, dict[str, torch.Tensor]] | None = {}
+        kept_bytes = 0
+        for group in self.groups(only_touching=False, desc="CAM windows (phase 1)"):
+            logits = self.forward(group, capture)
+            acts = {layer.key: capture.activations[layer.key] for layer in self.layers}
+            self.num_positions = {key: a.shape[2:].numel() for key, a in acts.items()}
+            if kept is not None:
+                kept_bytes += sum(a.numel() * a.element_size() for a in acts.values())
+                if kept_bytes > self.cam.activation_budget:
+                    kept = None
+                else:
+                    for j, k in enumerate(group):
+                        kept[k] = {key: a[j : j + 1].detach().to(self.device) for key, a in acts.items()}
+            if not self.rule.needs_gradients:
+                for key, a in acts.items():
+                    self.accumulate(stats, (key, 0), group, self.rule.statistics(a, None))
+                continue
+            todo = [i for i in range(len(self.classes)) if any(self.weights_touch(k, i) for k in group)]
+            grads_by_class = {
+                i: layer_gradients(logits, capture, self.layers, self.cotangent(group, logits, i), i != todo[-1])
+                for i in todo
+            }
+            for i in range(len(self.classes)):
+                for n, layer in enumerate(self.layers):
+                    a = acts[layer.key].detach()
+                    g = grads_by_class[i][n] if i in grads_by_class else torch.zeros_like(a)
+                    self.accumulate(stats, (layer.key, i), group, self.rule.statistics(a, g))
+        return stats, kept
+
+    def accumulate(self, stats, key, group, values) -> None:
+        """Add each window's statistics to its batch item's total."""
+        batch = self.x.shape[0]
+        totals = stats.get(key)
+        if totals is None:
+            totals = [v.new_zeros((batch, *v.shape[1:])) for v in values]
+            stats[key] = totals
+        items = torch.tensor([self.windows[k][0] for k in group], device=values[0].device)
+        for total, value in zip(totals, values):
+            total.index_add_(0, items, value)
+
+    def combine_pass(self, capture: ActivationCapture, stats, kept) -> None:
+        """Phase 2: combine each window's activations with the global weights and blend them like the prediction."""
+        roi = self.importance.shape[2:]
+        combination = {
+            (layer.key, i): self.rule.weights(
+                stats[(layer.key, i if self.rule.needs_gradients else 0)], self.num_positions[layer.key]
+            )
+            for layer in self.layers
+            for i in range(len(self.classes))
+        }
+        for group in self.groups(only_touching=False, desc="CAM windows (phase 2)"):
+            if kept is not None:
+                acts = {key: torch.cat([kept[k][key] for k in group]).to(self.sw_device) for key in self.maps}
+            else:
+                self.forward(group, capture)
+                acts = {layer.key: capture.activations[layer.key] for layer in self.layers}
+            items = [self.windows[k][0] for k in group]
+            for key, a in acts.items():
+                for i in range(len(self.classes)):
+                    weights, offset = combination[(key, i)]
+                    offset = None if offset is None else offset[items].to(a.device)
+                    raw = self.rule.combine(a, weights[items].to(a.device), offset)
+                    self.add(key, group, i, upsample(raw, roi) * self.importance)

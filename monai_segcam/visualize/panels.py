@@ -1,0 +1,153 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Panel figure ("information flow" view): one slice of many CAMs, rows x columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from monai.utils import look_up_option, optional_import
+
+from monai_segcam.visualize.overlay import draw_overlay
+from monai_segcam.visualize.planes import (
+    VIEWS,
+    VolumeLike,
+    as_volume,
+    cam_range,
+    check_same_shape,
+    extract_plane,
+    find_center,
+    intensity_window,
+    plane_aspect,
+    slice_label,
+    view_axes,
+    volume_spacing,
+)
+
+Figure, _ = optional_import("matplotlib.figure", name="Figure")
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as FigureType
+
+__all__ = ["plot_cam_panel"]
+
+_SCALES = ("row", "shared")
+
+
+def plot_cam_panel(
+    image: VolumeLike,
+    cams: Mapping[Any, Mapping[Any, VolumeLike]],
+    region: VolumeLike | None = None,
+    axis: str = "axial",
+    slice_index: int | None = None,
+    spacing: Sequence[float] | None = None,
+    scale: str = "row",
+    cmap: Any = "jet",
+    alpha: float = 0.5,
+    title: str | None = None,
+    colorbar: bool = True,
+    radiological: bool = True,
+    percentiles: Sequence[float] = (1.0, 99.0),
+    cell_size: float = 2.5,
+) -> FigureType:
+    """A grid of CAM overlays on the same slice: rows (e.g. layers, encoder to decoder) x columns (classes, methods).
+
+    Args:
+        image: 3D image ``(X, Y, Z)`` or ``(1, X, Y, Z)``, drawn in grey behind every cell.
+        cams: nested mapping ``{row_label: {column_label: 3D map}}``, all maps on the image's voxel grid. The
+            columns are the union of the rows' keys in order of first appearance; a missing cell stays empty.
+        region: optional 3D mask (non-zero inside) drawn as a contour in every cell.
+        axis: ``"axial"`` (fixed Z), ``"coronal"`` (fixed Y) or ``"sagittal"`` (fixed X); orientation as in
+            :func:`~monai_segcam.visualize.slices.plot_orthogonal_slices`.
+        slice_index: index along the fixed axis; by default through the region's centroid, or the peak of the
+            first map when there is no (non-empty) region.
+        spacing: voxel spacing ``(sx, sy, sz)``; by default from a ``MetaTensor`` image's affine, else isotropic.
+        scale: ``"row"`` (one colour scale per row, e.g. per layer) or ``"shared"`` (one scale for all cells).
+            Scales span ``min(0, min)`` to ``max`` of the whole 3D maps, not just the slice shown.
+        cmap: colour map of the CAMs.
+        alpha: opacity of the CAM overlays.
+        title: optional figure title; the slice (e.g. ``"axial z=12"``) is appended.
+        colorbar: whether to add colour bars (one per row, or one shared).
+        radiological: patient's right on the viewer's left in axial and coronal planes.
+        percentiles: lower and upper percentiles of the image intensities used as grey window.
+        cell_size: size of one cell in inches.
+
+    Returns:
+        a ``matplotlib.figure.Figure``; the cell axes carry the label ``"<row>/<column>"``.
+
+    Raises:
+        ValueError: for empty or malformed ``cams``, shape mismatches, unknown options or an out-of-range slice.
+
+    .. code-block:: python
+
+        cams = {layer: {"liver": cam_liver[layer], "tumour": cam_tumour[layer]} for layer in layers}
+        fig = plot_cam_panel(image, cams, region=label > 0, axis="coronal", scale="row")
+    """
+    view = look_up_option(axis, VIEWS)
+    scale = look_up_option(scale, _SCALES)
+    if not isinstance(cams, Mapping) or not cams:
+        raise ValueError("`cams` must be a non-empty mapping {row: {column: 3D map}}.")
+    columns: list[Any] = []
+    for row, cells in cams.items():
+        if not isinstance(cells, Mapping) or not cells:
+            raise ValueError(f"`cams[{row!r}]` must be a non-empty mapping {{column: 3D map}}.")
+        columns += [c for c in cells if c not in columns]
+
+    img = as_volume(image, "image").astype(np.float32, copy=False)
+    mask = None if region is None else as_volume(region, "region") != 0
+    check_same_shape(img, region=mask)
+    maps = {
+        row: {col: as_volume(m, f"cams[{row!r}][{col!r}]").astype(np.float32, copy=False) for col, m in cells.items()}
+        for row, cells in cams.items()
+    }
+    for row, cells in maps.items():
+        check_same_shape(img, **{f"cams[{row!r}][{col!r}]": m for col, m in cells.items()})
+
+    fixed = view_axes(view)[0]
+    if slice_index is None:
+        first = next(iter(next(iter(maps.values())).values()))
+        use_region = mask is not None and mask.any()
+        slice_index = find_center(first, mask, "centroid" if use_region else "peak")[fixed]
+    spacing = volume_spacing(spacing, image)
+    window = intensity_window(img, percentiles)
+    image_plane = extract_plane(img, view, slice_index, radiological)
+    region_plane = None if mask is None else extract_plane(mask, view, slice_index, radiological)
+    aspect = plane_aspect(view, spacing)
+    shared = cam_range([m for cells in maps.values() for m in cells.values()])
+
+    fig = Figure(figsize=(cell_size * len(columns) + 1.0, cell_size * len(maps) + 0.5), layout="constrained")
+    grid = fig.subplots(len(maps), len(columns), squeeze=False)
+    for r, (row, cells) in enumerate(maps.items()):
+        limits = shared if scale == "shared" else cam_range(list(cells.values()))
+        shown = None
+        for c, col in enumerate(columns):
+            ax = grid[r, c]
+            ax.set_label(f"{row}/{col}")
+            if col not in cells:  # empty cell; keep the axes so that a row label still shows
+                ax.set_frame_on(False)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
+            cam_plane = extract_plane(cells[col], view, slice_index, radiological)
+            shown = draw_overlay(
+                ax,
+                image_plane,
+                cam_plane,
+                region_plane,
+                image_window=window,
+                cam_limits=limits,
+                aspect=aspect,
+                cmap=cmap,
+                alpha=alpha,
+            )
+        if colorbar and scale == "row":
+            fig.colorbar(shown, ax=list(grid[r]), shrink=0.9)
+        grid[r, 0].set_ylabel(str(row))
+    for c, col in enumerate(columns):
+        grid[0, c].set_title(str(col))
+    if colorbar and scale == "shared":
+        fig.colorbar(shown, ax=list(grid.ravel()), shrink=0.8, label="CAM")
+    label = slice_label(view, slice_index)
+    fig.suptitle(label if title is None else f"{title} ({label})")
+    return fig

@@ -1,0 +1,123 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Orthogonal-slices overlay: axial, coronal and sagittal planes of a 3D CAM through one voxel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from monai.utils import optional_import
+
+from monai_segcam.visualize.overlay import draw_overlay
+from monai_segcam.visualize.planes import (
+    VIEWS,
+    VolumeLike,
+    as_volume,
+    cam_range,
+    check_same_shape,
+    extract_plane,
+    find_center,
+    intensity_window,
+    plane_aspect,
+    slice_label,
+    view_axes,
+    volume_spacing,
+)
+
+Figure, _ = optional_import("matplotlib.figure", name="Figure")
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as FigureType
+
+__all__ = ["plot_orthogonal_slices"]
+
+
+def plot_orthogonal_slices(
+    image: VolumeLike,
+    cam: VolumeLike,
+    region: VolumeLike | None = None,
+    center: str | Sequence[int] = "peak",
+    spacing: Sequence[float] | None = None,
+    cmap: Any = "jet",
+    alpha: float = 0.5,
+    title: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+    radiological: bool = True,
+    percentiles: Sequence[float] = (1.0, 99.0),
+    figsize: Sequence[float] = (12.0, 4.5),
+) -> FigureType:
+    """Axial, coronal and sagittal planes of ``cam`` over ``image`` through one voxel.
+
+    Volumes are MONAI spatial arrays ``(X, Y, Z)`` (e.g. after ``Orientationd(axcodes="RAS")``), optionally
+    channel-first ``(1, X, Y, Z)``: the axial plane fixes ``Z``, the coronal plane ``Y``, the sagittal plane ``X``.
+    Planes are shown anterior / superior up; axial and coronal planes show the patient's right on the left
+    (radiological convention) unless ``radiological=False``; sagittal planes show anterior on the left.
+    See :mod:`monai_segcam.visualize.planes` for the exact rules. Each panel's title gives its slice index.
+
+    Args:
+        image: 3D image, drawn in grey with a robust percentile window.
+        cam: 3D map on the image's voxel grid, drawn as a colour overlay.
+        region: optional 3D mask on the same grid (non-zero inside), drawn as a contour line.
+        center: ``"peak"`` (CAM maximum), ``"centroid"`` (of ``region``) or a voxel index ``(i, j, k)``;
+            see :func:`~monai_segcam.visualize.planes.find_center` for the fallbacks of constant CAMs and
+            empty regions.
+        spacing: voxel spacing ``(sx, sy, sz)`` for the aspect ratio; by default read from the affine of a
+            ``MetaTensor`` input (image first, then cam), else isotropic.
+        cmap: colour map of the CAM.
+        alpha: opacity of the CAM overlay.
+        title: optional figure title.
+        vmin: lower end of the CAM colour scale (default ``min(0, cam.min())``), shared by the three planes.
+        vmax: upper end of the CAM colour scale (default ``cam.max()``).
+        colorbar: whether to add a colour bar for the CAM.
+        radiological: patient's right on the viewer's left in axial and coronal planes.
+        percentiles: lower and upper percentiles of the image intensities used as grey window.
+        figsize: figure size in inches.
+
+    Returns:
+        a ``matplotlib.figure.Figure`` (not attached to pyplot: save it with
+        :func:`~monai_segcam.visualize.figures.save_figure`).
+
+    Raises:
+        ValueError: when an input is not 3D (or single-channel 4D), shapes differ, or ``center`` is invalid.
+
+    .. code-block:: python
+
+        fig = plot_orthogonal_slices(batch["image"][0], cam[0], region=batch["label"][0] == 1, title="liver")
+        save_figure(fig, "cam_liver.png")
+    """
+    img = as_volume(image, "image").astype("float32", copy=False)
+    heat = as_volume(cam, "cam").astype("float32", copy=False)
+    mask = None if region is None else as_volume(region, "region") != 0
+    check_same_shape(img, cam=heat, region=mask)
+    voxel = find_center(heat, mask, center)
+    spacing = volume_spacing(spacing, image, cam)
+    window = intensity_window(img, percentiles)
+    limits = cam_range([heat], vmin, vmax)
+
+    fig = Figure(figsize=tuple(figsize), layout="constrained")
+    axes = fig.subplots(1, len(VIEWS))
+    shown = None
+    for ax, view in zip(axes, VIEWS):
+        index = voxel[view_axes(view)[0]]
+        planes = [extract_plane(v, view, index, radiological) for v in (img, heat)]
+        region_plane = None if mask is None else extract_plane(mask, view, index, radiological)
+        shown = draw_overlay(
+            ax,
+            planes[0],
+            planes[1],
+            region_plane,
+            image_window=window,
+            cam_limits=limits,
+            aspect=plane_aspect(view, spacing),
+            cmap=cmap,
+            alpha=alpha,
+        )
+        ax.set_title(slice_label(view, index))
+        ax.set_label(view)
+    if colorbar:
+        fig.colorbar(shown, ax=list(axes), shrink=0.8, label="CAM")
+    if title is not None:
+        fig.suptitle(title)
+    return fig

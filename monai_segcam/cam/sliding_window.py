@@ -208,20 +208,22 @@ class SlidingWindowSegCAM:
         stitched = pred if pred is not None and pred.is_floating_point() and pred.shape[1] > 1 else None
         if stitched is None and (needs_logits or (region.needs_prediction and pred is None)):
             stitched = self.predict(x).to(device)
-        source = pred if pred is not None else stitched
-        num_channels = source.shape[1] if source is not None and source.shape[1] > 1 else self._num_channels(x, sw_device)
-        classes = check_classes(classes, num_channels)
-        weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device=device)
-
         roi = fall_back_tuple(self.roi_size, spatial)
-        overlap = ensure_tuple_rep(self.overlap, len(spatial))
-        padded_size, slices = window_slices(spatial, roi, overlap)
+        padded_size, slices = window_slices(spatial, roi, ensure_tuple_rep(self.overlap, len(spatial)))
         pad = []
         for s, r in zip(reversed(spatial), reversed(roi)):
             diff = max(r - s, 0)
             pad += [diff // 2, diff - diff // 2]
+        padded = F.pad(x, pad, mode=self.padding_mode, value=self.cval) if any(pad) else x
+
+        source = pred if pred is not None else stitched
+        if source is not None and source.shape[1] > 1:
+            num_channels = source.shape[1]
+        else:
+            num_channels = self._num_channels(padded[(slice(0, 1), slice(None), *slices[0])].to(sw_device))
+        classes = check_classes(classes, num_channels)
+        weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device=device)
         if any(pad):
-            x = F.pad(x, pad, mode=self.padding_mode, value=self.cval)
             weights = F.pad(weights, pad)
             stitched = F.pad(stitched, pad) if stitched is not None else None
         importance = compute_importance_map(
@@ -231,7 +233,7 @@ class SlidingWindowSegCAM:
         for window in slices:
             count[(..., *window)] += importance.to(device)
 
-        job = _Job(self, x, weights, stitched, classes, slices, importance, count, sw_device, device)
+        job = _Job(self, padded, weights, stitched, classes, slices, importance, count, sw_device, device)
         maps = job.run()
         pad_before = [pad[2 * (len(spatial) - 1 - d)] for d in range(len(spatial))]
         crop = (slice(None), slice(None), *(slice(p, p + s) for p, s in zip(pad_before, spatial)))
@@ -242,12 +244,10 @@ class SlidingWindowSegCAM:
             out[key] = value.relu() if self.relu else value
         return as_output(out, image, self.single_layer)
 
-    def _num_channels(self, x: torch.Tensor, sw_device: torch.device) -> int:
+    def _num_channels(self, window: torch.Tensor) -> int:
         """Output channels from one forward pass of a single window (when no prediction was needed)."""
-        roi = fall_back_tuple(self.roi_size, x.shape[2:])
-        probe = x[(slice(0, 1), slice(None), *(slice(0, r) for r in roi))].to(sw_device)
         with torch.no_grad(), ActivationCapture(self.network, []):
-            return self._predictor(probe).shape[1]
+            return self._predictor(window).shape[1]
 
 
 class _Job:
@@ -261,7 +261,9 @@ class _Job:
         batch, spatial = x.shape[0], x.shape[2:]
         self.windows = [(b, window) for b in range(batch) for window in slices]
         self.touches = [bool(weights[(b, slice(None), *window)].any()) for b, window in self.windows]
-        self.maps = {layer.key: torch.zeros((batch, len(classes), *spatial), device=device) for layer in self.layers}
+        self.maps = {
+            layer.key: torch.zeros((batch, len(classes), *spatial), dtype=x.dtype, device=device) for layer in self.layers
+        }
         self.num_positions: dict[str, int] = {}
 
     def groups(self, only_touching: bool, desc: str) -> Iterator[list[int]]:

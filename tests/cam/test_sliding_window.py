@@ -1,0 +1,163 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""SlidingWindowSegCAM against whole-volume SegCAM and against autograd through MONAI's own stitched forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from monai.inferers import SlidingWindowInferer, sliding_window_inference
+from monai.networks.nets import UNet
+
+from monai_segcam import SegCAM, SlidingWindowSegCAM, Voxel, layer_presets
+
+METHODS = ["gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam"]
+
+
+def tiny_unet() -> UNet:
+    torch.manual_seed(0)
+    return UNet(3, 1, 3, (8, 16, 32), (2, 2), num_res_units=1).eval()
+
+
+@pytest.mark.parametrize("target", ["logits", "probabilities"])
+@pytest.mark.parametrize("method", METHODS)
+def test_single_window_equals_whole_volume(method, target):
+    """float64, so that the comparison tests the stitching and not float32 noise amplified by Grad-CAM++'s alpha."""
+    net = tiny_unet().double()
+    x = torch.randn(2, 1, 16, 20, 12, dtype=torch.float64)
+    layers = ["bottleneck", "pre_head", "encoder.0"]
+    whole = SegCAM(net, layers=layers, method=method, target=target)(x, classes=[0, 1, 2])
+    for mode in ("constant", "gaussian"):
+        sw = SlidingWindowSegCAM(net, roi_size=(16, 20, 12), layers=layers, method=method, target=target, mode=mode, sw_batch_size=2)
+        windowed = sw(x, classes=[0, 1, 2])
+        for key in layers:
+            scale = float(whole[key].abs().max())
+            assert scale > 0
+            torch.testing.assert_close(windowed[key].as_tensor(), whole[key].as_tensor(), rtol=1e-5, atol=1e-5 * scale)
+
+
+def reference_sliding_window(net, layer, x, roi, overlap, mode, cls, mask, method):
+    """Autograd through MONAI's stitched forward: d(sum mask * Y_c)/dA_w for every window w (sw_batch_size 1)."""
+    module = dict(net.named_modules())[layer]
+    acts, coords = [], []
+
+    def hook(_m, _i, out):
+        leaf = out.detach().requires_grad_(True)
+        acts.append(leaf)
+        return leaf
+
+    def predictor(window, coord):
+        coords.append(coord)
+        return net(window)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        y = sliding_window_inference(x, roi, 1, predictor, overlap, mode, with_coord=True)
+    finally:
+        handle.remove()
+    grads = torch.autograd.grad((y[:, cls : cls + 1] * mask).sum(), acts)
+    pad = [max(r - s, 0) for s, r in zip(x.shape[2:], roi)]
+    padded = [s + p for s, p in zip(x.shape[2:], pad)]
+    crop = (slice(None), slice(None), *(slice(p // 2, p // 2 + s) for p, s in zip(pad, x.shape[2:])))
+    if method == "hirescam":
+        out = torch.zeros(x.shape[0], 1, *padded)
+        for a, g, c in zip(acts, grads, coords):
+            raw = (g * a.detach()).sum(1, keepdim=True)
+            out[(c[0][0], slice(None), *c[0][2:])] += F.interpolate(raw, size=roi, mode="trilinear")
+        return out[crop]
+    # Seg-Grad-CAM: channel weights from all windows' gradients, then MONAI blends the weighted activations
+    weights = sum(g.sum((2, 3, 4)) for g in grads) / grads[0][0, 0].numel()
+
+    def weighted(window):
+        store = {}
+        h = module.register_forward_hook(lambda _m, _i, out: store.setdefault("a", out))
+        try:
+            net(window)
+        finally:
+            h.remove()
+        raw = torch.einsum("bk...,k->b...", store["a"], weights[0]).unsqueeze(1)
+        return F.interpolate(raw, size=roi, mode="trilinear")
+
+    with torch.no_grad():
+        return sliding_window_inference(x, roi, 1, weighted, overlap, mode)
+
+
+@pytest.mark.parametrize("method", ["hirescam", "gradcam"])
+@pytest.mark.parametrize("mode", ["constant", "gaussian"])
+@pytest.mark.parametrize("overlap", [0.25, 0.5])
+def test_multi_window_equals_autograd_through_monai_stitching(method, mode, overlap):
+    net = tiny_unet()
+    x = torch.randn(1, 1, 37, 29, 13)  # not divisible by window or stride; last dim smaller than the window
+    roi = (16, 16, 16)
+    mask = (torch.rand(1, 1, 37, 29, 13, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+    layer = layer_presets(net)["bottleneck" if method == "gradcam" else "pre_head"]
+    expected = reference_sliding_window(net, layer, x, roi, overlap, mode, 2, mask, method).relu()
+    got = SlidingWindowSegCAM(net, roi, layers=layer, method=method, overlap=overlap, mode=mode, sw_batch_size=3)(
+        x, classes=2, region=mask
+    )
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(got.as_tensor(), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_aligned_with_sliding_window_inferer_prediction():
+    net = tiny_unet()
+    affine = torch.tensor([[0, -1.5, 0, 10], [2.0, 0, 0, -5], [0, 0, 1.2, 3], [0, 0, 0, 1]], dtype=torch.float64)
+    x = MetaTensor(torch.randn(1, 1, 40, 33, 27), affine=affine, meta={"filename_or_obj": "case.nii.gz"})
+    inferer = SlidingWindowInferer(roi_size=(16, 16, 16), sw_batch_size=2, overlap=0.25, mode="gaussian")
+    with torch.no_grad():
+        pred = inferer(x, net)
+    sw = SlidingWindowSegCAM.from_inferer(inferer, net, layers=["pre_head", "bottleneck"], method="hirescam")
+    maps = sw(x, classes=[1, 2], pred=pred)
+    for value in maps.values():
+        assert value.shape[2:] == pred.shape[2:]
+        torch.testing.assert_close(value.affine, pred.affine)
+        assert value.meta["filename_or_obj"] == pred.meta["filename_or_obj"] == "case.nii.gz"
+    # the prediction it computes itself is the inferer's: same maps with and without pred
+    torch.testing.assert_close(sw(x, classes=[1, 2])["pre_head"], maps["pre_head"])
+
+
+def count_forwards(net):
+    calls = []
+    handle = net.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    return calls, handle
+
+
+def test_windows_outside_the_region_are_skipped():
+    net = tiny_unet()
+    x = torch.randn(1, 1, 48, 48, 48)
+    sw = SlidingWindowSegCAM(net, roi_size=16, overlap=0.0, layers="pre_head", method="hirescam")
+    calls, handle = count_forwards(net)
+    maps = sw(x, classes=1, region=Voxel((20, 20, 20)))
+    handle.remove()
+    assert sum(calls) == 2  # 27 windows: one probe for the output channels + the one window holding the voxel
+    assert maps.abs().sum() > 0
+    calls, handle = count_forwards(net)
+    sw(x, classes=1, region="pred", pred=torch.zeros(1, 1, 48, 48, 48, dtype=torch.long))
+    handle.remove()
+    assert sum(calls) == 1  # class 1 predicted nowhere: no window touches M (one channel probe)
+
+
+def test_given_prediction_costs_no_extra_pass_and_budget_recompute_is_exact():
+    net = tiny_unet()
+    x = torch.randn(1, 1, 40, 40, 24)
+    inferer = SlidingWindowInferer(roi_size=(24, 24, 24), overlap=0.25)
+    with torch.no_grad():
+        pred = inferer(x, net)
+    kept = SlidingWindowSegCAM.from_inferer(inferer, net, layers="bottleneck", method="gradcam")
+    calls, handle = count_forwards(net)
+    a = kept(x, classes=[1, 2], pred=pred)
+    handle.remove()
+    assert sum(calls) == 4  # 4 windows, one forward each: activations kept for phase 2
+    recomputed = SlidingWindowSegCAM.from_inferer(inferer, net, layers="bottleneck", method="gradcam", activation_budget=0)
+    calls, handle = count_forwards(net)
+    b = recomputed(x, classes=[1, 2], pred=pred)
+    handle.remove()
+    assert sum(calls) == 8
+    torch.testing.assert_close(a, b)
+
+
+def test_progress_bar(capsys):
+    net = tiny_unet()
+    SlidingWindowSegCAM(net, roi_size=16, layers="pre_head", progress=True)(torch.randn(1, 1, 32, 32, 16), classes=1, region="all")
+    assert "CAM windows" in capsys.readouterr().err

@@ -1,0 +1,180 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Argument parsing and error handling of ``monai-segcam`` (``python -m monai_segcam``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from .io import CLIError
+
+__all__ = ["build_parser", "main"]
+
+_METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam")
+
+_EPILOG = """examples:
+  monai-segcam layers --bundle bundles/segcam_demo
+  monai-segcam explain ct.nii.gz --bundle bundles/segcam_demo --layers bottleneck pre_head \\
+      --method hirescam gradcam --classes 1 --output cams/
+  monai-segcam explain scan.nrrd dicom_folder/ --network monai.networks.nets.UNet \\
+      --network-args '{"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [16, 32, 64],
+      "strides": [2, 2]}' --checkpoint model.pt --roi-size 96 --output cams/
+"""
+
+
+def _region(text: str) -> str:
+    from .explain import parse_region
+
+    try:
+        return parse_region(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model (a MONAI bundle, or a network class with its arguments)")
+    source = group.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", metavar="DIR", help="MONAI bundle folder (network_def, preprocessing, inferer)")
+    source.add_argument("--network", metavar="DOTTED.PATH", help="network class, e.g. monai.networks.nets.UNet")
+    group.add_argument(
+        "--config", nargs="+", default=["configs/inference.json"], metavar="FILE",
+        help="bundle config file(s), relative to the bundle (default: configs/inference.json)",
+    )  # fmt: skip
+    group.add_argument("--network-args", default="{}", metavar="JSON", help="keyword arguments of --network, as JSON")
+    group.add_argument(
+        "--checkpoint", metavar="FILE",
+        help="weights: a state dict or a dict holding one under 'model'/'state_dict' (bundle: models/model.pt)",
+    )  # fmt: skip
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks and every warning")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``monai-segcam`` argument parser with its ``explain`` and ``layers`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="monai-segcam",
+        description="Volumetric Seg-CAMs of 3D segmentation networks (MONAI), on each input's own voxel grid.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{explain,layers}")
+
+    explain = commands.add_parser(
+        "explain", help="compute Seg-CAMs of images and write NIfTI maps, PNG overlays and a JSON summary",
+        description="Compute Seg-CAMs of NIfTI / NRRD / MHA images or DICOM series folders.",
+    )  # fmt: skip
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or DICOM series folders")
+    _model_arguments(explain)
+    cam = explain.add_argument_group("CAM")
+    cam.add_argument(
+        "--layers", nargs="+", default=["pre_head"], metavar="L",
+        help="layer names or presets (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
+    )  # fmt: skip
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=_METHODS, metavar="M", help=f"{', '.join(_METHODS)}")
+    cam.add_argument("--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)")
+    cam.add_argument(
+        "--region", default="pred", type=_region,
+        help="explained region: pred (default), all, empty, label, fp, fn (these three need --label), component[:N]",
+    )  # fmt: skip
+    cam.add_argument("--label", nargs="+", metavar="FILE", help="ground-truth label map(s), one per image")
+    cam.add_argument("--target", default="logits", choices=("logits", "probabilities"), help="explained score")
+    window = explain.add_argument_group("sliding window (default: the bundle's inferer, else the whole volume)")
+    window.add_argument("--roi-size", nargs="+", type=int, metavar="N", help="window size (one value or one per axis)")
+    window.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0.25)")
+    window.add_argument("--sw-batch-size", type=int, metavar="N", help="windows per forward pass")
+    window.add_argument("--mode", choices=("constant", "gaussian"), help="blending of overlapping windows")
+    intensity = explain.add_argument_group("preprocessing without a bundle (the image is used on its own grid)")
+    intensity.add_argument(
+        "--intensity-range", nargs=2, type=float, metavar=("A_MIN", "A_MAX"), help="clip and scale to [0, 1]"
+    )
+    intensity.add_argument("--zscore", action="store_true", help="normalise intensities to zero mean, unit variance")
+    out = explain.add_argument_group("output")
+    out.add_argument("--output", required=True, metavar="DIR", help="output folder (one sub-folder per case)")
+    out.add_argument("--png", action=argparse.BooleanOptionalAction, default=True, help="write PNG overlays")
+    out.add_argument("--center", default="peak", choices=("peak", "centroid"), help="PNG slices through the CAM peak "
+                     "or the predicted region's centroid")  # fmt: skip
+    out.add_argument("--normalize", action="store_true", help="min-max normalise each written map to [0, 1]")
+    _common_arguments(explain)
+
+    layers = commands.add_parser(
+        "layers", help="list the network's layers with output shapes and presets",
+        description="List the layers a CAM can be built from, with their output shapes and the presets naming them.",
+    )  # fmt: skip
+    _model_arguments(layers)
+    layers.add_argument(
+        "--input-shape", nargs="+", type=int, metavar="N",
+        help="(B, C, *spatial) of the probe input (default: 1, in_channels, then the bundle's roi_size or 96 96 96)",
+    )  # fmt: skip
+    _common_arguments(layers)
+    return parser
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    """Run ``monai-segcam layers``: print the layer table and the presets."""
+    from monai.inferers import SlidingWindowInferer
+
+    from monai_segcam.cam import layer_presets, list_layers
+
+    from .model import load_model, resolve_device
+
+    device = resolve_device(args.device)
+    model = load_model(args, checkpoint_required=False)
+    network = model.network.to(device)
+    shape = args.input_shape
+    if shape is None:
+        roi = model.inferer.roi_size if isinstance(model.inferer, SlidingWindowInferer) else (96, 96, 96)
+        shape = [1, model.in_channels or 1, *(r if r > 0 else 96 for r in roi)]
+    try:
+        table = list_layers(network, shape)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CLIError(f"the network failed on a zero input of shape {tuple(shape)} (set --input-shape): {reason}") from exc
+    if not args.quiet:
+        print(table)
+        presets = layer_presets(network)
+        print(f"\npresets ({type(network).__name__}):" if presets else f"\nno presets for {type(network).__name__}: use names")
+        for role, name in presets.items():
+            print(f"  {role:<12} -> {name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``monai-segcam``; returns the exit status (0 success, 1 error, 2 usage error).
+
+    Example:
+        .. code-block:: bash
+
+            monai-segcam explain ct.nii.gz --bundle bundles/segcam_demo --output cams/
+    """
+    args = build_parser().parse_args(argv)
+    if not args.debug:  # library deprecation notices are not the user's business
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+    if getattr(args, "method", None):
+        args.method = list(dict.fromkeys(args.method))
+    try:
+        if args.command == "layers":
+            return run_layers(args)
+        from .explain import run_explain
+
+        return run_explain(args)
+    except CLIError as exc:
+        if args.debug:
+            raise
+        print(f"monai-segcam: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("monai-segcam: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = (str(exc).strip().splitlines() or [""])[0]
+        print(f"monai-segcam: error: {type(exc).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,43 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from monai_segcam.visualize import figure_to_array, plot_orthogonal_slices, save_figure
+
+matplotlib_image = pytest.importorskip("matplotlib.image")
+
+
+@pytest.mark.parametrize("dpi", [50, 100])
+def test_save_figure_writes_png_of_expected_size(volumes, tmp_path, dpi):
+    image, cam, region = volumes
+    fig = plot_orthogonal_slices(image, cam, region=region, figsize=(6.0, 2.5))
+    path = save_figure(fig, tmp_path / "sub" / "cam.png", dpi=dpi)
+    assert path == os.fspath(tmp_path / "sub" / "cam.png")
+    assert os.listdir(tmp_path / "sub") == ["cam.png"]  # no temporary file left behind
+    pixels = matplotlib_image.imread(path)
+    assert pixels.shape[:2] == (int(2.5 * dpi), int(6.0 * dpi))
+    assert np.ptp(pixels[..., :3]) > 0  # not a single flat colour
+    save_figure(fig, path, dpi=dpi)  # overwrites in place
+    assert os.listdir(tmp_path / "sub") == ["cam.png"]
+
+
+def test_save_figure_cleans_up_on_failure(tmp_path):
+    class Broken:
+        def savefig(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        save_figure(Broken(), tmp_path / "x.png")
+    assert os.listdir(tmp_path) == []
+
+
+def test_figure_to_array(volumes):
+    image, cam, _ = volumes
+    fig = plot_orthogonal_slices(image, cam, figsize=(6.0, 2.5))
+    arr = figure_to_array(fig)
+    assert arr.dtype == np.uint8 and arr.shape == (250, 600, 3)
+    assert arr.min() < arr.max()

@@ -1,0 +1,69 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from monai_segcam.visualize import figure_to_array, plot_orthogonal_slices
+
+from .conftest import PEAK
+
+
+def _titles(fig):
+    return {ax.get_label(): ax.get_title() for ax in fig.axes if ax.get_label() != "<colorbar>"}
+
+
+@pytest.mark.parametrize("to_tensor", [False, True])
+def test_peak_centred_slices_contain_planted_maximum(volumes, to_tensor):
+    image, cam, region = volumes
+    peak_value = float(cam.max())
+    if to_tensor:
+        image, cam, region = torch.from_numpy(image)[None], torch.from_numpy(cam)[None], torch.from_numpy(region)
+    fig = plot_orthogonal_slices(image, cam, region=region, title="t")
+    i, j, k = PEAK
+    assert _titles(fig) == {"axial": f"axial z={k}", "coronal": f"coronal y={j}", "sagittal": f"sagittal x={i}"}
+    assert len(fig.axes) == 4  # three planes and the colour bar
+    # the maximum of every drawn CAM plane is the planted maximum
+    for ax in fig.axes[:3]:
+        assert ax.images[1].get_array().max() == pytest.approx(peak_value)
+
+
+def test_centroid_center_and_explicit_voxel(volumes):
+    image, cam, region = volumes
+    assert _titles(plot_orthogonal_slices(image, cam, region, center="centroid"))["axial"] == "axial z=8"
+    titles = _titles(plot_orthogonal_slices(image, cam, center=(1, 2, 3), colorbar=False))
+    assert titles == {"axial": "axial z=3", "coronal": "coronal y=2", "sagittal": "sagittal x=1"}
+
+
+def test_metatensor_spacing_sets_aspect(volumes):
+    image, cam, _ = volumes
+    meta = MetaTensor(torch.from_numpy(image)[None], affine=torch.diag(torch.tensor([1.0, 1.0, 3.0, 1.0])))
+    fig = plot_orthogonal_slices(meta, cam)
+    aspects = {ax.get_label(): ax.get_aspect() for ax in fig.axes[:3]}
+    assert aspects == {"axial": 1.0, "coronal": 3.0, "sagittal": 3.0}
+    assert plot_orthogonal_slices(meta, cam, spacing=(1, 1, 1)).axes[1].get_aspect() == 1.0
+
+
+def test_zero_cam_plots_without_warnings(volumes):
+    image, cam, region = volumes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot_orthogonal_slices(image, np.zeros_like(cam), region=region)
+        figure_to_array(fig)  # full render
+    assert _titles(fig)["axial"] == "axial z=8"  # constant CAM: centred on the region
+
+
+def test_bad_inputs(volumes):
+    image, cam, region = volumes
+    with pytest.raises(ValueError, match="spatial shape"):
+        plot_orthogonal_slices(image, cam[:-1])
+    with pytest.raises(ValueError, match="region"):
+        plot_orthogonal_slices(image, cam, region=region[:, :-1])
+    with pytest.raises(ValueError, match="single channel"):
+        plot_orthogonal_slices(image, np.stack([cam, cam]))
+    with pytest.raises(ValueError, match="vmin"):
+        plot_orthogonal_slices(image, cam, vmin=1.0, vmax=0.5)

@@ -1,0 +1,8 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Inferers that return the usual prediction and keep the Seg-CAMs of the same inputs."""
+
+from __future__ import annotations
+
+from .segcam_inferer import SegCAMInferer, make_segcam, region_source
+
+__all__ = ["SegCAMInferer", "make_segcam", "region_source"]

@@ -1,0 +1,150 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""An inferer returning the usual prediction and keeping the Seg-CAMs of the same inputs.
+
+The prediction is computed once, by a wrapped MONAI inferer (under the evaluator's ``torch.no_grad()``, so it costs
+what it always costs); the CAM then reuses it for the region (``pred=``), so prediction-based regions need no extra
+prediction pass. The CAM engines enable gradients themselves, so the inferer works inside ``SupervisedEvaluator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import torch
+from monai.data import MetaTensor
+from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+from torch import nn
+
+from ..cam import Region, SegCAM, SlidingWindowSegCAM
+
+__all__ = ["SegCAMInferer", "make_segcam", "region_source"]
+
+
+def make_segcam(
+    network: nn.Module, inferer: Inferer | None = None, **cam_kwargs: Any
+) -> SegCAM | SlidingWindowSegCAM:
+    """The CAM engine matching an inferer: :py:class:`~monai_segcam.SlidingWindowSegCAM` with the window settings of
+    a ``SlidingWindowInferer`` (or of the one wrapped by a :py:class:`SegCAMInferer`), else
+    :py:class:`~monai_segcam.SegCAM` on whole volumes.
+
+    Args:
+        network: the segmentation network.
+        inferer: the inferer that makes the prediction, or ``None`` (whole volume).
+        cam_kwargs: ``layers``, ``method``, ... of the CAM engine.
+
+    Example:
+        .. code-block:: python
+
+            engine = make_segcam(net, SlidingWindowInferer(roi_size=(96, 96, 96)), layers="pre_head")
+    """
+    if isinstance(inferer, SegCAMInferer):
+        inferer = inferer.inferer
+    if isinstance(inferer, SlidingWindowInferer):
+        return SlidingWindowSegCAM.from_inferer(inferer, network, **cam_kwargs)
+    if inferer is not None and not isinstance(inferer, SimpleInferer):
+        raise TypeError(
+            f"Cannot reproduce a {type(inferer).__name__} for CAMs: use a SimpleInferer or a SlidingWindowInferer "
+            "(or pass `inferer=None` to explain whole volumes)."
+        )
+    return SegCAM(network, **cam_kwargs)
+
+
+def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch.Tensor | None:
+    """The prediction as the CAM engines read it for regions: logits ``(B, C, *spatial)`` as they are, and a
+    single-channel floating-point label map (e.g. from ``AsDiscreted(argmax=True)``) as an integer label map.
+
+    A single-channel floating-point ``pred`` of a ``multi_label`` network is its logits and is kept as it is.
+    """
+    if pred is None:
+        return None
+    pred = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
+    pred = pred.detach()
+    if pred.shape[1] == 1 and pred.is_floating_point() and not multi_label:
+        return pred.round().long()
+    return pred
+
+
+class SegCAMInferer(Inferer):
+    """Run an inferer and compute the Seg-CAMs of the same inputs, reusing its prediction.
+
+    ``__call__`` returns the wrapped inferer's prediction (a ``MetaTensor`` with the input's metadata), unchanged, and
+    stores the CAM (a ``MetaTensor`` ``(B, n_classes, *spatial)`` on the input grid with the input's metadata, or a
+    dict ``{layer: MetaTensor}`` when ``layers`` is a list) in :py:attr:`last_cam`. In an Ignite engine, attach a
+    :py:class:`~monai_segcam.handlers.SegCAMOutputHandler` to copy it into ``engine.state.output["cam"]`` at
+    ``IterationEvents.FORWARD_COMPLETED``, ready for postprocessing (``Invertd``, ``SaveImaged``).
+
+    With a ``SlidingWindowInferer`` the prediction is MONAI's stitched prediction and the CAM is a
+    :py:class:`~monai_segcam.SlidingWindowSegCAM` with the same window settings; otherwise a whole-volume
+    :py:class:`~monai_segcam.SegCAM`. Regions that need the ground truth (``"label"``, ``"fp"``, ``"fn"``) are not
+    available here (the inferer never sees the label): use :py:class:`~monai_segcam.handlers.SegCAMHandler`.
+
+    Args:
+        inferer: the inferer making the prediction: ``SimpleInferer`` (default) or ``SlidingWindowInferer``.
+        layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
+        method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
+        classes: the explained class index or indices.
+        region: the explained region (``"pred"``, ``"all"``, a mask, a :py:class:`~monai_segcam.Voxel`, ...).
+        cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
+
+    Example:
+        .. code-block:: python
+
+            inferer = SegCAMInferer(SlidingWindowInferer(roi_size=(96, 96, 96)), layers="pre_head", classes=1)
+            evaluator = SupervisedEvaluator(
+                device, val_loader, network, inferer=inferer, postprocessing=post, val_handlers=[SegCAMOutputHandler()]
+            )
+    """
+
+    def __init__(
+        self,
+        inferer: Inferer | None = None,
+        layers: str | Sequence[str] = "pre_head",
+        method: str = "hirescam",
+        classes: int | Sequence[int] = 1,
+        region: str | Region | torch.Tensor = "pred",
+        **cam_kwargs: Any,
+    ) -> None:
+        Inferer.__init__(self)
+        self.inferer = SimpleInferer() if inferer is None else inferer
+        self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
+        self.classes = classes
+        self.region = region
+        self.last_cam: MetaTensor | dict[str, MetaTensor] | None = None
+        self._engine: SegCAM | SlidingWindowSegCAM | None = None
+        self._network: nn.Module | None = None
+        if not isinstance(self.inferer, (SimpleInferer, SlidingWindowInferer)):
+            raise TypeError(
+                f"SegCAMInferer wraps a SimpleInferer or a SlidingWindowInferer, got {type(self.inferer).__name__}."
+            )
+
+    def engine(self, network: nn.Module) -> SegCAM | SlidingWindowSegCAM:
+        """The CAM engine for ``network`` (built once per network)."""
+        if self._engine is None or self._network is not network:
+            self._engine = make_segcam(network, self.inferer, **self.cam_kwargs)
+            self._network = network
+        return self._engine
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The prediction of ``network`` on ``inputs`` ``(B, C, *spatial)``; the CAM goes to :py:attr:`last_cam`.
+
+        Raises:
+            ValueError: when extra network arguments are given (the CAM engines call the network on the input only).
+        """
+        if args or kwargs:
+            raise ValueError(
+                "SegCAMInferer cannot pass extra arguments to the network: the CAM engines call it on the input only."
+            )
+        self.last_cam = None
+        pred = self.inferer(inputs, network)
+        if not isinstance(pred, torch.Tensor):
+            raise TypeError(
+                f"The inferer returned a {type(pred).__name__}; SegCAMInferer needs a tensor prediction (B, C, *spatial)."
+            )
+        if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
+            pred = MetaTensor(pred).copy_meta_from(inputs)
+        multi_label = bool(self.cam_kwargs.get("multi_label", False))
+        self.last_cam = self.engine(network)(
+            inputs, classes=self.classes, region=self.region, pred=region_source(pred, multi_label)
+        )
+        return pred

@@ -1,0 +1,25 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Transforms computing Seg-CAMs per item (postprocessing, before ``Invertd``) and normalising them."""
+
+from __future__ import annotations
+
+from .array import ComputeSegCAM, NormalizeSegCAM
+from .dictionary import (
+    NormalizeSegCAMd,
+    NormalizeSegCAMD,
+    NormalizeSegCAMDict,
+    SegCAMd,
+    SegCAMD,
+    SegCAMDict,
+)
+
+__all__ = [
+    "ComputeSegCAM",
+    "NormalizeSegCAM",
+    "SegCAMd",
+    "SegCAMD",
+    "SegCAMDict",
+    "NormalizeSegCAMd",
+    "NormalizeSegCAMD",
+    "NormalizeSegCAMDict",
+]

@@ -62,7 +62,7 @@ class ActivationCapture:
         self.differentiable = differentiable
         self.activations: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
-        self._training: bool | None = None
+        self._training: list[tuple[nn.Module, bool]] = []
         self._requires_grad: list[tuple[nn.Parameter, bool]] = []
 
     def _hook(self, layer: ResolvedLayer):
@@ -94,7 +94,7 @@ class ActivationCapture:
         self.activations = {}
 
     def __enter__(self) -> ActivationCapture:
-        self._training = self.network.training
+        self._training = [(module, module.training) for module in self.network.modules()]
         self._requires_grad = [(p, p.requires_grad) for p in self.network.parameters()]
         try:
             self.network.eval()
@@ -114,6 +114,7 @@ class ActivationCapture:
         for param, flag in self._requires_grad:
             param.requires_grad_(flag)
         self._requires_grad = []
-        if self._training is not None:
-            self.network.train(self._training)
+        for module, training in self._training:
+            module.training = training
+        self._training = []
         self.activations = {}

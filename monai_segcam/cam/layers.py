@@ -237,7 +237,7 @@ def list_layers(network: nn.Module, example_input_shape: Sequence[int], device: 
         return hook
 
     handles = [module.register_forward_hook(record(name)) for name, module in net.named_modules() if name]
-    training = net.training
+    training = [(module, module.training) for module in net.modules()]
     try:
         net.eval()
         with torch.no_grad():
@@ -245,7 +245,8 @@ def list_layers(network: nn.Module, example_input_shape: Sequence[int], device: 
     finally:
         for handle in handles:
             handle.remove()
-        net.train(training)
+        for module, flag in training:
+            module.training = flag
     return LayerTable(
         LayerInfo(name, type(module).__name__, shapes[name], roles_by_name.get(name, []))
         for name, module in net.named_modules()

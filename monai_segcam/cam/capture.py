@@ -25,8 +25,22 @@ from .layers import ResolvedLayer, unwrap_network
 __all__ = ["ActivationCapture"]
 
 
-def _select(output: Any, selector: int | str | None) -> Any:
-    return output if selector is None else output[selector]
+def _select(output: Any, selector: int | str | None, layer: ResolvedLayer) -> Any:
+    if selector is None:
+        return output
+    if isinstance(output, torch.Tensor) or not isinstance(output, (tuple, list, dict)):
+        raise TypeError(
+            f"Layer {layer.key!r} outputs a {type(output).__name__}, which takes no selector; "
+            f"use {layer.module_name!r} without '[{selector}]'."
+        )
+    try:
+        return output[selector]
+    except (IndexError, KeyError, TypeError):
+        valid = list(output) if isinstance(output, dict) else f"0..{len(output) - 1}"
+        raise ValueError(
+            f"Selector [{selector}] of layer {layer.key!r} does not exist: its output is a {type(output).__name__} "
+            f"of {len(output)} elements (valid selectors: {valid})."
+        ) from None
 
 
 def _replace(output: Any, selector: int | str | None, value: torch.Tensor) -> Any:
@@ -72,7 +86,7 @@ class ActivationCapture:
                     f"Layer {layer.key!r} ({layer.module_name}) ran more than once in one forward pass (a shared "
                     "module); its activation is ambiguous. Choose a layer that runs once, see list_layers()."
                 )
-            value = _select(output, layer.selector)
+            value = _select(output, layer.selector, layer)
             if not isinstance(value, torch.Tensor):
                 kind = type(output).__name__
                 raise TypeError(

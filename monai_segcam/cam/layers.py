@@ -158,7 +158,7 @@ def resolve_layers(network: nn.Module, layers: str | Sequence[str]) -> list[Reso
     resolved = []
     for key in [layers] if isinstance(layers, str) else list(layers):
         name, selector = _parse(str(key))
-        name = presets.get(name, _strip_wrapper_prefixes(name))
+        name = presets.get(name, name if name in modules else _strip_wrapper_prefixes(name))
         if name not in modules or name == "":
             candidates = [n for n in modules if n] + list(presets)
             close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)

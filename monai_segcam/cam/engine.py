@@ -22,6 +22,7 @@ __all__ = [
     "as_output",
     "layer_gradients",
     "check_activations",
+    "check_output",
 ]
 
 
@@ -111,3 +112,15 @@ def check_activations(capture: ActivationCapture, layers: Sequence[ResolvedLayer
             raise FloatingPointError(
                 f"Layer {layer.key!r} ({layer.module_name}) produced NaN/Inf activations; check the input and weights."
             )
+
+
+def check_output(output: torch.Tensor, layers: Sequence[ResolvedLayer], what: str = "The network output") -> None:
+    """Raise a clear error when the logits (or a given prediction) contain NaN/Inf: a CAM of them would be NaN."""
+    if output.is_floating_point() and not torch.isfinite(output).all():
+        if what == "pred":
+            raise ValueError("pred contains NaN or Inf values; pass finite logits or a label map.")
+        names = ", ".join(repr(layer.module_name) for layer in layers)
+        raise FloatingPointError(
+            f"{what} contains NaN/Inf values while the explained layers ({names}) were finite: a module after them "
+            "produced them; check the weights (e.g. a diverged checkpoint) and the input."
+        )

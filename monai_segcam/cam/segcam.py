@@ -13,7 +13,16 @@ from torch import nn
 
 from ..utils.enums import CAMTarget
 from .capture import ActivationCapture
-from .engine import as_output, check_activations, check_classes, check_image, layer_gradients, select_output, upsample
+from .engine import (
+    as_output,
+    check_activations,
+    check_classes,
+    check_image,
+    check_output,
+    layer_gradients,
+    select_output,
+    upsample,
+)
 from .layers import resolve_layers
 from .methods import CAMRule, ScoreCAMRule, get_rule
 from .regions import Region, as_region, region_cotangent, region_weights
@@ -103,6 +112,7 @@ class SegCAM:
         with torch.enable_grad(), ActivationCapture(self.network, self.layers, self.rule.needs_gradients) as capture:
             logits = select_output(self.network(x), self.output_selector)
             check_activations(capture, self.layers)
+            check_output(logits, self.layers)
             if tuple(logits.shape[2:]) != tuple(x.shape[2:]):
                 raise ValueError(
                     f"The network output grid {tuple(logits.shape[2:])} differs from the input grid "
@@ -110,6 +120,7 @@ class SegCAM:
                 )
             classes = check_classes(classes, logits.shape[1])
             source = logits.detach() if pred is None else torch.as_tensor(pred).to(self.device)
+            check_output(source, self.layers, "pred")
             weights = region_weights(
                 region, source, classes, x.shape[2:], x.shape[0], label, self.multi_label, device=self.device
             )

@@ -33,7 +33,16 @@ from torch import nn
 
 from ..utils.enums import CAMTarget
 from .capture import ActivationCapture
-from .engine import as_output, check_activations, check_classes, check_image, layer_gradients, select_output, upsample
+from .engine import (
+    as_output,
+    check_activations,
+    check_classes,
+    check_image,
+    check_output,
+    layer_gradients,
+    select_output,
+    upsample,
+)
 from .layers import resolve_layers
 from .methods import CAMRule, ScoreCAMRule, get_rule
 from .regions import Region, as_region, region_cotangent, region_weights
@@ -217,6 +226,8 @@ class SlidingWindowSegCAM:
         padded = F.pad(x, pad, mode=self.padding_mode, value=self.cval) if any(pad) else x
 
         source = pred if pred is not None else stitched
+        if source is not None:
+            check_output(source, self.layers, "pred" if pred is not None else "The stitched network output")
         if source is not None and source.shape[1] > 1:
             num_channels = source.shape[1]
         else:
@@ -278,6 +289,7 @@ class _Job:
         windows = torch.cat([self.x[(slice(b, b + 1), slice(None), *w)] for b, w in (self.windows[i] for i in group)])
         logits = self.cam._predictor(windows.to(self.sw_device))
         check_activations(capture, self.layers)
+        check_output(logits, self.layers)
         return logits
 
     def cotangent(self, group: list[int], logits: torch.Tensor, i: int) -> torch.Tensor:

@@ -302,6 +302,8 @@ def region_weights(
         label = torch.as_tensor(label).to(logits.device if logits is not None else "cpu")
     weights = region.weights(logits, classes, spatial_shape, batch_size, label=label, multi_label=multi_label)
     weights = weights.to(device=device if device is not None else weights.device, dtype=torch.float32)
+    if not torch.isfinite(weights).all():
+        raise ValueError("The region (mask) contains NaN or Inf values; region weights must be finite.")
     if warn_empty:
         empty = ~weights.flatten(2).any(-1)
         if empty.any():

@@ -174,8 +174,9 @@ class SlidingWindowSegCAM:
         return select_output(self.network(window), self.output_selector)
 
     def predict(self, image: torch.Tensor) -> torch.Tensor:
-        """The stitched logits, with MONAI's ``sliding_window_inference`` and this object's settings."""
-        with torch.no_grad():
+        """The stitched logits, with MONAI's ``sliding_window_inference`` and this object's settings (in ``eval()``
+        mode, like the CAM passes; the network's state is restored afterwards)."""
+        with torch.no_grad(), ActivationCapture(self.network, []):
             return sliding_window_inference(
                 image, self.roi_size, self.sw_batch_size, self._predictor, self.overlap, self.mode, self.sigma_scale,
                 self.padding_mode, self.cval, self.sw_device, self._device(image), self.progress,

@@ -107,6 +107,9 @@ class SegCAM:
                 ``(B, 1, *spatial)``) instead of this forward pass's output.
             label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
         """
+        if torch.is_inference_mode_enabled():  # CAMs need autograd: leave inference mode for this call
+            with torch.inference_mode(False):
+                return self(image, classes, region, pred, label)
         x = check_image(image).to(self.device)
         region = as_region(region)
         with torch.enable_grad(), ActivationCapture(self.network, self.layers, self.rule.needs_gradients) as capture:

@@ -205,6 +205,9 @@ class SlidingWindowSegCAM:
                 by an evaluator): prediction-based regions then cost no extra pass.
             label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
         """
+        if torch.is_inference_mode_enabled():  # CAMs need autograd: leave inference mode for this call
+            with torch.inference_mode(False):
+                return self(image, classes, region, pred, label)
         x = check_image(image)
         spatial = tuple(x.shape[2:])
         device = self._device(x)

@@ -1,0 +1,93 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""SlidingWindowSegCAM vs plain MONAI sliding-window inference.
+
+Model: ``UNet(3, 1, 3, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)`` (untrained, seeded); a 192³ volume,
+roi 96³, overlap 0.25, constant blending, sw_batch_size 1; region = voxels predicted as the class. Prints, measured in
+one run: plain ``sliding_window_inference``; the CAM with the prediction given and computed; one layer vs every
+encoder + decoder stage in one pass; one class vs three. Times are medians of round-robin samples; peak RSS comes
+from one fresh process per configuration.
+
+Run: ``python benchmarks/bench_sliding_window.py`` (``--size 128 --repeats 1`` for a quick run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import UNet
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median_times, peak_rss_in_subprocess, report_child_peak  # noqa: E402
+
+from monai_segcam import SlidingWindowSegCAM, layer_presets  # noqa: E402
+
+ROI, OVERLAP = (96, 96, 96), 0.25
+
+
+def build(size: int):
+    torch.manual_seed(0)
+    net = UNet(3, 1, 3, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2).eval()
+    x = torch.randn(1, 1, size, size, size, generator=torch.Generator().manual_seed(1))
+    return net, x
+
+
+def configurations(net, x):
+    presets = layer_presets(net)
+    stages = [presets[k] for k in sorted(presets) if k.startswith(("encoder.", "decoder."))]
+    earliest = presets["encoder.0"]
+
+    def plain():
+        with torch.no_grad():
+            return sliding_window_inference(x, ROI, 1, net, OVERLAP)
+
+    pred = plain()
+
+    def cam(layers, classes, given):
+        sw = SlidingWindowSegCAM(net, ROI, layers=layers, method="hirescam", overlap=OVERLAP)
+        return lambda: sw(x, classes=classes, pred=pred if given else None)
+
+    return {
+        "plain sliding_window_inference": plain,
+        "CAM pre_head, 1 class, pred given": cam("pre_head", 1, True),
+        "CAM pre_head, 1 class, pred computed": cam("pre_head", 1, False),
+        "CAM pre_head, 3 classes, pred given": cam("pre_head", [0, 1, 2], True),
+        "CAM earliest layer (encoder.0), 1 class, pred given": cam(earliest, 1, True),
+        f"CAM all {len(stages)} encoder+decoder stages, 1 class, pred given": cam(stages, 1, True),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-child", nargs=2, metavar=("SIZE", "NAME"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    if args.memory_child:
+        net, x = build(int(args.memory_child[0]))
+        configurations(net, x)[args.memory_child[1]]()
+        report_child_peak()
+        return
+    net, x = build(args.size)
+    configs = configurations(net, x)
+    times = median_times(configs, repeats=args.repeats, warmup=0)
+    plain = times["plain sliding_window_inference"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; {args.size}³, roi {ROI}, overlap {OVERLAP}")
+    print("| configuration | time (s) | × plain SW | peak RSS (MiB) |\n|---|---|---|---|")
+    for name, t in times.items():
+        rss = "" if args.no_memory else f"{peak_rss_in_subprocess(__file__, str(args.size), name):.0f}"
+        print(f"| {name} | {t:.2f} | {t / plain:.2f} | {rss} |")
+    one = times["CAM pre_head, 1 class, pred given"]
+    stages = next(v for k, v in times.items() if k.startswith("CAM all"))
+    print(f"\nCAM (pred given) / plain SW: {one / plain:.2f} (goal <= 2.0)")
+    print(f"all stages / earliest layer alone: {stages / times['CAM earliest layer (encoder.0), 1 class, pred given']:.2f} (goal <= 1.3)")
+    print(f"3 classes / 1 class: {times['CAM pre_head, 3 classes, pred given'] / one:.2f} (goal <= 2.2)")
+
+
+if __name__ == "__main__":
+    main()

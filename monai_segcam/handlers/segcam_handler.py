@@ -37,7 +37,9 @@ SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWrite
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
-    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator")
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
 
 __all__ = ["SegCAMHandler", "OnError", "CSV_COLUMNS", "STAT_COLUMNS"]
 
@@ -293,7 +295,7 @@ class SegCAMHandler:
                 continue
             self._count += 1
             if self.resume and all(os.path.exists(path) for path in self._case_files(name, engine).values()):
-                self.rows += [self._row(name, engine, layer, c, "resumed") for layer in self.layer_list for c in self.classes]
+                self.rows += self._case_rows(name, engine, "resumed")
                 continue
             try:
                 case = self._compute_case(i, name, item, pred, label, engine)
@@ -325,15 +327,16 @@ class SegCAMHandler:
         if self.epoch_level and engine.state.epoch % self.interval:
             return
         rank, _ = _rank_and_world()
-        gathered = [json.loads(text) for text in string_list_all_gather([json.dumps(row) for row in self.rows])]
+        texts = string_list_all_gather([json.dumps(row) for row in self.rows])
+        gathered = [json.loads(text) for text in texts if text]  # a rank without rows sends ""
         if rank != self.save_rank:
             return
         rows = self._merge(gathered, engine)
         self.rows = rows
         failed = [row for row in rows if row["status"] == "failed"]
         if failed:
-            self.logger.warning(f"SegCAMHandler: {len({row['case'] for row in failed})} case(s) failed: "
-                                + "; ".join(sorted({f"{row['case']}: {row['error']}" for row in failed})))
+            messages = sorted({f"{row['case']}: {row['error']}" for row in failed})
+            self.logger.warning(f"SegCAMHandler: {len(messages)} case(s) failed: " + "; ".join(messages))
         if self.output_dir is not None and self.csv_name is not None:
             path = safe_path(self._folder(engine), self.csv_name)
             with atomic_output(path) as tmp, open(tmp, "w", newline="") as stream:
@@ -400,13 +403,16 @@ class SegCAMHandler:
         row.update({"class": class_index, "error": error})
         return row
 
+    def _case_rows(self, name: str, engine: Engine, status: str, error: str = "") -> list[dict[str, Any]]:
+        return [self._row(name, engine, layer, c, status, error) for layer in self.layer_list for c in self.classes]
+
     def _fail(self, name: str, error: Exception, engine: Engine) -> None:
         if self.on_error == OnError.RAISE:
             raise RuntimeError(f"SegCAMHandler: case {name!r} failed: {type(error).__name__}: {error}") from error
         message = f"{type(error).__name__}: {error}".replace("\n", " ")
         self.failed[name] = message
         self.rows = [row for row in self.rows if row["case"] != name]
-        self.rows += [self._row(name, engine, layer, c, "failed", message) for layer in self.layer_list for c in self.classes]
+        self.rows += self._case_rows(name, engine, "failed", message)
         self.logger.warning(f"SegCAMHandler: skipping case {name!r}: {message}")
 
     def _compute_case(self, index, name, item, pred, label, engine) -> _Case:

@@ -8,8 +8,8 @@ prediction pass. The CAM engines enable gradients themselves, so the inferer wor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from monai.data import MetaTensor
@@ -139,7 +139,7 @@ class SegCAMInferer(Inferer):
         pred = self.inferer(inputs, network)
         if not isinstance(pred, torch.Tensor):
             raise TypeError(
-                f"The inferer returned a {type(pred).__name__}; SegCAMInferer needs a tensor prediction (B, C, *spatial)."
+                f"The inferer returned a {type(pred).__name__}; SegCAMInferer needs a tensor (B, C, *spatial)."
             )
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)

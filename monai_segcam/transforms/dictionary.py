@@ -10,7 +10,7 @@ import torch
 from monai.config import KeysCollection
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
-from monai.utils import TransformBackends, ensure_tuple, ensure_tuple_rep
+from monai.utils import ensure_tuple, ensure_tuple_rep
 from torch import nn
 
 from ..cam import Region
@@ -99,7 +99,8 @@ class SegCAMd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
-        for key, pred_key, label_key, cam_key in self.key_iterator(d, self.pred_keys, self.label_keys, self.cam_key_bases):
+        iterator = self.key_iterator(d, self.pred_keys, self.label_keys, self.cam_key_bases)
+        for key, pred_key, label_key, cam_key in iterator:
             for role, other in (("pred_key", pred_key), ("label_key", label_key)):
                 if other is not None and other not in d:
                     raise KeyError(f"SegCAMd: {role} {other!r} is not in the data (keys: {list(d)}).")

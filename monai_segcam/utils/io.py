@@ -163,10 +163,12 @@ def save_nifti_atomic(
     if channel_dim is not None:
         array = np.moveaxis(array, channel_dim, -1)
         array = array[..., 0] if array.shape[-1] == 1 else array
-    affine = np.eye(4) if affine is None else np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine)
+    if isinstance(affine, torch.Tensor):
+        affine = affine.detach().cpu().numpy()
+    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4):
         raise ValueError(f"affine must be a 4x4 voxel-to-world matrix, got shape {affine.shape}.")
-    image = nib.Nifti1Image(np.ascontiguousarray(array.astype(output_dtype, copy=False)), affine.astype(np.float64))
+    image = nib.Nifti1Image(np.ascontiguousarray(array.astype(output_dtype, copy=False)), affine)
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)
     with atomic_output(path) as tmp:

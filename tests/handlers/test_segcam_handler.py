@@ -34,7 +34,8 @@ def write_cases(folder, n: int = 3, shape=(16, 14, 12), nan_case: int | None = N
         image[label > 0] += 1.0
         if i == nan_case:
             image[0, 0, 0] = np.nan
-        paths = {"image": os.path.join(folder, f"case {i}.nii.gz"), "label": os.path.join(folder, f"case {i}_seg.nii.gz")}
+        paths = {"image": os.path.join(folder, f"case {i}.nii.gz")}
+        paths["label"] = os.path.join(folder, f"case {i}_seg.nii.gz")
         nib.save(nib.Nifti1Image(image, AFFINE), paths["image"])
         nib.save(nib.Nifti1Image(label, AFFINE), paths["label"])
         files.append(paths)
@@ -181,11 +182,17 @@ def test_case_selection_and_max_cases(tmp_path):
     assert sorted(name for name in os.listdir(out) if name.endswith(".nii.gz")) == [
         "case_1_cam_hirescam_pre_head_class1.nii.gz"
     ]
+    every_other = SegCAMHandler(classes=1, output_dir=tmp_path / "iter", interval=2, epoch_level=False)
+    make_evaluator(files, make_net(), [every_other]).run()
+    assert [row["case"] for row in every_other.rows if row["status"] == "ok"] == ["case_1"]  # iteration 2 only
+    with pytest.raises(ValueError, match="save_rank"):
+        make_evaluator(files, make_net(), [SegCAMHandler(save_rank=1)]).run()
 
 
 def _train(files, with_cam: bool, tmp_path) -> tuple[UNet, SupervisedEvaluator]:
     net = make_net(1)
-    handlers = [SegCAMHandler(classes=1, output_dir=tmp_path / "val", epoch_subdir=True, interval=2)] if with_cam else []
+    handler = SegCAMHandler(classes=1, output_dir=tmp_path / "val", epoch_subdir=True, interval=2)
+    handlers = [handler] if with_cam else []
     evaluator = make_evaluator(files, net, handlers)
     pre = preprocessing()
     loader = DataLoader(Dataset(files, pre), batch_size=1, shuffle=False, num_workers=0)

@@ -38,7 +38,9 @@ def _worker(rank: int, folder: str, port: int) -> None:
         loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=0)
         net = torch.nn.parallel.DistributedDataParallel(make_net())
         handler = SegCAMHandler(classes=1, output_dir=os.path.join(folder, "cams"), on_error="skip")
-        SupervisedEvaluator(torch.device("cpu"), loader, net, val_handlers=[handler]).run()
+        # a second handler whose only case lives on rank 0: rank 1 has no rows to send
+        only = SegCAMHandler(classes=1, cam_key="cam2", output_dir=os.path.join(folder, "only"), cases=["case_2"])
+        SupervisedEvaluator(torch.device("cpu"), loader, net, val_handlers=[handler, only]).run()
         with open(os.path.join(folder, f"rank{rank}.json"), "w") as stream:
             json.dump({"rows": sorted({row["case"] for row in handler.rows})}, stream)
     finally:
@@ -61,6 +63,8 @@ def test_each_rank_explains_its_cases_rank0_writes_the_csv(tmp_path):
         rows = list(csv.DictReader(stream))
     assert [row["case"] for row in rows] == ["case_0", "case_1", "case_2", "mean", "std"]  # padding duplicate dropped
     assert next(row["n"] for row in rows if row["case"] == "mean") == "3"
+    with open(tmp_path / "only" / "segcam_stats.csv", newline="") as stream:
+        assert [row["case"] for row in csv.DictReader(stream)] == ["case_2", "mean", "std"]
     ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in range(2)]
     assert ranks[0]["rows"] == ["case_0", "case_1", "case_2"]  # gathered on rank 0
     assert ranks[1]["rows"] == ["case_0", "case_1"]  # rank 1 keeps its own rows (case_1 and the padded case_0)

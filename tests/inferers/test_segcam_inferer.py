@@ -33,11 +33,11 @@ def make_data(n: int = 2, shape=(16, 16, 12)) -> list[dict]:
     return data
 
 
-def run(inferer, handlers, postprocessing=None, batch_size: int = 2) -> tuple[SupervisedEvaluator, dict]:
+def run(inferer, handlers, n: int = 2) -> tuple[SupervisedEvaluator, dict]:
     net = make_net()
-    loader = DataLoader(Dataset(make_data()), batch_size=batch_size)
+    loader = DataLoader(Dataset(make_data(n)), batch_size=n)
     evaluator = SupervisedEvaluator(
-        torch.device("cpu"), loader, net, inferer=inferer, val_handlers=handlers, postprocessing=postprocessing
+        torch.device("cpu"), loader, net, inferer=inferer, val_handlers=handlers
     )
     seen: dict = {}
 
@@ -67,7 +67,8 @@ def test_whole_volume_inferer_in_evaluator():
 
 def test_sliding_window_inferer_reuses_the_stitched_prediction():
     window = SlidingWindowInferer(roi_size=(8, 8, 8), overlap=0.25, mode="gaussian")
-    evaluator, seen = run(SegCAMInferer(window, layers=["pre_head", "bottleneck"], classes=1), [SegCAMOutputHandler()])
+    inferer = SegCAMInferer(window, layers=["pre_head", "bottleneck"], classes=1)
+    evaluator, seen = run(inferer, [SegCAMOutputHandler()], n=1)
     image, pred = seen["image"], seen["pred"]
     torch.testing.assert_close(pred.as_tensor(), window(image, evaluator.network).as_tensor())
     expected = SlidingWindowSegCAM.from_inferer(window, evaluator.network, layers=["pre_head", "bottleneck"])(

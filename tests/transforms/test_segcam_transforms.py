@@ -109,7 +109,8 @@ def test_several_layers_one_key_each_with_meta_and_inversion(tmp_path):
     segcam = SegCAMd("image", net, layers=["pre_head", "bottleneck"], classes=[0, 1], cam_key="cam")
     assert segcam.cam_keys == ("cam_pre_head", "cam_bottleneck")
     out = segcam(item)
-    expected = SegCAM(net, layers=["pre_head", "bottleneck"])(item["image"][None], classes=[0, 1], pred=item["pred"][None])
+    reference = SegCAM(net, layers=["pre_head", "bottleneck"])
+    expected = reference(item["image"][None], classes=[0, 1], pred=item["pred"][None])
     for layer in ("pre_head", "bottleneck"):
         cam = out[f"cam_{layer}"]
         assert isinstance(cam, MetaTensor) and cam.shape == (2, *item["image"].shape[1:])

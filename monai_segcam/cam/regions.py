@@ -54,11 +54,12 @@ def class_masks(logits: torch.Tensor, classes: Sequence[int], multi_label: bool 
     Multi-label networks predict class ``c`` where its logit is positive (sigmoid > 0.5).
 
     Args:
-        logits: network output ``(B, C, *spatial)``, or a discrete label map ``(B, 1, *spatial)`` (integer dtype).
+        logits: network output ``(B, C, *spatial)``, or a discrete label map ``(B, 1, *spatial)`` (any dtype, e.g.
+            the float output of ``AsDiscrete(argmax=True)``; with ``multi_label`` a single channel is a logit).
         classes: the class indices.
         multi_label: sigmoid outputs, one independent class per channel.
     """
-    if logits.shape[1] == 1 and not logits.is_floating_point():
+    if logits.shape[1] == 1 and not multi_label:
         return torch.cat([logits == c for c in classes], dim=1)
     if logits.dtype == torch.bool:
         return logits[:, list(classes)]

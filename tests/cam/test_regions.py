@@ -18,6 +18,7 @@ def test_class_masks_equal_argmax_with_ties():
     assert torch.equal(masks, expected)
     labels = logits.argmax(1, keepdim=True)
     assert torch.equal(class_masks(labels, [2, 3]), expected[:, 2:])  # discrete label map
+    assert torch.equal(class_masks(labels.float(), [2, 3]), expected[:, 2:])  # AsDiscrete(argmax=True) output
     assert torch.equal(class_masks(logits - 1.5, [1], multi_label=True), logits[:, 1:2] > 1.5)
 
 

@@ -23,7 +23,7 @@ from .engine import (
     select_output,
     upsample,
 )
-from .layers import resolve_layers
+from .layers import resolve_layers, unwrap_network
 from .methods import CAMRule, ScoreCAMRule, get_rule
 from .regions import Region, as_region, region_cotangent, region_weights
 
@@ -113,7 +113,7 @@ class SegCAM:
         x = check_image(image).to(self.device)
         region = as_region(region)
         with torch.enable_grad(), ActivationCapture(self.network, self.layers, self.rule.needs_gradients) as capture:
-            logits = select_output(self.network(x), self.output_selector)
+            logits = select_output(unwrap_network(self.network)(x), self.output_selector)
             check_activations(capture, self.layers)
             check_output(logits, self.layers)
             if tuple(logits.shape[2:]) != tuple(x.shape[2:]):
@@ -173,7 +173,7 @@ class SegCAM:
                 masked = (x[:, None] * masks[:, :, None]).flatten(0, 1)
                 capture.reset()
                 with torch.no_grad():
-                    out = select_output(self.network(masked), self.output_selector)
+                    out = select_output(unwrap_network(self.network)(masked), self.output_selector)
                 out = out.view(x.shape[0], -1, *out.shape[1:])
                 if self.target == CAMTarget.PROBABILITIES:
                     out = torch.sigmoid(out) if self.multi_label else torch.softmax(out, dim=2)

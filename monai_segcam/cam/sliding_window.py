@@ -43,7 +43,7 @@ from .engine import (
     select_output,
     upsample,
 )
-from .layers import resolve_layers
+from .layers import resolve_layers, unwrap_network
 from .methods import CAMRule, ScoreCAMRule, get_rule
 from .regions import Region, as_region, region_cotangent, region_weights
 
@@ -171,7 +171,9 @@ class SlidingWindowSegCAM:
         return cls(network, **{**settings, **cam_kwargs})
 
     def _predictor(self, window: torch.Tensor) -> torch.Tensor:
-        return select_output(self.network(window), self.output_selector)
+        # the bare network: a DDP forward may run collectives (a CAM on one rank would block) and a compiled one
+        # recompiles for the hooks and fails with retain_graph (several classes); the hooks are on the bare modules
+        return select_output(unwrap_network(self.network)(window), self.output_selector)
 
     def predict(self, image: torch.Tensor) -> torch.Tensor:
         """The stitched logits, with MONAI's ``sliding_window_inference`` and this object's settings (in ``eval()``

@@ -8,6 +8,11 @@ Example:
 
         cam = SegCAM(network, layers="pre_head", method="hirescam")
         maps = cam(image, classes=1, region="pred")
+
+Subpackages: :py:mod:`monai_segcam.cam` (engines), :py:mod:`~monai_segcam.transforms`,
+:py:mod:`~monai_segcam.inferers`, :py:mod:`~monai_segcam.handlers` (Ignite), :py:mod:`~monai_segcam.metrics`
+(explanation quality), :py:mod:`~monai_segcam.visualize` (pictures), :py:mod:`~monai_segcam.data` (phantoms),
+:py:mod:`~monai_segcam.cli` (``monai-segcam``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,25 @@ from .cam import (
     normalize_cam,
     resolve_layers,
 )
+from .handlers import SegCAMHandler
+from .inferers import SegCAMInferer
+from .transforms import ComputeSegCAM, NormalizeSegCAMd, SegCAMd
 
 __version__ = "0.1.0"
 
-__all__ = ["SegCAM", "SlidingWindowSegCAM", "list_layers", "layer_presets", "resolve_layers", "normalize_cam", "Voxel", "Box", "Component"]
+__all__ = [
+    "SegCAM",
+    "SlidingWindowSegCAM",
+    "list_layers",
+    "layer_presets",
+    "resolve_layers",
+    "normalize_cam",
+    "Voxel",
+    "Box",
+    "Component",
+    "ComputeSegCAM",
+    "SegCAMd",
+    "NormalizeSegCAMd",
+    "SegCAMInferer",
+    "SegCAMHandler",
+]

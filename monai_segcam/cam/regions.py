@@ -213,6 +213,11 @@ class Box(Region):
         end: one past the last voxel per spatial dimension.
         within_prediction: keep only the voxels of the box that are predicted as the class (Seg-XRes-CAM's
             "class ∩ box").
+
+    Example:
+        .. code-block:: python
+
+            cam(image, classes=2, region=Box((10, 20, 5), (40, 50, 30), within_prediction=True))
     """
 
     start: Sequence[int]
@@ -243,6 +248,11 @@ class Component(Region):
     Args:
         index: rank of the component by size (0 = largest). An image with fewer components gets an empty region.
         connectivity: ``1`` (faces), ``2`` (faces + edges) or ``3`` (faces + edges + corners in 3D).
+
+    Example:
+        .. code-block:: python
+
+            left, right = (cam(image, classes=2, region=Component(index=i)) for i in (0, 1))
     """
 
     index: int = 0

@@ -84,7 +84,9 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
             if method == "scorecam":  # masked forward passes need every channel on the whole grid
                 engines[method] = SegCAM(model.network, layers=list(args.layers), method=method, target=args.target)
             elif isinstance(model.inferer, SlidingWindowInferer):
-                engines[method] = SlidingWindowSegCAM.from_inferer(model.inferer, model.network, method=method, **common)
+                engines[method] = SlidingWindowSegCAM.from_inferer(
+                    model.inferer, model.network, method=method, **common
+                )
             else:
                 engines[method] = SlidingWindowSegCAM(model.network, **{"roi_size": -1, **common, "method": method})
         except ValueError as exc:
@@ -225,14 +227,16 @@ def _explain_case(
                 title = f"{name} | class {c}{class_name} | {layer} | {method}"
                 fig = plot_orthogonal_slices(original[0], cam, region=mask, center=args.center, title=title)
                 _save_png(fig, os.path.join(staging, f"{stem}.png"))
-                written.append({"file": f"{stem}.png", "kind": "png", **{k: entry[k] for k in ("class", "layer", "method")}})
+                written.append({"file": f"{stem}.png", "kind": "png", "class": c, "layer": layer, "method": method})
             panel.setdefault(layer, {})[method] = cam
         if args.png and len(keys) > 1:
             from monai_segcam.visualize import plot_cam_panel
 
             fig = plot_cam_panel(original[0], panel, region=mask if mask.any() else None, title=f"{name} | class {c}")
             _save_png(fig, os.path.join(staging, f"{name}_cam_class{c}_panel.png"))
-            written.append({"file": f"{name}_cam_class{c}_panel.png", "kind": "png", "class": c, "layer": None, "method": None})
+            written.append(
+                {"file": f"{name}_cam_class{c}_panel.png", "kind": "png", "class": c, "layer": None, "method": None}
+            )
     summary = {
         "case": name,
         "input": {
@@ -300,11 +304,12 @@ def run_explain(args: Namespace) -> int:
                     summary = _explain_case(path, label_path, name, model, predictor, engines, args, staging)
                     summary.update(model=model.description, settings=settings)
                     write_json(summary, os.path.join(staging, f"{name}_segcam.json"))
-            except CLIError as exc:
-                if len(args.images) == 1:
+            except Exception as exc:  # one failed case leaves nothing behind and does not stop the others
+                if len(args.images) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError, ValueError)):
                     raise
                 failed += 1
-                _print(f"monai-segcam: error: {exc}", error=True)
+                reason = str(exc) if isinstance(exc, CLIError) else f"{path}: {type(exc).__name__}: {exc}"
+                _print(f"monai-segcam: error: {reason.strip().splitlines()[0]}", error=True)
                 continue
         if not args.quiet:
             for message in dict.fromkeys(str(w.message) for w in caught if args.debug or "monai_segcam" in w.filename):

@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLIError", "check_exists", "read_image", "case_names", "sanitize", "staged_directory", "write_nifti", "write_json"]
+__all__ = [
+    "CLIError",
+    "check_exists",
+    "read_image",
+    "case_names",
+    "sanitize",
+    "staged_directory",
+    "write_nifti",
+    "write_json",
+]
 
 _EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gz")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

@@ -76,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers", nargs="+", default=["pre_head"], metavar="L",
         help="layer names or presets (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
-    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=_METHODS, metavar="M", help=f"{', '.join(_METHODS)}")
-    cam.add_argument("--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)")
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=_METHODS, metavar="M",
+                     help=", ".join(_METHODS))  # fmt: skip
+    cam.add_argument(
+        "--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)"
+    )
     cam.add_argument(
         "--region", default="pred", type=_region,
         help="explained region: pred (default), all, empty, label, fp, fn (these three need --label), component[:N]",
@@ -134,11 +137,14 @@ def run_layers(args: argparse.Namespace) -> int:
         table = list_layers(network, shape)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CLIError(f"the network failed on a zero input of shape {tuple(shape)} (set --input-shape): {reason}") from exc
+        raise CLIError(
+            f"the network failed on a zero input of shape {tuple(shape)} (set --input-shape): {reason}"
+        ) from exc
     if not args.quiet:
         print(table)
         presets = layer_presets(network)
-        print(f"\npresets ({type(network).__name__}):" if presets else f"\nno presets for {type(network).__name__}: use names")
+        name = type(network).__name__
+        print(f"\npresets ({name}):" if presets else f"\nno presets for {name}: use layer names")
         for role, name in presets.items():
             print(f"  {role:<12} -> {name}")
     return 0
@@ -176,5 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = (str(exc).strip().splitlines() or [""])[0]
-        print(f"monai-segcam: error: {type(exc).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
+        message = f"{type(exc).__name__}: {message} (run with --debug for the traceback)"
+        print(f"monai-segcam: error: {message}", file=sys.stderr)
         return 1

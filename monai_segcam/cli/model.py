@@ -98,14 +98,17 @@ def load_checkpoint(network: nn.Module, path: str) -> None:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or mismatched:
-        problems = [
-            f"{label}: {_abbreviated(names)}"
-            for label, names in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch (checkpoint vs network)", mismatched))
-            if names
-        ]
+        found = {
+            "missing keys": missing,
+            "unexpected keys": unexpected,
+            "shape mismatch (checkpoint vs network)": mismatched,
+        }
+        problems = [f"{label}: {_abbreviated(names)}" for label, names in found.items() if names]
         raise CLIError(f"checkpoint {path} does not match the network {type(network).__name__}: {'; '.join(problems)}")
     network.load_state_dict(state)
 

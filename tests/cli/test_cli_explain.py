@@ -1,0 +1,148 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""``monai-segcam explain`` / ``layers`` end to end, as subprocesses on files of every supported format: outputs on
+the input's own grid (shape and affine read back with nibabel, references from nibabel and ITK), PNGs, JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_helpers import NIFTI_AFFINE, SHAPE, itk_ras_affine, run_cli
+
+BUNDLE_DEMO = Path(__file__).resolve().parents[2] / "bundles" / "segcam_demo"
+
+
+def _reference_grid(kind: str, path: Path) -> np.ndarray:
+    """The input's voxel -> RAS affine, read independently of MONAI."""
+    import itk
+
+    if kind == "nifti":
+        return NIFTI_AFFINE
+    if kind == "dicom":
+        names = itk.GDCMSeriesFileNames.New(Directory=str(path)).GetInputFileNames()
+        return itk_ras_affine(itk.imread(names))
+    return itk_ras_affine(itk.imread(str(path)))
+
+
+def _no_leftovers(output: Path) -> None:
+    assert not [p for p in output.iterdir() if p.name.startswith(".segcam-tmp-")]
+
+
+@pytest.fixture(scope="module")
+def explained(cli_runs):
+    """The run over all four formats, the bundle run (label region, no PNGs, quiet) and the ``layers`` command."""
+    results = {name: cli_runs[name][0] for name in ("formats", "bundle", "layers")}
+    return results, cli_runs["formats"][1], cli_runs["bundle"][1]
+
+
+CASES = {"nifti": "case_01_T1", "nrrd": "scan", "mha": "scan_b", "dicom": "dicom_series"}
+
+
+@pytest.mark.parametrize("kind", list(CASES))
+def test_outputs_on_input_grid(explained, cli_data, kind):
+    import nibabel as nib
+
+    results, output, _ = explained
+    assert results["formats"].returncode == 0, results["formats"].stderr
+    case = output / CASES[kind]
+    reference = _reference_grid(kind, cli_data[kind])
+    cams = sorted(case.glob("*_cam_*.nii.gz"))
+    expected = [f"{CASES[kind]}_cam_class1_{layer}_hirescam.nii.gz" for layer in ("bottleneck", "pre_head")]
+    assert [p.name for p in cams] == expected
+    for path in [*cams, case / f"{CASES[kind]}_seg.nii.gz"]:
+        image = nib.load(str(path))
+        assert image.shape == SHAPE
+        np.testing.assert_allclose(image.affine, reference, atol=1e-4)
+    assert np.asarray(nib.load(str(cams[1])).dataobj).max() > 0
+    seg = np.asarray(nib.load(str(case / f"{CASES[kind]}_seg.nii.gz")).dataobj)
+    assert seg.dtype == np.uint8 and set(np.unique(seg)) <= {0, 1, 2}
+
+
+def test_pngs_and_summary(explained, cli_data):
+    from matplotlib.image import imread
+
+    results, output, _ = explained
+    assert results["formats"].returncode == 0, results["formats"].stderr
+    _no_leftovers(output)
+    assert sorted(p.name for p in output.iterdir()) == sorted(CASES.values())
+    case = output / "case_01_T1"
+    summary = json.loads((case / "case_01_T1_segcam.json").read_text())
+    assert summary["input"]["path"] == str(cli_data["nifti"])
+    assert summary["input"]["shape"] == list(SHAPE)
+    np.testing.assert_allclose(summary["input"]["affine"], NIFTI_AFFINE)
+    assert summary["model"]["checkpoint"] == str(cli_data["checkpoint"])
+    assert summary["model"]["network"] == "monai.networks.nets.UNet"
+    assert summary["settings"]["layers"] == {"pre_head": "model.1", "bottleneck": "model.1.submodule"}
+    assert summary["settings"]["roi_size"] == [16] and summary["settings"]["overlap"] == 0.5
+    files = {entry["file"]: entry for entry in summary["files"]}
+    assert set(files) | {"case_01_T1_segcam.json"} == {p.name for p in case.iterdir()}
+    cam = files["case_01_T1_cam_class1_pre_head_hirescam.nii.gz"]
+    assert (cam["class"], cam["layer"], cam["module"], cam["method"]) == (1, "pre_head", "model.1", "hirescam")
+    assert cam["stats"]["max"] > 0 and len(cam["stats"]["peak_voxel"]) == 3
+    assert 0 <= cam["stats"]["mass_in_prediction"] <= 1
+    pngs = [name for name, entry in files.items() if entry["kind"] == "png"]
+    assert sorted(pngs) == sorted(
+        ["case_01_T1_cam_class1_pre_head_hirescam.png", "case_01_T1_cam_class1_bottleneck_hirescam.png",
+         "case_01_T1_cam_class1_panel.png"]
+    )  # fmt: skip
+    picture = imread(case / "case_01_T1_cam_class1_pre_head_hirescam.png")
+    assert picture.shape[:2] == (450, 1200)  # plot_orthogonal_slices' 12 x 4.5 inches at 100 dpi
+    assert picture[..., :3].std() > 0.01
+    assert imread(case / "case_01_T1_cam_class1_panel.png").std() > 0.01
+    assert "case_01_T1: " in results["formats"].stdout
+
+
+def test_bundle_preprocessing_is_inverted(explained, cli_data):
+    import nibabel as nib
+
+    results, _, output = explained
+    assert results["bundle"].returncode == 0, results["bundle"].stderr
+    assert results["bundle"].stdout == ""
+    assert [line for line in results["bundle"].stderr.splitlines() if "swigvarlink" not in line] == []  # --quiet
+    _no_leftovers(output)
+    for kind, case in (("nifti", "case_01_T1"), ("dicom", "dicom_series")):
+        reference = _reference_grid(kind, cli_data[kind])
+        summary = json.loads((output / case / f"{case}_segcam.json").read_text())
+        assert summary["network_input_shape"] != [1, *SHAPE]  # the bundle resampled the image
+        assert summary["classes"] == {"1": "block", "2": "rest"}
+        assert summary["model"]["bundle_name"] == "tiny_test_bundle"
+        assert summary["settings"]["roi_size"] == [16, 16, 16] and summary["settings"]["sw_batch_size"] == 2
+        assert not list((output / case).glob("*.png"))
+        for method in ("layercam", "gradcam"):
+            image = nib.load(str(output / case / f"{case}_cam_class1_pre_head_{method}.nii.gz"))
+            assert image.shape == SHAPE
+            np.testing.assert_allclose(image.affine, reference, atol=1e-4)
+            values = np.asarray(image.dataobj)
+            assert values.min() >= 0 and values.max() <= 1  # --normalize
+
+
+def test_layers_lists_presets(explained):
+    results, _, _ = explained
+    result = results["layers"]
+    assert result.returncode == 0, result.stderr
+    for text in ("pre_head", "bottleneck", "encoder.0", "model.1.submodule", "(1, 4, 8, 8, 8)", "(1, 3, 16, 16, 16)"):
+        assert text in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (BUNDLE_DEMO / "models" / "model.pt").exists(), reason="demo bundle not built")
+def test_demo_bundle(tmp_path):
+    import nibabel as nib
+
+    samples = sorted((BUNDLE_DEMO / "sample_data").glob("*.nii.gz"))
+    assert samples, "the demo bundle ships sample_data/*.nii.gz"
+    sample = samples[0]
+    result = run_cli("explain", sample, "--bundle", BUNDLE_DEMO, "--layers", "bottleneck", "pre_head",
+                     "--device", "cpu", "--output", tmp_path, "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reference = nib.load(str(sample))
+    case_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    cams = list(case_dir.glob("*_cam_*.nii.gz"))
+    assert cams and list(case_dir.glob("*_cam_*.png"))
+    for path in cams:
+        image = nib.load(str(path))
+        assert image.shape == reference.shape[:3]
+        np.testing.assert_allclose(image.affine, reference.affine, atol=1e-4)

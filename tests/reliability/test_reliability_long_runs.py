@@ -1,0 +1,89 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Long evaluation runs: 200 CAM calls in a loop keep memory flat and leave the network exactly as it was."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import pytest
+import torch
+from helpers_reliability import assert_detached, assert_untouched, live_tensors, rss_mb, set_mixed_state, small_unet
+
+from monai_segcam import Box, SegCAM, SlidingWindowSegCAM
+
+ITERATIONS = 200
+RSS_NOISE_MB = 30.0
+TENSOR_NOISE = 10  # a leak of one tensor per call shows as >= ITERATIONS
+
+
+def _long_run(cams, image: torch.Tensor, net: torch.nn.Module) -> None:
+    before = set_mixed_state(net)
+    regions = itertools.cycle(["pred", "all", Box((0, 0, 0), (4, 4, 4)), "empty"])
+    calls = itertools.cycle(cams)
+
+    def step():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the "empty" region warns, by design
+            return next(calls)(image, classes=[1, 2], region=next(regions))
+
+    for _ in range(2 * len(cams) * 4):  # warm-up: allocator pools, lazily built MONAI caches
+        step()
+    rss0, tensors0 = rss_mb(), live_tensors()
+    for _ in range(ITERATIONS):
+        maps = step()
+        assert_detached(maps)
+    del maps
+    rss1, tensors1 = rss_mb(), live_tensors()
+    assert rss1 - rss0 < RSS_NOISE_MB, f"RSS grew by {rss1 - rss0:.1f} MB over {ITERATIONS} calls"
+    assert tensors1 - tensors0 < TENSOR_NOISE, f"{tensors1 - tensors0} more live tensors after {ITERATIONS} calls"
+    assert_untouched(net, before)
+
+
+def test_segcam_long_run_is_flat_and_leaves_no_trace():
+    """200 SegCAM calls (local, global-weight and gradient-free rules, several layers and regions) on a network in a
+    mixed train/eval + frozen/trainable state: flat RSS and live-tensor count, no hooks, state and flags restored,
+    no parameter .grad, no graph kept on the maps."""
+    net = small_unet()
+    image = torch.randn(1, 1, 8, 8, 8)
+    cams = [
+        SegCAM(net, layers="pre_head", method="hirescam"),
+        SegCAM(net, layers=["model.0", "bottleneck"], method="gradcam"),
+        SegCAM(net, layers="pre_head", method="eigencam"),
+    ]
+    _long_run(cams, image, net)
+
+
+def test_sliding_window_long_run_is_flat_and_leaves_no_trace():
+    """200 SlidingWindowSegCAM calls (two windows each; local and two-phase global rules, also the recompute path
+    with a zero activation budget) keep memory flat and leave the network as it was."""
+    net = small_unet()
+    image = torch.randn(1, 1, 8, 8, 8)
+    cams = [
+        SlidingWindowSegCAM(net, roi_size=(8, 8, 4), overlap=0.0, method="hirescam"),
+        SlidingWindowSegCAM(net, roi_size=(8, 8, 4), overlap=0.0, method="gradcam", mode="gaussian"),
+        SlidingWindowSegCAM(net, roi_size=(8, 8, 4), overlap=0.0, method="xgradcam", activation_budget=0),
+    ]
+    _long_run(cams, image, net)
+
+
+@pytest.mark.parametrize("engine", ["segcam", "sliding_window"])
+def test_batchnorm_network_in_train_mode_is_not_updated(engine):
+    """A CAM of a network in train mode runs it in eval mode: BatchNorm running statistics are not updated, the
+    region comes from the eval-mode prediction (the same map as for the network in eval mode), and the train flag
+    is restored."""
+    net = small_unet(norm="batch")
+    image = torch.randn(2, 1, 8, 8, 8)
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+        for _ in range(3):
+            net(torch.randn(2, 1, 8, 8, 8) * 3 + 1)
+    make = (lambda: SegCAM(net)) if engine == "segcam" else (lambda: SlidingWindowSegCAM(net, roi_size=(8, 8, 4)))
+    net.eval()
+    expected = make()(image, classes=[1, 2])
+    net.train()
+    before = set_mixed_state(net)
+    net.train()
+    before["training"] = [m.training for m in net.modules()]
+    maps = make()(image, classes=[1, 2])
+    assert_untouched(net, before)
+    torch.testing.assert_close(maps.as_tensor(), expected.as_tensor())

@@ -16,6 +16,7 @@ from .layers import ResolvedLayer
 
 __all__ = [
     "select_output",
+    "network_spatial_dims",
     "check_image",
     "check_classes",
     "upsample",
@@ -38,6 +39,14 @@ def select_output(output: Any, selector: int | str | Callable[[Any], torch.Tenso
             "segmentation logits with `output_selector=` (an index, a key or a callable)."
         )
     return output
+
+
+def network_spatial_dims(network: torch.nn.Module) -> int | None:
+    """The number of spatial dimensions of the network's first convolution, ``None`` when it has none."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.conv._ConvNd):
+            return len(module.kernel_size)
+    return None
 
 
 def check_image(image: torch.Tensor, spatial_dims: int | None = None) -> torch.Tensor:

@@ -20,6 +20,7 @@ from .engine import (
     check_image,
     check_output,
     layer_gradients,
+    network_spatial_dims,
     select_output,
     upsample,
 )
@@ -110,7 +111,7 @@ class SegCAM:
         if torch.is_inference_mode_enabled():  # CAMs need autograd: leave inference mode for this call
             with torch.inference_mode(False):
                 return self(image, classes, region, pred, label)
-        x = check_image(image).to(self.device)
+        x = check_image(image, network_spatial_dims(self.network)).to(self.device)
         region = as_region(region)
         with torch.enable_grad(), ActivationCapture(self.network, self.layers, self.rule.needs_gradients) as capture:
             logits = select_output(unwrap_network(self.network)(x), self.output_selector)

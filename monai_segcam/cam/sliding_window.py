@@ -40,6 +40,7 @@ from .engine import (
     check_image,
     check_output,
     layer_gradients,
+    network_spatial_dims,
     select_output,
     upsample,
 )
@@ -210,7 +211,7 @@ class SlidingWindowSegCAM:
         if torch.is_inference_mode_enabled():  # CAMs need autograd: leave inference mode for this call
             with torch.inference_mode(False):
                 return self(image, classes, region, pred, label)
-        x = check_image(image)
+        x = check_image(image, network_spatial_dims(self.network))
         spatial = tuple(x.shape[2:])
         device = self._device(x)
         sw_device = torch.device(self.sw_device) if self.sw_device is not None else x.device

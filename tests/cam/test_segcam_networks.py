@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.networks.nets import BasicUNet, DynUNet, SegResNet, SwinUNETR, UNet
 
-from monai_segcam import SegCAM, layer_presets, list_layers, resolve_layers
+from monai_segcam import SegCAM, SlidingWindowSegCAM, layer_presets, list_layers, resolve_layers
 
 
 def small_unet(out_channels: int = 3) -> UNet:
@@ -198,3 +198,10 @@ def test_in_place_activation_after_the_hooked_layer():
     raw = (g * store["a"]).sum(1, keepdim=True).detach()
     expected = F.interpolate(raw, size=x.shape[2:], mode="trilinear", align_corners=False)
     torch.testing.assert_close(maps.as_tensor(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_image_without_batch_dimension_is_refused_clearly():
+    net = small_unet()
+    for engine in (SegCAM(net), SlidingWindowSegCAM(net, roi_size=16)):
+        with pytest.raises(ValueError, match=r"batch-first \(B, C\) \+ 3 spatial dims"):
+            engine(torch.randn(1, 16, 16, 16))

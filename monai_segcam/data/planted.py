@@ -3,7 +3,7 @@
 
 Two tasks, each case a small volume whose true evidence is known voxel by voxel:
 
-- ``"marker"``: one ellipsoidal structure whose class is ``2`` when a small bright cube (the *marker*) lies a few
+- ``"marker"``: one small ellipsoidal structure whose class is ``2`` when a bright 5³ cube (the *marker*) lies a few
   voxels outside its surface and ``1`` otherwise. Half of the cases (independently of the class) also hold an
   identical cube far away from the structure (the *distractor*), so that the class depends on where the marker is,
   not on whether a bright cube exists. The marker is part of the evidence for class ``2``: an explanation of the
@@ -27,7 +27,7 @@ __all__ = ["PLANTED_TASKS", "make_marker_case", "make_two_objects_case", "make_p
 PLANTED_TASKS = ("marker", "two_objects")
 
 _STRUCTURE, _CUBE = 1.0, 2.0
-_MARKER_GAP = (3.0, 4.0)  # distance range (voxels) from the marker centre to the nearest structure voxel
+_MARKER_GAP = (3.5, 4.5)  # distance range (voxels) from the marker centre to the nearest structure voxel
 _DISTRACTOR_MIN_DISTANCE = 11.0  # distractor centre to structure (voxels)
 
 
@@ -46,7 +46,7 @@ def _ellipsoid(grid: np.ndarray, center: np.ndarray, radii: np.ndarray) -> np.nd
     return sum(((grid[i] - center[i]) / radii[i]) ** 2 for i in range(3)) < 1.0
 
 
-def _cube(shape: Sequence[int], center: Sequence[int], half: int = 1) -> np.ndarray:
+def _cube(shape: Sequence[int], center: Sequence[int], half: int = 2) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     mask[tuple(slice(int(c) - half, int(c) + half + 1) for c in center)] = True
     return mask
@@ -81,9 +81,9 @@ def make_marker_case(
 ) -> dict[str, np.ndarray | int]:
     """One ``"marker"`` case: an ellipsoid of class 2 with a nearby marker cube, or of class 1 without.
 
-    The structure (radii 5 to 7 voxels) is placed at random inside the volume. With probability
-    ``marker_probability`` a 3³ cube is planted with its centre 3 to 4 voxels from the nearest structure voxel
-    (outside, not touching it) and the structure is labelled ``2``, else ``1``. With probability
+    The structure (radii 3 to 4.5 voxels) is placed at random inside the volume. With probability
+    ``marker_probability`` a 5³ cube is planted with its centre 3.5 to 4.5 voxels from the nearest structure voxel
+    (outside; its corner may touch the surface) and the structure is labelled ``2``, else ``1``. With probability
     ``distractor_probability`` an identical cube is planted at least 11 voxels away from the structure.
 
     Args:
@@ -103,16 +103,16 @@ def make_marker_case(
     .. code-block:: python
 
         case = make_marker_case(seed=3)
-        print(case["class"], case["marker"].sum())  # 2 27, or 1 0
+        print(case["class"], case["marker"].sum())  # 2 125, or 1 0
     """
     shape = _check_shape(shape)
     rng = np.random.default_rng(seed)
     grid = _grid(shape)
-    radii = rng.uniform(5.0, 7.0, 3)
+    radii = rng.uniform(3.0, 4.5, 3)
     center = np.array([rng.uniform(r + 6.0, s - r - 7.0) for r, s in zip(radii, shape)])
     structure = _ellipsoid(grid, center, radii)
     distance = ndimage.distance_transform_edt(~structure)
-    inner = _inner(shape, 2)
+    inner = _inner(shape, 3)
     has_marker = bool(rng.random() < marker_probability)
     marker = np.zeros(shape, dtype=bool)
     if has_marker:

@@ -24,7 +24,7 @@ from scipy import ndimage
 __all__ = ["make_phantom", "phantom_affine", "write_phantom_dataset"]
 
 # Hounsfield-like tissue values
-_AIR, _FAT, _MUSCLE, _LIVER, _CORTEX, _MEDULLA, _AORTA, _BONE = -1000.0, -90.0, 45.0, 70.0, 130.0, 60.0, 140.0, 450.0
+_AIR, _FAT, _MUSCLE, _LIVER, _CORTEX, _MEDULLA, _AORTA, _BONE = -1000.0, -90.0, 40.0, 80.0, 160.0, 70.0, 160.0, 450.0
 
 
 def _smooth_field(rng: np.random.Generator, shape: Sequence[int], sigma: float) -> np.ndarray:
@@ -65,8 +65,8 @@ def _ellipsoid(
 def make_phantom(
     shape: Sequence[int] = (80, 80, 56),
     seed: int = 0,
-    noise_std: float = 20.0,
-    bias_amplitude: float = 40.0,
+    noise_std: float = 15.0,
+    bias_amplitude: float = 25.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate one synthetic multi-organ CT-like phantom.
 
@@ -78,8 +78,8 @@ def make_phantom(
     Args:
         shape: spatial shape of the volume. Defaults to ``(80, 80, 56)``.
         seed: random seed. Defaults to 0.
-        noise_std: standard deviation of the additive Gaussian noise in HU. Defaults to 20.
-        bias_amplitude: standard deviation of the smooth additive bias field in HU. Defaults to 40.
+        noise_std: standard deviation of the additive Gaussian noise in HU. Defaults to 15.
+        bias_amplitude: standard deviation of the smooth additive bias field in HU. Defaults to 25.
 
     Returns:
         ``(image, label)``: a float32 volume in HU (integer-valued, in ``[-1024, 3071]``) and a uint8

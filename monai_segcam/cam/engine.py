@@ -16,6 +16,7 @@ from .layers import ResolvedLayer
 
 __all__ = [
     "select_output",
+    "all_finite",
     "network_spatial_dims",
     "check_image",
     "check_classes",
@@ -41,6 +42,14 @@ def select_output(output: Any, selector: int | str | Callable[[Any], torch.Tenso
     return output
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether a tensor holds no NaN/Inf, from one float32-accumulated sum (NaN and Inf propagate through it): a
+    single reduction instead of ``isfinite(...).all()``, whose element-wise passes cost ~10% of a CAM on CPU."""
+    if not tensor.is_floating_point():
+        return True
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float32 if tensor.element_size() < 4 else tensor.dtype)))
+
+
 def network_spatial_dims(network: torch.nn.Module) -> int | None:
     """The number of spatial dimensions of the network's first convolution, ``None`` when it has none."""
     for module in network.modules():
@@ -58,7 +67,7 @@ def check_image(image: torch.Tensor, spatial_dims: int | None = None) -> torch.T
         raise ValueError(f"image must be batch-first {expected}, got shape {tuple(image.shape)}.")
     image = image.as_tensor() if isinstance(image, MetaTensor) else image
     image = image.detach()
-    if image.is_floating_point() and not torch.isfinite(image).all():
+    if not all_finite(image):
         raise ValueError("image contains NaN or Inf values; a CAM of a non-finite input is meaningless.")
     return image if image.is_floating_point() else image.float()
 
@@ -117,7 +126,7 @@ def check_activations(capture: ActivationCapture, layers: Sequence[ResolvedLayer
     for layer in layers:
         if layer.key not in capture.activations:
             raise RuntimeError(f"Layer {layer.key!r} ({layer.module_name}) was not called in the forward pass.")
-        if not torch.isfinite(capture.activations[layer.key]).all():
+        if not all_finite(capture.activations[layer.key]):
             raise FloatingPointError(
                 f"Layer {layer.key!r} ({layer.module_name}) produced NaN/Inf activations; check the input and weights."
             )
@@ -125,7 +134,7 @@ def check_activations(capture: ActivationCapture, layers: Sequence[ResolvedLayer
 
 def check_output(output: torch.Tensor, layers: Sequence[ResolvedLayer], what: str = "The network output") -> None:
     """Raise a clear error when the logits (or a given prediction) contain NaN/Inf: a CAM of them would be NaN."""
-    if output.is_floating_point() and not torch.isfinite(output).all():
+    if not all_finite(output):
         if what == "pred":
             raise ValueError("pred contains NaN or Inf values; pass finite logits or a label map.")
         names = ", ".join(repr(layer.module_name) for layer in layers)

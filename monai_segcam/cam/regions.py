@@ -24,6 +24,7 @@ import torch
 from monai.utils import look_up_option, optional_import
 
 from ..utils.enums import RegionKind
+from .engine import all_finite
 
 ndimage, _ = optional_import("scipy.ndimage")
 
@@ -313,7 +314,7 @@ def region_weights(
         label = torch.as_tensor(label).to(logits.device if logits is not None else "cpu")
     weights = region.weights(logits, classes, spatial_shape, batch_size, label=label, multi_label=multi_label)
     weights = weights.to(device=device if device is not None else weights.device, dtype=torch.float32)
-    if not torch.isfinite(weights).all():
+    if not all_finite(weights):
         raise ValueError("The region (mask) contains NaN or Inf values; region weights must be finite.")
     if warn_empty:
         empty = ~weights.flatten(2).any(-1)

@@ -124,7 +124,8 @@ class SegCAM:
                 )
             classes = check_classes(classes, logits.shape[1])
             source = logits.detach() if pred is None else torch.as_tensor(pred).to(self.device)
-            check_output(source, self.layers, "pred")
+            if pred is not None:
+                check_output(source, self.layers, "pred")
             weights = region_weights(
                 region, source, classes, x.shape[2:], x.shape[0], label, self.multi_label, device=self.device
             )

@@ -157,6 +157,11 @@ def phantom_affine(shape: Sequence[int], spacing: Sequence[float] = (1.5, 1.5, 2
 
     Returns:
         A 4x4 float64 affine.
+
+    Example:
+        .. code-block:: python
+
+            nib.Nifti1Image(image, phantom_affine(image.shape)).to_filename("phantom.nii.gz")
     """
     affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
     center_voxel = (np.asarray(shape[:3], dtype=np.float64) - 1) / 2

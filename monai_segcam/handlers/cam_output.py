@@ -22,7 +22,13 @@ __all__ = ["SegCAMOutputHandler", "cam_output_keys"]
 
 def cam_output_keys(cam_key: str, layers: list[str] | None) -> dict[str | None, str]:
     """The output key of each layer's CAM: ``cam_key`` for a single layer (``layers=None``), else
-    ``f"{cam_key}_{layer}"`` per layer (the same convention as :py:class:`~monai_segcam.transforms.SegCAMd`)."""
+    ``f"{cam_key}_{layer}"`` per layer (the same convention as :py:class:`~monai_segcam.transforms.SegCAMd`).
+
+    Example:
+        .. code-block:: python
+
+            cam_output_keys("cam", ["bottleneck", "pre_head"])  # {"bottleneck": "cam_bottleneck", ...}
+    """
     if layers is None:
         return {None: cam_key}
     return {layer: f"{cam_key}_{layer}" for layer in layers}

@@ -55,6 +55,11 @@ def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch
     single-channel floating-point label map (e.g. from ``AsDiscreted(argmax=True)``) as an integer label map.
 
     A single-channel floating-point ``pred`` of a ``multi_label`` network is its logits and is kept as it is.
+
+    Example:
+        .. code-block:: python
+
+            region_source(torch.tensor([[[0.0, 2.0]]]))  # tensor([[[0, 2]]]): a label map
     """
     if pred is None:
         return None

@@ -116,7 +116,10 @@ def plot_cam_panel(
     aspect = plane_aspect(view, spacing)
     shared = cam_range([m for cells in maps.values() for m in cells.values()])
 
-    fig = Figure(figsize=(cell_size * len(columns) + 1.0, cell_size * len(maps) + 0.5), layout="constrained")
+    width = cell_size * len(columns) + 1.0
+    fig = Figure(figsize=(width, cell_size * len(maps) + 0.5), layout="constrained")
+    margin = 0.35 / width  # room for the row labels: constrained layout misses them next to fixed-aspect images
+    fig.get_layout_engine().set(rect=(margin, 0.0, 1.0 - margin, 1.0))
     grid = fig.subplots(len(maps), len(columns), squeeze=False)
     for r, (row, cells) in enumerate(maps.items()):
         limits = shared if scale == "shared" else cam_range(list(cells.values()))

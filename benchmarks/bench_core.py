@@ -11,6 +11,8 @@ Run: ``python benchmarks/bench_core.py`` (``--sizes 96 --repeats 3`` for a quick
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib.util
 import os
 import sys
 
@@ -80,6 +82,35 @@ class MaskedScore(torch.nn.Module):
         return (logits[:, CLASS] * mask).flatten(1).sum(1, keepdim=True)
 
 
+def one_hot_region(logits):
+    """medcam's gradient mask: the class-1 region on channel 1, zeros elsewhere."""
+    mask = torch.zeros_like(logits)
+    mask[:, CLASS] = class_masks(logits.detach(), [CLASS])[:, 0]
+    return mask
+
+
+def peer_tools(net, x, layer) -> dict:
+    """Peers installed from PyPI, when present (``pip install captum medcam``), used as their docs show."""
+    peers = {}
+    if importlib.util.find_spec("captum"):
+        from captum.attr import LayerAttribution, LayerGradCam
+
+        wrapper = MaskedScore(net)
+        captum_cam = LayerGradCam(wrapper, dict(wrapper.named_modules())[f"net.{layer}"])
+
+        def captum_gradcam():
+            attr = captum_cam.attribute(x, target=0, relu_attributions=True)
+            return LayerAttribution.interpolate(attr, tuple(x.shape[2:]), interpolate_mode="trilinear")
+
+        peers["captum LayerGradCam (masked wrapper)"] = captum_gradcam
+    if importlib.util.find_spec("medcam"):
+        from medcam import medcam
+
+        injected = medcam.inject(copy.deepcopy(net), backend="gcam", layer=layer, label=one_hot_region, replace=True)
+        peers["medcam gcam (mask label)"] = lambda: injected(x)
+    return peers
+
+
 def tools(net, x, layer):
     segcam_hires = SegCAM(net, layers=layer, method="hirescam")
     segcam_grad = SegCAM(net, layers=layer, method="gradcam")
@@ -91,6 +122,7 @@ def tools(net, x, layer):
         "minimal reference Grad-CAM": lambda: minimal_reference(net, x, layer, "gradcam"),
         "SegCAM gradcam": lambda: segcam_grad(x, classes=CLASS),
         "MONAI GradCAM (masked wrapper)": lambda: monai_gradcam(x, class_idx=0),
+        **peer_tools(net, x, layer),
     }
 
 
@@ -124,7 +156,7 @@ def main() -> None:
             print(f"\n## {size}³, {role} ({layer}); max rel. difference SegCAM vs reference: {check_agreement(net, x, layer):.1e}")
             print(f"| tool | time (s) | × forward | × minimal reference | peak RSS (MiB) |\n|---|---|---|---|---|")
             for name, t in times.items():
-                ref = times["minimal reference Grad-CAM" if "rad-CAM" in name or "gradcam" in name.lower() else "minimal reference HiRes"]
+                ref = times["minimal reference HiRes" if "hires" in name.lower() else "minimal reference Grad-CAM"]
                 rss = "" if args.no_memory else f"{peak_rss_in_subprocess(__file__, str(size), role, name):.0f}"
                 print(f"| {name} | {t:.3f} | {t / base:.2f} | {t / ref:.2f} | {rss} |")
 

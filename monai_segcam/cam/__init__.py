@@ -25,3 +25,34 @@ from .regions import (
 )
 from .segcam import SegCAM
 from .sliding_window import SlidingWindowSegCAM, window_slices
+
+__all__ = [
+    "SegCAM",
+    "SlidingWindowSegCAM",
+    "window_slices",
+    "ActivationCapture",
+    "LayerInfo",
+    "LayerTable",
+    "ResolvedLayer",
+    "layer_presets",
+    "list_layers",
+    "resolve_layers",
+    "unwrap_network",
+    "CAMRule",
+    "get_rule",
+    "normalize_cam",
+    "Region",
+    "PredictedRegion",
+    "WholeRegion",
+    "EmptyRegion",
+    "MaskRegion",
+    "LabelRegion",
+    "FalsePositiveRegion",
+    "FalseNegativeRegion",
+    "Voxel",
+    "Box",
+    "Component",
+    "class_masks",
+    "region_cotangent",
+    "region_weights",
+]

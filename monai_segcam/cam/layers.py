@@ -185,7 +185,15 @@ class LayerInfo:
 
 
 class LayerTable(list):
-    """A list of :py:class:`LayerInfo` that prints as a table."""
+    """A list of :py:class:`LayerInfo` that prints as a table.
+
+    Example:
+        .. code-block:: python
+
+            table = list_layers(net, (1, 1, 96, 96, 96))
+            print(table)  # name, type, output shape, presets
+            bottlenecks = [info.name for info in table if "bottleneck" in info.roles]
+    """
 
     def __str__(self) -> str:
         width = max([len(info.name) for info in self] + [4])

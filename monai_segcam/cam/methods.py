@@ -50,6 +50,18 @@ class CAMRule:
     Attributes:
         local: the map is element-wise in space (per-window maps of a sliding-window pass add up).
         needs_gradients: the rule uses ``G``; gradient-free rules are called with ``grads=None``.
+
+    Example:
+        .. code-block:: python
+
+            class PositiveGradCAM(CAMRule):  # Seg-Grad-CAM with positive gradients only, usable by both engines
+                def statistics(self, acts, grads):
+                    return (grads.clamp_min(0).flatten(2).sum(-1),)
+
+                def weights(self, stats, num_positions):
+                    return stats[0] / num_positions, None
+
+            maps = SegCAM(net, method=PositiveGradCAM())(image, classes=1)
     """
 
     local: bool = False

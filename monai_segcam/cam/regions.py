@@ -59,6 +59,11 @@ def class_masks(logits: torch.Tensor, classes: Sequence[int], multi_label: bool 
             the float output of ``AsDiscrete(argmax=True)``; with ``multi_label`` a single channel is a logit).
         classes: the class indices.
         multi_label: sigmoid outputs, one independent class per channel.
+
+    Example:
+        .. code-block:: python
+
+            liver, kidney = class_masks(logits, [1, 2]).unbind(1)
     """
     if logits.shape[1] == 1 and not multi_label:
         return torch.cat([logits == c for c in classes], dim=1)
@@ -88,7 +93,19 @@ def _label_masks(label: torch.Tensor | None, classes: Sequence[int]) -> torch.Te
 
 
 class Region:
-    """A region kind: ``weights(logits, classes, ...)`` returns the region weights ``(B, len(classes), *spatial)``."""
+    """A region kind: ``weights(logits, classes, ...)`` returns the region weights ``(B, len(classes), *spatial)``.
+
+    Example:
+        .. code-block:: python
+
+            class Sphere(Region):  # a user-defined region, the same for every class
+                needs_prediction = False
+
+                def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+                    grid = torch.stack(torch.meshgrid(*[torch.arange(s) for s in spatial_shape], indexing="ij"))
+                    inside = ((grid - torch.tensor([40, 40, 20]).view(-1, 1, 1, 1)) ** 2).sum(0) <= 8**2
+                    return inside.expand(batch_size, len(classes), *spatial_shape)
+    """
 
     needs_prediction: bool = True
 
@@ -106,14 +123,26 @@ class Region:
 
 
 class PredictedRegion(Region):
-    """The voxels predicted as the class (the default, ``"pred"``)."""
+    """The voxels predicted as the class (the default, ``"pred"``).
+
+    Example:
+        .. code-block:: python
+
+            cam(image, classes=1, region="pred")  # or region=PredictedRegion(), or pred=an_existing_prediction
+    """
 
     def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
         return class_masks(logits, classes, multi_label)
 
 
 class WholeRegion(Region):
-    """Every voxel (``"all"``): the score of the whole class channel."""
+    """Every voxel (``"all"``): the score of the whole class channel.
+
+    Example:
+        .. code-block:: python
+
+            cam(image, classes=1, region="all")
+    """
 
     needs_prediction = False
 
@@ -122,7 +151,13 @@ class WholeRegion(Region):
 
 
 class EmptyRegion(Region):
-    """No voxel (``"empty"``): the sanity check, giving a zero map (and a warning)."""
+    """No voxel (``"empty"``): the sanity check, giving a zero map (and a warning).
+
+    Example:
+        .. code-block:: python
+
+            assert cam(image, classes=1, region="empty").sum() == 0
+    """
 
     needs_prediction = False
 
@@ -131,7 +166,13 @@ class EmptyRegion(Region):
 
 
 class LabelRegion(Region):
-    """The ground-truth voxels of the class (``"label"``; pass ``label=``)."""
+    """The ground-truth voxels of the class (``"label"``; pass ``label=``).
+
+    Example:
+        .. code-block:: python
+
+            cam(image, classes=2, region="label", label=label_map)  # label_map: (B, 1, *spatial) or one-hot
+    """
 
     needs_prediction = False
 
@@ -140,14 +181,26 @@ class LabelRegion(Region):
 
 
 class FalsePositiveRegion(Region):
-    """Predicted as the class but not labelled so (``"fp"``; pass ``label=``): where the model was wrong."""
+    """Predicted as the class but not labelled so (``"fp"``; pass ``label=``): where the model was wrong.
+
+    Example:
+        .. code-block:: python
+
+            cam(image, classes=2, region="fp", label=label_map)
+    """
 
     def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
         return class_masks(logits, classes, multi_label) & ~_label_masks(label, classes)
 
 
 class FalseNegativeRegion(Region):
-    """Labelled as the class but not predicted so (``"fn"``; pass ``label=``): what the model missed."""
+    """Labelled as the class but not predicted so (``"fn"``; pass ``label=``): what the model missed.
+
+    Example:
+        .. code-block:: python
+
+            cam(image, classes=2, region="fn", label=label_map)
+    """
 
     def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
         return _label_masks(label, classes) & ~class_masks(logits, classes, multi_label)
@@ -336,6 +389,12 @@ def region_cotangent(
         target: ``"logits"`` (``S = sum W y_c``) or ``"probabilities"`` (``S = sum W p_c``, ``p`` softmax or
             sigmoid), the vector-Jacobian product through the activation computed in closed form.
         multi_label: sigmoid instead of softmax for ``"probabilities"``.
+
+    Example:
+        .. code-block:: python
+
+            cotangent = region_cotangent(logits.detach(), weights[:, :1], class_index=1, target="probabilities")
+            grads = torch.autograd.grad(logits, activations, cotangent)
     """
     weights = weights.to(logits.dtype)
     cotangent = torch.zeros_like(logits)

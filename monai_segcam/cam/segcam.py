@@ -7,14 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
-from monai.utils import look_up_option
 from torch import nn
 
 from ..utils.enums import CAMTarget
 from .capture import ActivationCapture
 from .engine import (
-    as_output,
+    CAMEngine,
     check_activations,
     check_classes,
     check_image,
@@ -24,14 +22,14 @@ from .engine import (
     select_output,
     upsample,
 )
-from .layers import resolve_layers, unwrap_network
-from .methods import CAMRule, ScoreCAMRule, get_rule
-from .regions import Region, as_region, region_cotangent, region_weights
+from .layers import unwrap_network
+from .methods import CAMRule, ScoreCAMRule
+from .regions import as_region, region_cotangent, region_weights
 
 __all__ = ["SegCAM"]
 
 
-class SegCAM:
+class SegCAM(CAMEngine):
     """Volumetric Seg-CAMs of a segmentation network on whole volumes.
 
     One forward pass captures the requested layers, and one vector-Jacobian product per class (``autograd.grad`` of
@@ -76,41 +74,14 @@ class SegCAM:
         scorecam_batch_size: int = 8,
         **method_kwargs: Any,
     ) -> None:
-        self.network = network
-        self.layers = resolve_layers(network, layers)
-        self.single_layer = isinstance(layers, str)
-        self.rule = get_rule(method, **method_kwargs)
-        self.target = look_up_option(target, CAMTarget)
-        self.relu = relu
-        self.multi_label = multi_label
-        self.output_selector = output_selector
+        super().__init__(network, layers, method, target, relu, multi_label, output_selector, **method_kwargs)
         self.scorecam_batch_size = scorecam_batch_size
 
     @property
     def device(self) -> torch.device:
         return next((p.device for p in self.network.parameters()), torch.device("cpu"))
 
-    def __call__(
-        self,
-        image: torch.Tensor,
-        classes: int | Sequence[int] = 1,
-        region: str | Region | torch.Tensor = "pred",
-        pred: torch.Tensor | None = None,
-        label: torch.Tensor | None = None,
-    ) -> MetaTensor | dict[str, MetaTensor]:
-        """Compute the CAMs of ``classes`` for ``region`` on ``image`` ``(B, C, *spatial)``.
-
-        Args:
-            image: the network input, batch first (a ``MetaTensor`` keeps its metadata on the output).
-            classes: one class index or several; all come from one forward pass.
-            region: the explained region M per class (see :py:mod:`monai_segcam.cam.regions`).
-            pred: a prediction to define prediction-based regions with (logits ``(B, C, *spatial)`` or a label map
-                ``(B, 1, *spatial)``) instead of this forward pass's output.
-            label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
-        """
-        if torch.is_inference_mode_enabled():  # CAMs need autograd: leave inference mode for this call
-            with torch.inference_mode(False):
-                return self(image, classes, region, pred, label)
+    def _explain(self, image, classes, region, pred, label):
         x = check_image(image, network_spatial_dims(self.network)).to(self.device)
         region = as_region(region)
         with torch.enable_grad(), ActivationCapture(self.network, self.layers, self.rule.needs_gradients) as capture:
@@ -135,14 +106,8 @@ class SegCAM:
                 raws = self._gradient_cam(logits, capture, weights, classes)
             else:
                 raws = {layer.key: self.rule(capture.activations[layer.key], None) for layer in self.layers}
-        maps = {}
-        nonempty = weights.flatten(2).any(-1)[(...,) + (None,) * (x.ndim - 2)]
-        for key, raw in raws.items():
-            full = upsample(raw, x.shape[2:])
-            full = full.expand(-1, len(classes), *full.shape[2:]) if full.shape[1] == 1 else full
-            full = torch.where(nonempty, full, torch.zeros_like(full))
-            maps[key] = (full.relu() if self.relu else full).to(image.device)
-        return as_output(maps, image, self.single_layer)
+        maps = {key: upsample(raw, x.shape[2:]).to(image.device) for key, raw in raws.items()}
+        return maps, weights.to(image.device), None
 
     def _gradient_cam(self, logits, capture, weights, classes) -> dict[str, torch.Tensor]:
         raws: dict[str, list[torch.Tensor]] = {layer.key: [] for layer in self.layers}

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.data import MetaTensor
 from monai.data.utils import compute_importance_map, dense_patch_slices, get_valid_patch_size
 from monai.inferers import SlidingWindowInferer, sliding_window_inference
 from monai.utils import BlendMode, PytorchPadMode, ensure_tuple_rep, fall_back_tuple, look_up_option, optional_import
@@ -34,7 +33,7 @@ from torch import nn
 from ..utils.enums import CAMTarget
 from .capture import ActivationCapture
 from .engine import (
-    as_output,
+    CAMEngine,
     check_activations,
     check_classes,
     check_image,
@@ -44,9 +43,9 @@ from .engine import (
     select_output,
     upsample,
 )
-from .layers import resolve_layers, unwrap_network
-from .methods import CAMRule, ScoreCAMRule, get_rule
-from .regions import Region, as_region, region_cotangent, region_weights
+from .layers import unwrap_network
+from .methods import CAMRule, ScoreCAMRule
+from .regions import as_region, region_cotangent, region_weights
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -60,6 +59,11 @@ def window_slices(
 
     The scan interval is ``int(roi * (1 - overlap))`` (at least 1), or the whole size when the window covers the
     dimension, exactly as in :py:func:`monai.inferers.sliding_window_inference`.
+
+    Example:
+        .. code-block:: python
+
+            padded_size, slices = window_slices((192, 192, 160), (96, 96, 96), (0.25, 0.25, 0.25))  # 27 windows
     """
     image_size = tuple(max(s, r) for s, r in zip(spatial_shape, roi_size))
     interval = tuple(
@@ -68,7 +72,7 @@ def window_slices(
     return image_size, dense_patch_slices(image_size, roi_size, interval, return_slice=True)
 
 
-class SlidingWindowSegCAM:
+class SlidingWindowSegCAM(CAMEngine):
     """Seg-CAMs of volumes of any size with sliding windows, blended exactly like MONAI blends the prediction.
 
     Args:
@@ -120,14 +124,9 @@ class SlidingWindowSegCAM:
         cpu_thresh: int | None = None,
         **method_kwargs: Any,
     ) -> None:
-        self.network = network
-        self.layers = resolve_layers(network, layers)
-        self.single_layer = isinstance(layers, str)
-        self.rule = get_rule(method, **method_kwargs)
+        super().__init__(network, layers, method, target, relu, multi_label, output_selector, **method_kwargs)
         if isinstance(self.rule, ScoreCAMRule):
             raise ValueError("'scorecam' is whole-volume only (SegCAM): its masks need every channel on the full grid.")
-        self.target = look_up_option(target, CAMTarget)
-        self.relu = relu
         self.roi_size = roi_size
         if sw_batch_size < 1:
             raise ValueError(f"sw_batch_size must be a positive integer, got {sw_batch_size}.")
@@ -140,8 +139,6 @@ class SlidingWindowSegCAM:
         self.sw_device = sw_device
         self.device = device
         self.progress = progress
-        self.multi_label = multi_label
-        self.output_selector = output_selector
         self.activation_budget = activation_budget
         self.cpu_thresh = cpu_thresh
 
@@ -190,27 +187,7 @@ class SlidingWindowSegCAM:
             return torch.device("cpu")
         return torch.device(self.device) if self.device is not None else image.device
 
-    def __call__(
-        self,
-        image: torch.Tensor,
-        classes: int | Sequence[int] = 1,
-        region: str | Region | torch.Tensor = "pred",
-        pred: torch.Tensor | None = None,
-        label: torch.Tensor | None = None,
-    ) -> MetaTensor | dict[str, MetaTensor]:
-        """Compute the CAMs of ``classes`` for ``region`` on ``image`` ``(B, C, *spatial)``.
-
-        Args:
-            image: the network input, batch first (a ``MetaTensor`` keeps its metadata on the output).
-            classes: one class index or several; all come from the same window passes.
-            region: the explained region M per class, defined on the whole volume.
-            pred: the stitched logits ``(B, C, *spatial)`` or a label map ``(B, 1, *spatial)`` already computed (e.g.
-                by an evaluator): prediction-based regions then cost no extra pass.
-            label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
-        """
-        if torch.is_inference_mode_enabled():  # CAMs need autograd: leave inference mode for this call
-            with torch.inference_mode(False):
-                return self(image, classes, region, pred, label)
+    def _explain(self, image, classes, region, pred, label):
         x = check_image(image, network_spatial_dims(self.network))
         spatial = tuple(x.shape[2:])
         device = self._device(x)
@@ -255,12 +232,7 @@ class SlidingWindowSegCAM:
         maps = job.run()
         pad_before = [pad[2 * (len(spatial) - 1 - d)] for d in range(len(spatial))]
         crop = (slice(None), slice(None), *(slice(p, p + s) for p, s in zip(pad_before, spatial)))
-        nonempty = weights.flatten(2).any(-1)[(...,) + (None,) * len(spatial)]
-        out = {}
-        for key, value in maps.items():
-            value = torch.where(nonempty, value, torch.zeros_like(value))[crop]
-            out[key] = value.relu() if self.relu else value
-        return as_output(out, image, self.single_layer)
+        return maps, weights, crop
 
     def _num_channels(self, window: torch.Tensor) -> int:
         """Output channels from one forward pass of a single window (when no prediction was needed)."""

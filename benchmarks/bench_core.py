@@ -154,7 +154,7 @@ def main() -> None:
             times = median_times(tools(net, x, layer), repeats=args.repeats)
             base = times["forward (no_grad)"]
             print(f"\n## {size}³, {role} ({layer}); max rel. difference SegCAM vs reference: {check_agreement(net, x, layer):.1e}")
-            print(f"| tool | time (s) | × forward | × minimal reference | peak RSS (MiB) |\n|---|---|---|---|---|")
+            print("| tool | time (s) | × forward | × minimal reference | peak RSS (MiB) |\n|---|---|---|---|---|")
             for name, t in times.items():
                 ref = times["minimal reference HiRes" if "hires" in name.lower() else "minimal reference Grad-CAM"]
                 rss = "" if args.no_memory else f"{peak_rss_in_subprocess(__file__, str(size), role, name):.0f}"

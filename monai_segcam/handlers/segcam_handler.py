@@ -493,7 +493,7 @@ class SegCAMHandler:
                 region = None if case.region is None else case.region[j]
                 if self.output_dir is not None and self.save_nifti:
                     path = paths[(layer_name, c, ".nii.gz")]
-                    save_nifti_atomic(saved[j : j + 1], path, output_dir=self.output_dir)
+                    save_nifti_atomic(saved[j : j + 1], path)  # path: already confined by safe_path
                     written.append(os.path.relpath(path, self.output_dir))
                 if self.output_dir is not None and self.save_png:
                     path = paths[(layer_name, c, ".png")]

@@ -113,6 +113,15 @@ def test_cam_in_output_files_and_csv(tmp_path):
     assert float(mean_row["max"]) == pytest.approx(np.mean([float(row["max"]) for row in cases]), rel=1e-6)
 
 
+def test_relative_output_dir(tmp_path, monkeypatch):
+    """A relative output_dir (bundles use './eval') holds the files directly, not in a nested copy of itself."""
+    files = write_cases(tmp_path, n=1)
+    monkeypatch.chdir(tmp_path)
+    make_evaluator(files, make_net(), [SegCAMHandler(classes=[1], output_dir="rel", save_png=True)]).run()
+    written = sorted(p.relative_to(tmp_path / "rel").as_posix() for p in (tmp_path / "rel").rglob("*") if p.is_file())
+    assert written == ["case_0_cam_hirescam_pre_head_class1.nii.gz", "case_0_cam_hirescam_pre_head_class1.png", "segcam_stats.csv"]
+
+
 def test_cam_equals_direct_segcam_on_the_network_input(tmp_path):
     files = write_cases(tmp_path, n=1)
     net = make_net()

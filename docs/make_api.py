@@ -53,5 +53,5 @@ def render() -> str:
 
 if __name__ == "__main__":
     target = Path(__file__).with_name("api.md")
-    target.write_text(render())
+    target.write_text(render(), encoding="utf-8")
     print(f"wrote {target}", file=sys.stderr)

@@ -20,7 +20,7 @@ from make_api import public_objects, render  # noqa: E402
 
 
 def python_blocks(path: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
 
 
 @pytest.mark.slow
@@ -30,14 +30,14 @@ def test_python_examples_run(doc, tmp_path):
     blocks = python_blocks(ROOT / doc)
     assert blocks, f"{doc} has no Python example"
     script = tmp_path / "example.py"
-    script.write_text("\n\n".join(blocks))
+    script.write_text("\n\n".join(blocks), encoding="utf-8")
     env = {**os.environ, "MPLBACKEND": "Agg", "SEGCAM_EXAMPLE_OUTPUT": str(tmp_path / "out")}
     result = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_api_reference_is_current():
-    assert (ROOT / "docs" / "api.md").read_text() == render(), "run `python docs/make_api.py` and commit docs/api.md"
+    assert (ROOT / "docs" / "api.md").read_text(encoding="utf-8") == render(), "run `python docs/make_api.py` and commit docs/api.md"
 
 
 def is_plain_data(obj) -> bool:

@@ -339,7 +339,7 @@ class SegCAMHandler:
             self.logger.warning(f"SegCAMHandler: {len(messages)} case(s) failed: " + "; ".join(messages))
         if self.output_dir is not None and self.csv_name is not None:
             path = safe_path(self._folder(engine), self.csv_name)
-            with atomic_output(path) as tmp, open(tmp, "w", newline="") as stream:
+            with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
                 writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS)
                 writer.writeheader()
                 writer.writerows(rows + _summary(rows))
@@ -545,7 +545,7 @@ def _read_csv(path: str) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Rows of an existing CSV by (case, layer, class), summary rows excluded."""
     if not os.path.exists(path):
         return {}
-    with open(path, newline="") as stream:
+    with open(path, newline="", encoding="utf-8") as stream:
         rows = [row for row in csv.DictReader(stream) if row.get("status") not in ("summary", None)]
     return {(row["case"], row["layer"], row["class"]): row for row in rows}
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,9 +25,17 @@ def median_times(tools: dict[str, Callable[[], object]], repeats: int = 5, warmu
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def reset_peak_rss() -> None:
+    """Reset this process's peak-RSS mark (Linux). A child started from a big parent inherits the parent's high-water
+    mark through fork, so ``ru_maxrss`` alone would report the parent's size."""
+    with open("/proc/self/clear_refs", "w") as stream:
+        stream.write("5")
+
+
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process in MiB (Linux ``ru_maxrss`` is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process since the last :py:func:`reset_peak_rss`, in MiB (``VmHWM``)."""
+    with open("/proc/self/status") as stream:
+        return next(int(line.split()[1]) for line in stream if line.startswith("VmHWM")) / 1024
 
 
 def peak_rss_in_subprocess(script: str, *args: str) -> float:

@@ -22,7 +22,7 @@ from monai.networks.nets import UNet
 from monai.visualize import GradCAM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import median_times, peak_rss_in_subprocess, report_child_peak  # noqa: E402
+from _common import median_times, peak_rss_in_subprocess, report_child_peak, reset_peak_rss  # noqa: E402
 
 from monai_segcam import SegCAM, layer_presets  # noqa: E402
 from monai_segcam.cam.regions import class_masks  # noqa: E402
@@ -141,6 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     if args.memory_child:
+        reset_peak_rss()
         size, role, tool = args.memory_child
         net, x = build(int(size))
         tools(net, x, layer_presets(net)[role])[tool]()

@@ -21,7 +21,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import median_times, peak_rss_in_subprocess, report_child_peak  # noqa: E402
+from _common import median_times, peak_rss_in_subprocess, report_child_peak, reset_peak_rss  # noqa: E402
 
 from monai_segcam import SlidingWindowSegCAM, layer_presets  # noqa: E402
 
@@ -69,6 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     if args.memory_child:
+        reset_peak_rss()
         net, x = build(int(args.memory_child[0]))
         configurations(net, x)[args.memory_child[1]]()
         report_child_peak()

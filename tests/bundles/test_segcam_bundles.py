@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from matplotlib import image as plt_image
 from monai.bundle import ConfigParser, create_workflow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +102,10 @@ def test_demo_inference_writes_cams(tmp_path):
                 assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", stem
     rows = [row for row in read_csv(tmp_path / "segcam_stats.csv") if row["status"] == "ok"]
     assert len(rows) == len(SAMPLES) * 2 * 2
+    for figure in sorted((REPO_ROOT / "docs" / "figures").glob("demo_*.png")):  # the README's pictures are these outputs
+        produced = plt_image.imread(tmp_path / figure.name.removeprefix("demo_"))
+        committed = plt_image.imread(figure)
+        assert produced.shape == committed.shape and np.abs(produced - committed).mean() < 0.01, figure.name
 
 
 @pytest.fixture(scope="module")

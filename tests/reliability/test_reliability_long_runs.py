@@ -8,7 +8,15 @@ import warnings
 
 import pytest
 import torch
-from helpers_reliability import assert_detached, assert_untouched, live_tensors, rss_mb, set_mixed_state, small_unet
+from helpers_reliability import (
+    assert_detached,
+    assert_untouched,
+    live_tensors,
+    rss_mb,
+    set_mixed_state,
+    small_unet,
+    snapshot,
+)
 
 from monai_segcam import Box, SegCAM, SlidingWindowSegCAM
 
@@ -87,3 +95,49 @@ def test_batchnorm_network_in_train_mode_is_not_updated(engine):
     maps = make()(image, classes=[1, 2])
     assert_untouched(net, before)
     torch.testing.assert_close(maps.as_tensor(), expected.as_tensor())
+
+
+def test_handler_long_run_is_flat_and_leaves_no_trace(tmp_path):
+    """200 batches through a real SupervisedEvaluator with SegCAMHandler (CAMs into the engine output and a CSV):
+    flat RSS and live-tensor count, and the network left as it was."""
+    from monai.data import DataLoader
+    from monai.engines import SupervisedEvaluator
+
+    from monai_segcam import SegCAMHandler
+
+    net = small_unet()
+    data = [{"image": torch.randn(1, 8, 8, 8)} for _ in range(ITERATIONS)]
+
+    def evaluator(cases):
+        handler = SegCAMHandler(layers=["pre_head", "bottleneck"], classes=[1, 2], region="all", output_dir=tmp_path)
+        return SupervisedEvaluator("cpu", DataLoader(cases), net, val_handlers=[handler], decollate=False)
+
+    set_mixed_state(net)
+    before = snapshot(net.eval())  # MONAI's evaluator itself resets mixed train/eval flags (eval_mode restores the root)
+    evaluator(data[:20]).run()  # warm-up
+    rss0, tensors0 = rss_mb(), live_tensors()
+    evaluator = evaluator(data)
+    evaluator.run()
+    assert evaluator.state.iteration == ITERATIONS and evaluator.state.output["cam_pre_head"].shape[1] == 2
+    evaluator.state.output = evaluator.state.batch = None
+    rss1, tensors1 = rss_mb(), live_tensors()
+    assert rss1 - rss0 < RSS_NOISE_MB, f"RSS grew by {rss1 - rss0:.1f} MB over {ITERATIONS} batches"
+    assert tensors1 - tensors0 < TENSOR_NOISE, f"{tensors1 - tensors0} more live tensors after {ITERATIONS} batches"
+    assert_untouched(net, before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_allocated_memory_is_flat():
+    """On CUDA, 200 calls of either engine leave torch.cuda.memory_allocated() where it was after warm-up."""
+    net = small_unet().cuda()
+    image = torch.randn(1, 1, 16, 16, 16, device="cuda")
+    for cam in (SegCAM(net, layers=["pre_head", "bottleneck"], method="gradcam"),
+                SlidingWindowSegCAM(net, roi_size=8, method="hirescam", sw_device="cuda", device="cuda")):
+        cam(image, classes=[1, 2], region="all")
+        torch.cuda.synchronize()
+        allocated = torch.cuda.memory_allocated()
+        for _ in range(ITERATIONS):
+            maps = cam(image, classes=[1, 2], region="all")
+        del maps
+        torch.cuda.synchronize()
+        assert torch.cuda.memory_allocated() <= allocated, type(cam).__name__

@@ -4,8 +4,9 @@
 Per case (one input image) the command writes, into ``OUTPUT/<case>/``:
 
 - ``<case>_seg.nii.gz``: the segmentation (argmax of the stitched logits);
-- ``<case>_cam_class<c>_<layer>_<method>.nii.gz``: one float map per class, layer and method;
-- ``<case>_cam_class<c>_<layer>_<method>.png``: orthogonal slices through the map's peak (or the region centroid),
+- ``<case>_cam_<method>_<layer>_class<c>.nii.gz``: one float map per class, layer and method (the same names as
+  the bundles' :py:class:`~monai_segcam.handlers.SegCAMHandler` writes);
+- ``<case>_cam_<method>_<layer>_class<c>.png``: orthogonal slices through the map's peak (or the region centroid),
   and ``<case>_cam_class<c>_panel.png`` (layers x methods) when several maps explain a class;
 - ``<case>_segcam.json``: inputs, model, settings and, per written file, its class/layer/method and statistics.
 
@@ -215,7 +216,7 @@ def _explain_case(
                 from monai_segcam.cam import normalize_cam
 
                 cam = normalize_cam(torch.from_numpy(cam)[None, None])[0, 0].numpy()
-            stem = f"{name}_cam_class{c}_{sanitize(layer, 'layer')}_{method}"
+            stem = f"{name}_cam_{method}_{sanitize(layer, 'layer')}_class{c}"
             entry = {"class": c, "class_name": model.class_names.get(c), "layer": layer, "module": layer_modules[layer]}
             entry.update(method=method, stats=stats, normalized=args.normalize)
             write_nifti(cam, affine, os.path.join(staging, f"{stem}.nii.gz"))

@@ -49,5 +49,5 @@ def test_failed_case_leaves_nothing(cli_runs):
     assert "cannot read image" in lines[0] and "1 of 2 case(s) failed" in lines[-1]
     assert sorted(p.name for p in output.iterdir()) == ["case_01_T1"]
     assert {p.name for p in (output / "case_01_T1").iterdir()} == {
-        "case_01_T1_seg.nii.gz", "case_01_T1_cam_class1_pre_head_hirescam.nii.gz", "case_01_T1_segcam.json"
+        "case_01_T1_seg.nii.gz", "case_01_T1_cam_hirescam_pre_head_class1.nii.gz", "case_01_T1_segcam.json"
     }  # fmt: skip

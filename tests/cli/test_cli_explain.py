@@ -50,7 +50,7 @@ def test_outputs_on_input_grid(explained, cli_data, kind):
     case = output / CASES[kind]
     reference = _reference_grid(kind, cli_data[kind])
     cams = sorted(case.glob("*_cam_*.nii.gz"))
-    expected = [f"{CASES[kind]}_cam_class1_{layer}_hirescam.nii.gz" for layer in ("bottleneck", "pre_head")]
+    expected = [f"{CASES[kind]}_cam_hirescam_{layer}_class1.nii.gz" for layer in ("bottleneck", "pre_head")]
     assert [p.name for p in cams] == expected
     for path in [*cams, case / f"{CASES[kind]}_seg.nii.gz"]:
         image = nib.load(str(path))
@@ -79,16 +79,16 @@ def test_pngs_and_summary(explained, cli_data):
     assert summary["settings"]["roi_size"] == [16] and summary["settings"]["overlap"] == 0.5
     files = {entry["file"]: entry for entry in summary["files"]}
     assert set(files) | {"case_01_T1_segcam.json"} == {p.name for p in case.iterdir()}
-    cam = files["case_01_T1_cam_class1_pre_head_hirescam.nii.gz"]
+    cam = files["case_01_T1_cam_hirescam_pre_head_class1.nii.gz"]
     assert (cam["class"], cam["layer"], cam["module"], cam["method"]) == (1, "pre_head", "model.1", "hirescam")
     assert cam["stats"]["max"] > 0 and len(cam["stats"]["peak_voxel"]) == 3
     assert 0 <= cam["stats"]["mass_in_prediction"] <= 1
     pngs = [name for name, entry in files.items() if entry["kind"] == "png"]
     assert sorted(pngs) == sorted(
-        ["case_01_T1_cam_class1_pre_head_hirescam.png", "case_01_T1_cam_class1_bottleneck_hirescam.png",
+        ["case_01_T1_cam_hirescam_pre_head_class1.png", "case_01_T1_cam_hirescam_bottleneck_class1.png",
          "case_01_T1_cam_class1_panel.png"]
     )  # fmt: skip
-    picture = imread(case / "case_01_T1_cam_class1_pre_head_hirescam.png")
+    picture = imread(case / "case_01_T1_cam_hirescam_pre_head_class1.png")
     assert picture.shape[:2] == (450, 1200)  # plot_orthogonal_slices' 12 x 4.5 inches at 100 dpi
     assert picture[..., :3].std() > 0.01
     assert imread(case / "case_01_T1_cam_class1_panel.png").std() > 0.01
@@ -112,7 +112,7 @@ def test_bundle_preprocessing_is_inverted(explained, cli_data):
         assert summary["settings"]["roi_size"] == [16, 16, 16] and summary["settings"]["sw_batch_size"] == 2
         assert not list((output / case).glob("*.png"))
         for method in ("layercam", "gradcam"):
-            image = nib.load(str(output / case / f"{case}_cam_class1_pre_head_{method}.nii.gz"))
+            image = nib.load(str(output / case / f"{case}_cam_{method}_pre_head_class1.nii.gz"))
             assert image.shape == SHAPE
             np.testing.assert_allclose(image.affine, reference, atol=1e-4)
             values = np.asarray(image.dataobj)

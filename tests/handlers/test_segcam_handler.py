@@ -248,3 +248,32 @@ def test_no_rng_use_no_grad_writes_mode_restored(tmp_path):
     assert torch.equal(reference[0], explained[0])
     assert np.array_equal(reference[1], explained[1]) and reference[2] == explained[2]
     assert net.training and all(p.requires_grad and p.grad is None for p in net.parameters())
+
+
+def test_batch_of_different_sizes_padded_by_collation(tmp_path):
+    """Two cases of different sizes in one batch, padded to a common size by ``pad_list_data_collate``: each CAM is
+    computed on the padded batch and saved on its own case's original grid (the padding is inverted per item)."""
+    from monai.data import pad_list_data_collate
+
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.mkdir(), large.mkdir()
+    files = [write_cases(small, n=1, shape=(12, 14, 10))[0], write_cases(large, n=1, shape=(18, 12, 16))[0]]
+    files[1] = {key: str(tmp_path / f"big{os.path.basename(path)}") for key, path in files[1].items()}
+    for key in ("image", "label"):
+        os.replace(large / os.path.basename(files[1][key]).removeprefix("big"), files[1][key])
+    pre = preprocessing()
+    loader = DataLoader(Dataset(files, pre), batch_size=2, num_workers=0, collate_fn=pad_list_data_collate)
+    out = tmp_path / "cams"
+    evaluator = SupervisedEvaluator(
+        torch.device("cpu"), loader, make_net(), decollate=True,
+        postprocessing=Invertd(["pred", "cam"], pre, orig_keys="image", nearest_interp=False),
+        val_handlers=[SegCAMHandler(classes=[1], region="all", output_dir=out)],
+    )  # fmt: skip
+    evaluator.run()
+    for case in files:
+        original = nib.load(case["image"])
+        name = os.path.basename(case["image"]).removesuffix(".nii.gz").replace(" ", "_")
+        saved = nib.load(out / f"{name}_cam_hirescam_pre_head_class1.nii.gz")
+        assert saved.shape == original.shape
+        np.testing.assert_allclose(saved.affine, original.affine, atol=1e-5)
+        assert np.isfinite(saved.get_fdata()).all() and saved.get_fdata().max() > 0

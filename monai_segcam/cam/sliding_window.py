@@ -225,8 +225,9 @@ class SlidingWindowSegCAM(CAMEngine):
             get_valid_patch_size(padded_size, roi), self.mode, self.sigma_scale, device=sw_device, dtype=x.dtype
         )[None, None]
         count = torch.zeros((1, 1, *padded_size), dtype=x.dtype, device=device)
+        importance_on_device = importance.to(device)
         for window in slices:
-            count[(..., *window)] += importance.to(device)
+            count[(..., *window)] += importance_on_device
 
         job = _Job(self, padded, weights, stitched, classes, slices, importance, count, sw_device, device)
         maps = job.run()
@@ -250,14 +251,15 @@ class _Job:
         self.importance, self.count, self.sw_device, self.device = importance, count, sw_device, device
         batch, spatial = x.shape[0], x.shape[2:]
         self.windows = [(b, window) for b in range(batch) for window in slices]
-        self.touches = [bool(weights[(b, slice(None), *window)].any()) for b, window in self.windows]
+        # which classes' regions each window touches, scanned once: windows touching none skip the backward pass
+        self.touched = [weights[(b, slice(None), *window)].flatten(1).any(1).tolist() for b, window in self.windows]
         self.maps = {
             layer.key: torch.zeros((batch, len(classes), *spatial), dtype=x.dtype, device=device) for layer in self.layers
         }
         self.num_positions: dict[str, int] = {}
 
     def groups(self, only_touching: bool, desc: str) -> Iterator[list[int]]:
-        indices = [i for i, t in enumerate(self.touches) if t or not only_touching]
+        indices = [k for k, touched in enumerate(self.touched) if any(touched) or not only_touching]
         groups = [indices[i : i + self.cam.sw_batch_size] for i in range(0, len(indices), self.cam.sw_batch_size)]
         if self.cam.progress and has_tqdm:
             return iter(tqdm(groups, desc=desc, unit="batch"))
@@ -305,16 +307,12 @@ class _Job:
         roi = self.importance.shape[2:]
         for group in self.groups(only_touching=True, desc="CAM windows"):
             logits = self.forward(group, capture)
-            todo = [i for i in range(len(self.classes)) if any(self.weights_touch(k, i) for k in group)]
+            todo = [i for i in range(len(self.classes)) if any(self.touched[k][i] for k in group)]
             for i in todo:
                 grads = layer_gradients(logits, capture, self.layers, self.cotangent(group, logits, i), i != todo[-1])
                 for layer, grad in zip(self.layers, grads):
                     raw = self.rule.local_map(capture.activations[layer.key].detach(), grad)
                     self.add(layer.key, group, i, upsample(raw, roi))
-
-    def weights_touch(self, k: int, i: int) -> bool:
-        b, window = self.windows[k]
-        return bool(self.weights[(b, i, *window)].any())
 
     def statistics_pass(self, capture: ActivationCapture):
         """Phase 1: per-(layer, class) statistics summed over windows, keeping activations within the budget."""
@@ -336,7 +334,7 @@ class _Job:
                 for key, a in acts.items():
                     self.accumulate(stats, (key, 0), group, self.rule.statistics(a, None))
                 continue
-            todo = [i for i in range(len(self.classes)) if any(self.weights_touch(k, i) for k in group)]
+            todo = [i for i in range(len(self.classes)) if any(self.touched[k][i] for k in group)]
             grads_by_class = {
                 i: layer_gradients(logits, capture, self.layers, self.cotangent(group, logits, i), i != todo[-1])
                 for i in todo

@@ -29,25 +29,79 @@ import torch
 from .io import CLIError, case_names, check_exists, read_image, sanitize, staged_directory, write_json, write_nifti
 from .model import LoadedModel, load_model, resolve_device
 
-__all__ = ["run_explain", "parse_region"]
+__all__ = ["parse_region", "run_explain"]
 
 _LABEL_REGIONS = ("label", "fp", "fn")
 _REGIONS = ("pred", "all", "empty", "label", "fp", "fn", "component")
+_REGION_FORMS = "component:N, voxel:I,J,K or box:I0,J0,K0:I1,J1,K1"
 
 
-def parse_region(text: str) -> str:
-    """Check a ``--region`` value: a region kind, or ``component:N`` (the N-th largest component, 0 = largest)."""
-    kind, _, index = text.partition(":")
-    if kind not in _REGIONS or (index and (kind != "component" or not index.isdigit())):
-        raise ValueError(f"unknown region {text!r}: use one of {', '.join(_REGIONS)} or component:N")
-    return text
+def _indices(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(value) for value in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of voxel indices") from None
 
 
-def _region(text: str) -> Any:
-    from monai_segcam.cam import Component
+def parse_region(text: str) -> tuple[str, list[tuple[int, ...]]]:
+    """Parse a ``--region`` value into its kind and its voxel-index arguments.
 
-    kind, _, index = text.partition(":")
-    return Component(index=int(index)) if kind == "component" else kind
+    Kinds: ``pred``, ``all``, ``empty``, ``label``, ``fp``, ``fn``, ``component[:N]`` (the N-th largest component,
+    0 = largest), ``voxel:I,J,K`` (one voxel) and ``box:I0,J0,K0:I1,J1,K1`` (two opposite corner voxels, both
+    included); voxel indices are those of the input file, in the order nibabel and MONAI read them.
+
+    Example:
+        >>> parse_region("box:4,5,3:10,12,8")
+        ('box', [(4, 5, 3), (10, 12, 8)])
+    """
+    kind, *parts = text.split(":")
+    if kind == "component" and len(parts) <= 1 and all(p.isdigit() for p in parts):
+        return kind, [(int(parts[0]),)] if parts else []
+    if kind in _REGIONS and kind != "component" and not parts:
+        return kind, []
+    if kind in ("voxel", "box") and len(parts) == (1 if kind == "voxel" else 2):
+        points = [_indices(part) for part in parts]
+        if any(len(point) != len(points[0]) for point in points):
+            raise ValueError(f"{text!r}: both corners need the same number of indices")
+        return kind, points
+    raise ValueError(f"unknown region {text!r}: use one of {', '.join(_REGIONS)}, or {_REGION_FORMS}")
+
+
+def _to_network_grid(points: np.ndarray, original: Any, image: Any) -> np.ndarray:
+    """Continuous voxel coordinates on the network input's grid of voxel ``points`` ``(N, D)`` of the input file."""
+    spatial = points.shape[1]
+    source = np.asarray(original.affine, dtype=np.float64)
+    target = np.asarray(image.affine, dtype=np.float64)
+    homogeneous = np.concatenate([points, np.ones((len(points), 1))], axis=1)
+    return (homogeneous @ source.T @ np.linalg.inv(target).T)[:, :spatial]
+
+
+def _region(parsed: tuple[str, list[tuple[int, ...]]], original: Any, image: Any) -> tuple[Any, dict[str, Any]]:
+    """The region object for the engines, and its description for the JSON summary.
+
+    A ``voxel`` or ``box`` given on the input file's grid is moved onto the network input's grid through both
+    affines (the bundle's preprocessing may reorient and resample): the voxel nearest to the same world position,
+    and the smallest box holding the nearest voxels of the corners.
+    """
+    from monai_segcam.cam import Box, Component, Voxel
+
+    kind, points = parsed
+    if kind == "component":
+        return Component(index=points[0][0] if points else 0), {"kind": kind}
+    if kind not in ("voxel", "box"):
+        return kind, {"kind": kind}
+    shape, grid = tuple(original.shape[1:]), tuple(image.shape[1:])
+    for point in points:
+        if len(point) != len(shape) or any(not 0 <= i < s for i, s in zip(point, shape)):
+            raise CLIError(f"--region {kind}: voxel {point} lies outside the image (shape {shape})")
+    corners = np.array(np.meshgrid(*[sorted({p[d] for p in points}) for d in range(len(shape))], indexing="ij"))
+    mapped = np.rint(_to_network_grid(corners.reshape(len(shape), -1).T.astype(np.float64), original, image))
+    start = np.clip(mapped.min(0), 0, np.array(grid) - 1).astype(int)
+    end = np.clip(mapped.max(0), 0, np.array(grid) - 1).astype(int) + 1
+    if kind == "voxel":
+        return Voxel(tuple(start.tolist())), {"kind": kind, "input_voxel": list(points[0]), "voxel": start.tolist()}
+    description = {"kind": kind, "input_corners": [list(p) for p in points], "start": start.tolist()}
+    return Box(tuple(start.tolist()), tuple(end.tolist())), {**description, "end": end.tolist()}
 
 
 def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any]]:
@@ -188,7 +242,7 @@ def _explain_case(
     bad = [c for c in classes if not 0 <= c < num_classes]
     if bad:
         raise CLIError(f"--classes {bad} out of range: the network has {num_classes} output channels")
-    region = _region(args.region)
+    region, region_summary = _region(parse_region(args.region), original, image)
     maps: dict[tuple[str, str], torch.Tensor] = {}
     for method, engine in engines.items():
         try:
@@ -248,6 +302,8 @@ def _explain_case(
             "label": None if label_path is None else os.path.abspath(label_path),
         },
         "network_input_shape": list(image.shape),
+        "network_input_affine": np.asarray(image.affine, dtype=np.float64).tolist(),
+        "region_on_network_grid": region_summary,
         "classes": {str(c): model.class_names.get(c) for c in classes},
         "predicted_voxels": {str(c): int((seg == c).sum()) for c in range(num_classes)},
         "files": written,
@@ -278,7 +334,7 @@ def run_explain(args: Namespace) -> int:
 
     tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
     labels: Sequence[str | None] = args.label if args.label is not None else [None] * len(args.images)
-    if args.label is None and args.region.partition(":")[0] in _LABEL_REGIONS:
+    if args.label is None and parse_region(args.region)[0] in _LABEL_REGIONS:
         raise CLIError(f"--region {args.region} needs the ground truth: give --label FILE")
     if len(labels) != len(args.images):
         raise CLIError(f"--label got {len(labels)} file(s) for {len(args.images)} image(s): give one label per image")

@@ -16,13 +16,13 @@ import numpy as np
 
 __all__ = [
     "CLIError",
+    "case_names",
     "check_exists",
     "read_image",
-    "case_names",
     "sanitize",
     "staged_directory",
-    "write_nifti",
     "write_json",
+    "write_nifti",
 ]
 
 _EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gz")

@@ -28,9 +28,10 @@ def _region(text: str) -> str:
     from .explain import parse_region
 
     try:
-        return parse_region(text)
+        parse_region(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cam.add_argument(
         "--region", default="pred", type=_region,
-        help="explained region: pred (default), all, empty, label, fp, fn (these three need --label), component[:N]",
+        help="explained region: pred (default), all, empty, label, fp, fn (these three need --label), component[:N], "
+        "voxel:I,J,K or box:I0,J0,K0:I1,J1,K1 (voxel indices of the input file; box corners included)",
     )  # fmt: skip
     cam.add_argument("--label", nargs="+", metavar="FILE", help="ground-truth label map(s), one per image")
     cam.add_argument("--target", default="logits", choices=("logits", "probabilities"), help="explained score")

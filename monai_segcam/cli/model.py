@@ -17,7 +17,7 @@ from torch import nn
 
 from .io import CLIError, check_exists
 
-__all__ = ["LoadedModel", "load_model", "load_checkpoint", "resolve_device", "first_conv_in_channels"]
+__all__ = ["LoadedModel", "first_conv_in_channels", "load_checkpoint", "load_model", "resolve_device"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 _CHECKPOINT_KEYS = ("model", "state_dict", "network", "model_state_dict")
@@ -119,7 +119,7 @@ def _network_from_path(dotted: str, arguments: str) -> tuple[nn.Module, dict[str
     except json.JSONDecodeError as exc:
         raise CLIError(f"--network-args is not valid JSON: {exc}") from exc
     if not isinstance(kwargs, dict):
-        raise CLIError("--network-args must be a JSON object, e.g. '{\"spatial_dims\": 3, \"in_channels\": 1}'")
+        raise CLIError('--network-args must be a JSON object, e.g. \'{"spatial_dims": 3, "in_channels": 1}\'')
     module_name, _, attribute = dotted.rpartition(".")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)

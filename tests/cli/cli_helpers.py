@@ -149,8 +149,12 @@ def write_bundle(root: Path, state_dict: dict) -> None:
                 {"_target_": "LoadImaged", "keys": ["image", "label"], "allow_missing_keys": True},
                 {"_target_": "EnsureChannelFirstd", "keys": "@image_key"},
                 {"_target_": "Orientationd", "keys": ["image", "label"], "axcodes": "RAS", "labels": None},
-                {"_target_": "Spacingd", "keys": ["image", "label"], "pixdim": [1.0, 1.0, 1.5],
-                 "mode": ["bilinear", "nearest"]},  # fmt: skip
+                {
+                    "_target_": "Spacingd",
+                    "keys": ["image", "label"],
+                    "pixdim": [1.0, 1.0, 1.5],
+                    "mode": ["bilinear", "nearest"],
+                },
                 {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -1, "a_max": 3, "b_min": 0, "b_max": 1},
                 {"_target_": "EnsureTyped", "keys": "image"},
             ],

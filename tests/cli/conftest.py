@@ -82,6 +82,12 @@ def cli_runs(cli_data, tmp_path_factory) -> dict[str, tuple[Result, Path]]:
         "debug": ["explain", data["nifti"], *net, "--layers", "model.9", "--debug", *cam],
         "cuda": ["explain", data["nifti"], *net, "--device", "cuda:0", *cam],
         "no_label": ["explain", data["nifti"], *net, "--region", "fn", *cam],
+        "box": ["explain", data["nifti"], *net, "--layers", "pre_head", "--method", "hirescam",
+                "--region", "box:4,5,3:10,12,8", *cam],
+        "voxel_bundle": ["explain", data["nifti"], "--bundle", data["bundle"], "--layers", "pre_head", "--method",
+                         "hirescam", "--region", "voxel:5,7,9", *cam],
+        "voxel_outside": ["explain", data["nifti"], *net, "--region", "voxel:5,7,16", *cam],
+        "bad_region": ["explain", data["nifti"], *net, "--region", "box:1,2,3", *cam],
         "one_case_fails": ["explain", data["nifti"], data["corrupt"], *net, *cam],
     }  # fmt: skip
     outputs = {}

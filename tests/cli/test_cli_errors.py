@@ -15,6 +15,7 @@ ERRORS = {
     "unknown_layer": ["Unknown layer 'model.1.submodul'", "Closest names", "model.1.submodule"],
     "cuda": ["--device cuda:0 requested but"],
     "no_label": ["--region fn needs the ground truth: give --label FILE"],
+    "voxel_outside": ["--region voxel: voxel (5, 7, 16) lies outside the image (shape (24, 20, 16))"],
 }
 
 
@@ -34,6 +35,13 @@ def test_actionable_error(cli_runs, name):
     for text in ERRORS[name]:
         assert text in lines[0]
     assert list(output.iterdir()) == []  # no case folder, no staging folder
+
+
+def test_malformed_region_is_a_usage_error(cli_runs):
+    result, output = cli_runs["bad_region"]
+    assert result.returncode == 2  # argparse's status for bad arguments, before anything is loaded
+    assert "argument --region: unknown region 'box:1,2,3'" in result.stderr and "voxel:I,J,K" in result.stderr
+    assert list(output.iterdir()) == []
 
 
 def test_debug_shows_traceback(cli_runs):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cli_helpers import NIFTI_AFFINE, SHAPE, itk_ras_affine, run_cli
+import torch
+from cli_helpers import NETWORK_ARGS, NIFTI_AFFINE, SHAPE, itk_ras_affine, run_cli
 
 BUNDLE_DEMO = Path(__file__).resolve().parents[2] / "bundles" / "segcam_demo"
 
@@ -117,6 +117,55 @@ def test_bundle_preprocessing_is_inverted(explained, cli_data):
             np.testing.assert_allclose(image.affine, reference, atol=1e-4)
             values = np.asarray(image.dataobj)
             assert values.min() >= 0 and values.max() <= 1  # --normalize
+
+
+def test_box_region_equals_the_python_api(cli_runs, cli_data):
+    """``--region box:4,5,3:10,12,8`` (corners included) is ``Box((4, 5, 3), (11, 13, 9))`` of the Python API."""
+    import nibabel as nib
+    from monai.networks.nets import UNet
+
+    from monai_segcam import SegCAM
+    from monai_segcam.cam import Box
+
+    result, output = cli_runs["box"]
+    assert result.returncode == 0, result.stderr
+    case = output / "case_01_T1"
+    summary = json.loads((case / "case_01_T1_segcam.json").read_text(encoding="utf-8"))
+    assert summary["region_on_network_grid"] == {
+        "kind": "box", "input_corners": [[4, 5, 3], [10, 12, 8]], "start": [4, 5, 3], "end": [11, 13, 9]
+    }  # fmt: skip
+    net = UNet(**NETWORK_ARGS)
+    net.load_state_dict(torch.load(cli_data["checkpoint"], weights_only=True)["model"])
+    image = torch.as_tensor(np.asarray(nib.load(str(cli_data["nifti"])).dataobj), dtype=torch.float32)[None, None]
+    expected = SegCAM(net, layers="pre_head", method="hirescam")(image, classes=1, region=Box((4, 5, 3), (11, 13, 9)))
+    saved = np.asarray(nib.load(str(case / "case_01_T1_cam_hirescam_pre_head_class1.nii.gz")).dataobj)
+    assert expected.max() > 0
+    np.testing.assert_allclose(saved, expected[0, 0].numpy(), rtol=1e-4, atol=1e-6 * float(expected.max()))
+
+
+def test_voxel_region_follows_the_bundle_preprocessing(cli_runs):
+    """A voxel of the input file is explained at the same world position on the bundle's reoriented, resampled grid:
+    the chosen network-grid voxel is the nearest one, and the map's peak lies next to it in world coordinates."""
+    import nibabel as nib
+
+    result, output = cli_runs["voxel_bundle"]
+    assert result.returncode == 0, result.stderr
+    case = output / "case_01_T1"
+    summary = json.loads((case / "case_01_T1_segcam.json").read_text(encoding="utf-8"))
+    region = summary["region_on_network_grid"]
+    assert region["kind"] == "voxel" and region["input_voxel"] == [5, 7, 9]
+    network_affine = np.array(summary["network_input_affine"])
+    np.testing.assert_allclose(np.linalg.norm(network_affine[:3, :3], axis=0), [1.0, 1.0, 1.5])  # the bundle's pixdim
+    world = NIFTI_AFFINE @ np.array([5, 7, 9, 1.0])
+    continuous = (np.linalg.inv(network_affine) @ world)[:3]
+    assert np.abs(continuous - np.array(region["voxel"])).max() <= 0.5 + 1e-6
+    saved = nib.load(str(case / "case_01_T1_cam_hirescam_pre_head_class1.nii.gz"))
+    values = np.asarray(saved.dataobj)
+    assert values.max() > 0
+    peak = np.unravel_index(int(np.argmax(values)), values.shape)
+    # pre_head feeds a 3x3x3 head: the map lives within one network voxel (<= 1.5 mm) of the explained voxel, and
+    # interpolation back onto the input grid moves it by less than one input voxel (<= 2.5 mm)
+    assert np.linalg.norm((saved.affine @ np.array([*peak, 1.0]) - world)[:3]) <= 4.0
 
 
 def test_layers_lists_presets(explained):

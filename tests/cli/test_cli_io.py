@@ -20,10 +20,9 @@ def test_case_names_stay_inside_output():
 
 
 def test_staged_directory_all_or_nothing(tmp_path):
-    with pytest.raises(RuntimeError):
-        with staged_directory(str(tmp_path), "case") as staging:
-            open(os.path.join(staging, "case_cam.nii.gz"), "wb").close()
-            raise RuntimeError("failed half-way")
+    with pytest.raises(RuntimeError), staged_directory(str(tmp_path), "case") as staging:
+        open(os.path.join(staging, "case_cam.nii.gz"), "wb").close()
+        raise RuntimeError("failed half-way")
     assert list(tmp_path.iterdir()) == []
     with staged_directory(str(tmp_path), "case") as staging:
         open(os.path.join(staging, "a_cam.nii.gz"), "w").close()

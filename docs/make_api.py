@@ -20,6 +20,7 @@ MODULES = [
     "monai_segcam.metrics",
     "monai_segcam.visualize",
     "monai_segcam.data",
+    "monai_segcam.utils",
 ]
 
 

@@ -3,7 +3,8 @@
 
 Per case (one input image) the command writes, into ``OUTPUT/<case>/``:
 
-- ``<case>_seg.nii.gz``: the segmentation (argmax of the stitched logits);
+- ``<case>_seg.nii.gz``: the segmentation (argmax of the stitched logits; for multi-label networks one channel per
+  class, logit > 0, stored as ``(X, Y, Z, C)``);
 - ``<case>_cam_<method>_<layer>_class<c>.nii.gz``: one float map per class, layer and method (the same names as
   the bundles' :py:class:`~monai_segcam.handlers.SegCAMHandler` writes);
 - ``<case>_cam_<method>_<layer>_class<c>.png``: orthogonal slices through the map's peak (or the region centroid),
@@ -128,6 +129,7 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
     common = {
         "layers": list(args.layers),
         "target": args.target,
+        "multi_label": model.multi_label,
         "sw_device": device,
         "device": None,
         "progress": not args.quiet,
@@ -137,7 +139,13 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
     for method in [*args.method, "hirescam"]:  # the last one only predicts when every method is whole-volume
         try:
             if method == "scorecam":  # masked forward passes need every channel on the whole grid
-                engines[method] = SegCAM(model.network, layers=list(args.layers), method=method, target=args.target)
+                engines[method] = SegCAM(
+                    model.network,
+                    layers=list(args.layers),
+                    method=method,
+                    target=args.target,
+                    multi_label=model.multi_label,
+                )
             elif isinstance(model.inferer, SlidingWindowInferer):
                 engines[method] = SlidingWindowSegCAM.from_inferer(
                     model.inferer, model.network, method=method, **common
@@ -238,7 +246,8 @@ def _explain_case(
     x = torch.as_tensor(image).float()[None]
     logits = predictor.predict(x).cpu()
     num_classes = logits.shape[1]
-    classes = args.classes if args.classes is not None else (list(range(1, num_classes)) or [0])
+    default_classes = list(range(num_classes)) if model.multi_label else (list(range(1, num_classes)) or [0])
+    classes = args.classes if args.classes is not None else default_classes
     bad = [c for c in classes if not 0 <= c < num_classes]
     if bad:
         raise CLIError(f"--classes {bad} out of range: the network has {num_classes} output channels")
@@ -256,12 +265,24 @@ def _explain_case(
     shape, affine = tuple(original.shape[1:]), original.affine.numpy().astype(np.float64)
     if tuple(grid["pred"].shape[1:]) != shape:
         raise CLIError(f"{path}: outputs came back on a {tuple(grid['pred'].shape[1:])} grid, not the input's {shape}")
-    seg = grid["pred"].argmax(0).astype(np.uint8 if num_classes <= 255 else np.int16)
+    seg_path = os.path.join(staging, f"{name}_seg.nii.gz")
+    if model.multi_label:  # one channel per class, stored last like MONAI's writers: (X, Y, Z, C)
+        positive = grid["pred"] > 0
+        write_nifti(np.moveaxis(positive, 0, -1).astype(np.uint8), affine, seg_path)
+
+        def predicted(c: int) -> np.ndarray:
+            return positive[c]
+    else:
+        seg = grid["pred"].argmax(0)
+        write_nifti(seg.astype(np.uint8 if num_classes <= 255 else np.int16), affine, seg_path)
+
+        def predicted(c: int) -> np.ndarray:
+            return seg == c
+
     written = [{"file": f"{name}_seg.nii.gz", "kind": "segmentation"}]
-    write_nifti(seg, affine, os.path.join(staging, written[0]["file"]))
     layer_modules = {layer.key: layer.module_name for layer in predictor.layers}
     for i, c in enumerate(classes):
-        mask = seg == c
+        mask = predicted(c)
         panel: dict[str, dict[str, np.ndarray]] = {}
         for tag, (layer, method) in keys.items():
             cam = grid[tag][i].astype(np.float32)
@@ -305,7 +326,7 @@ def _explain_case(
         "network_input_affine": np.asarray(image.affine, dtype=np.float64).tolist(),
         "region_on_network_grid": region_summary,
         "classes": {str(c): model.class_names.get(c) for c in classes},
-        "predicted_voxels": {str(c): int((seg == c).sum()) for c in range(num_classes)},
+        "predicted_voxels": {str(c): int(predicted(c).sum()) for c in range(num_classes)},
         "files": written,
         "seconds": round(time.perf_counter() - start, 3),
     }

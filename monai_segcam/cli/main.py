@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     cam.add_argument("--label", nargs="+", metavar="FILE", help="ground-truth label map(s), one per image")
     cam.add_argument("--target", default="logits", choices=("logits", "probabilities"), help="explained score")
+    cam.add_argument(
+        "--multi-label", action="store_true",
+        help="the outputs are independent sigmoid channels (class c is predicted where its logit > 0); "
+        "default: detected from the bundle's postprocessing (Activations with sigmoid)",
+    )  # fmt: skip
     window = explain.add_argument_group("sliding window (default: the bundle's inferer, else the whole volume)")
     window.add_argument("--roi-size", nargs="+", type=int, metavar="N", help="window size (one value or one per axis)")
     window.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0.25)")

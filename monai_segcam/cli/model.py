@@ -15,9 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils import applies_sigmoid
 from .io import CLIError, check_exists
 
-__all__ = ["LoadedModel", "first_conv_in_channels", "load_checkpoint", "load_model", "resolve_device"]
+__all__ = [
+    "LoadedModel",
+    "applies_sigmoid",
+    "first_conv_in_channels",
+    "load_checkpoint",
+    "load_model",
+    "resolve_device",
+]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 _CHECKPOINT_KEYS = ("model", "state_dict", "network", "model_state_dict")
@@ -33,6 +41,7 @@ class LoadedModel:
         preprocessing: the bundle's image transforms (applied to ``{"image": path}``), ``None`` without a bundle.
         inferer: the bundle's inferer, ``None`` without a bundle.
         class_names: output channel -> name, from the bundle metadata.
+        multi_label: the outputs are independent sigmoid channels (the bundle's postprocessing applies a sigmoid).
         description: what the JSON summary records about the model.
     """
 
@@ -41,6 +50,7 @@ class LoadedModel:
     preprocessing: Any = None
     inferer: Any = None
     class_names: dict[int, str] = field(default_factory=dict)
+    multi_label: bool = False
     description: dict[str, Any] = field(default_factory=dict)
 
 
@@ -187,6 +197,7 @@ def _load_bundle(bundle: str, config_files: Sequence[str]) -> LoadedModel:
         preprocessing=None if preprocessing is None else _image_transforms(preprocessing),
         inferer=inferer,
         class_names={int(k): str(v) for k, v in channel_def.items() if str(k).isdigit()},
+        multi_label=applies_sigmoid(parser.get("postprocessing")),
         description={
             "bundle": os.path.abspath(bundle),
             "config": [os.path.abspath(c) for c in configs],
@@ -222,4 +233,6 @@ def load_model(args: Namespace, checkpoint_required: bool) -> LoadedModel:
         raise CLIError("explain needs trained weights: give --checkpoint FILE")
     model.description["class"] = f"{type(model.network).__module__}.{type(model.network).__name__}"
     model.description["in_channels"] = model.in_channels
+    model.multi_label = model.multi_label or getattr(args, "multi_label", False)
+    model.description["multi_label"] = model.multi_label
     return model

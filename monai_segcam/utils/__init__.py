@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .enums import CAMMethod, CAMTarget, RegionKind
+from .postprocessing import applies_sigmoid
 
-__all__ = ["CAMMethod", "CAMTarget", "RegionKind"]
+__all__ = ["CAMMethod", "CAMTarget", "RegionKind", "applies_sigmoid"]

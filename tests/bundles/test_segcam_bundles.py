@@ -85,6 +85,21 @@ def test_inference_configs_keep_infer_properties():
         assert workflow.check_properties() == [], configs
 
 
+def test_overlay_follows_the_bundles_activation():
+    """The overlay explains sigmoid (multi-label) outputs when the bundle's postprocessing applies a sigmoid."""
+    spleen_like = str(SPLEEN_LIKE / "configs" / "inference.json")
+    parser = ConfigParser()
+    parser.read_config([spleen_like, str(OVERLAY)])
+    assert parser.get_parsed_content("cam_handler").multi_label is False  # softmax + argmax
+    parser = ConfigParser()
+    parser.read_config([spleen_like, str(OVERLAY)])
+    parser["postprocessing"]["transforms"] = [
+        {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+        {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
+    ]
+    assert parser.get_parsed_content("cam_handler").multi_label is True
+
+
 @pytest.mark.slow
 def test_demo_inference_writes_cams(tmp_path):
     """The README command (from the bundle folder) writes segmentations and CAMs on the original grid and says where."""

@@ -86,6 +86,8 @@ def cli_runs(cli_data, tmp_path_factory) -> dict[str, tuple[Result, Path]]:
                 "--region", "box:4,5,3:10,12,8", *cam],
         "voxel_bundle": ["explain", data["nifti"], "--bundle", data["bundle"], "--layers", "pre_head", "--method",
                          "hirescam", "--region", "voxel:5,7,9", *cam],
+        "multi_label": ["explain", data["nifti"], *net, "--multi-label", "--layers", "pre_head", "--method", "hirescam",
+                        "--classes", "0", "2", "--no-png", "--quiet"],
         "voxel_outside": ["explain", data["nifti"], *net, "--region", "voxel:5,7,16", *cam],
         "bad_region": ["explain", data["nifti"], *net, "--region", "box:1,2,3", *cam],
         "one_case_fails": ["explain", data["nifti"], data["corrupt"], *net, *cam],

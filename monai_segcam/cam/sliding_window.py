@@ -12,6 +12,9 @@ vector-Jacobian product of that window's output with the cotangent ``T * beta_w`
 - global-weight rules (Grad-CAM, Grad-CAM++, XGrad-CAM, Eigen-CAM) first sum their statistics over all windows
   (phase 1), then combine each window's activations with the global weights and blend them exactly like the
   prediction (phase 2; activations are kept on ``device`` within ``activation_budget`` bytes, else recomputed);
+- Score-CAM's phase 1 blends each channel's upsampled window activations like the prediction, min-max normalises
+  them over the image, and scores the input masked by each with a sliding-window prediction restricted to the
+  windows that touch the region (``scorecam_batch_size`` channels at a time); phase 2 is the global-weight one;
 - nothing is normalised per window. With one window covering the volume the result equals :py:class:`SegCAM`.
 
 Window positions and importance maps come from MONAI's own utilities with the inferer's parameters, so CAM and
@@ -78,8 +81,10 @@ class SlidingWindowSegCAM(CAMEngine):
     Args:
         network: the segmentation network, on ``sw_device``.
         roi_size: the window size (non-positive or ``None`` components take the image size).
-        layers, method, target, relu, multi_label, output_selector, scorecam_batch_size, method_kwargs: as
-            :py:class:`~monai_segcam.SegCAM` (``"scorecam"`` is whole-volume only).
+        layers, method, target, relu, multi_label, output_selector, method_kwargs: as :py:class:`~monai_segcam.SegCAM`.
+        scorecam_batch_size: channels masked at a time for ``"scorecam"``: each window forward pass then holds
+            ``sw_batch_size * scorecam_batch_size`` masked windows, and ``device`` holds two buffers of
+            ``scorecam_batch_size`` (input and output) channels of the volume.
         sw_batch_size: windows per forward pass.
         overlap: window overlap per dimension, in [0, 1).
         mode: blending, ``"constant"`` or ``"gaussian"``.
@@ -122,11 +127,13 @@ class SlidingWindowSegCAM(CAMEngine):
         output_selector: int | str | Callable[[Any], torch.Tensor] | None = None,
         activation_budget: int = 1 << 30,
         cpu_thresh: int | None = None,
+        scorecam_batch_size: int = 8,
         **method_kwargs: Any,
     ) -> None:
         super().__init__(network, layers, method, target, relu, multi_label, output_selector, **method_kwargs)
-        if isinstance(self.rule, ScoreCAMRule):
-            raise ValueError("'scorecam' is whole-volume only (SegCAM): its masks need every channel on the full grid.")
+        if scorecam_batch_size < 1:
+            raise ValueError(f"scorecam_batch_size must be a positive integer, got {scorecam_batch_size}.")
+        self.scorecam_batch_size = scorecam_batch_size
         self.roi_size = roi_size
         if sw_batch_size < 1:
             raise ValueError(f"sw_batch_size must be a positive integer, got {sw_batch_size}.")
@@ -229,11 +236,10 @@ class SlidingWindowSegCAM(CAMEngine):
         for window in slices:
             count[(..., *window)] += importance_on_device
 
-        job = _Job(self, padded, weights, stitched, classes, slices, importance, count, sw_device, device)
-        maps = job.run()
         pad_before = [pad[2 * (len(spatial) - 1 - d)] for d in range(len(spatial))]
         crop = (slice(None), slice(None), *(slice(p, p + s) for p, s in zip(pad_before, spatial)))
-        return maps, weights, crop
+        job = _Job(self, padded, weights, stitched, classes, slices, importance, count, sw_device, device, crop)
+        return job.run(), weights, crop
 
     def _num_channels(self, window: torch.Tensor) -> int:
         """Output channels from one forward pass of a single window (when no prediction was needed)."""
@@ -244,8 +250,9 @@ class SlidingWindowSegCAM(CAMEngine):
 class _Job:
     """One sliding-window CAM computation (the state shared by its phases)."""
 
-    def __init__(self, cam, x, weights, stitched, classes, slices, importance, count, sw_device, device):
+    def __init__(self, cam, x, weights, stitched, classes, slices, importance, count, sw_device, device, crop):
         self.cam, self.x, self.weights, self.stitched, self.classes = cam, x, weights, stitched, classes
+        self.crop = crop  # the image inside the padded grid
         self.rule: CAMRule = cam.rule
         self.layers = cam.layers
         self.importance, self.count, self.sw_device, self.device = importance, count, sw_device, device
@@ -254,14 +261,17 @@ class _Job:
         # which classes' regions each window touches, scanned once: windows touching none skip the backward pass
         self.touched = [weights[(b, slice(None), *window)].flatten(1).any(1).tolist() for b, window in self.windows]
         self.maps = {
-            layer.key: torch.zeros((batch, len(classes), *spatial), dtype=x.dtype, device=device) for layer in self.layers
+            layer.key: torch.zeros((batch, len(classes), *spatial), dtype=x.dtype, device=device)
+            for layer in self.layers
         }
         self.num_positions: dict[str, int] = {}
 
-    def groups(self, only_touching: bool, desc: str) -> Iterator[list[int]]:
+    def groups(self, only_touching: bool, desc: str | None) -> Iterator[list[int]]:
+        """Batches of ``sw_batch_size`` window indices (only those touching the region), with a progress bar
+        titled ``desc`` when ``progress`` (none when ``desc`` is ``None``)."""
         indices = [k for k, touched in enumerate(self.touched) if any(touched) or not only_touching]
         groups = [indices[i : i + self.cam.sw_batch_size] for i in range(0, len(indices), self.cam.sw_batch_size)]
-        if self.cam.progress and has_tqdm:
+        if self.cam.progress and has_tqdm and desc is not None:
             return iter(tqdm(groups, desc=desc, unit="batch"))
         return iter(groups)
 
@@ -278,10 +288,14 @@ class _Job:
         parts = []
         for j, (b, window) in enumerate(self.windows[k] for k in group):
             index = (slice(b, b + 1), slice(None), *window)
-            source = self.stitched[index].to(self.sw_device) if self.stitched is not None else logits[j : j + 1].detach()
+            source = (
+                self.stitched[index].to(self.sw_device) if self.stitched is not None else logits[j : j + 1].detach()
+            )
             weights = self.weights[(slice(b, b + 1), slice(i, i + 1), *window)].to(self.sw_device)
             beta = self.importance / self.count[(slice(None), slice(None), *window)].to(self.sw_device)
-            parts.append(region_cotangent(source, weights * beta, self.classes[i], self.cam.target, self.cam.multi_label))
+            parts.append(
+                region_cotangent(source, weights * beta, self.classes[i], self.cam.target, self.cam.multi_label)
+            )
         return torch.cat(parts)
 
     def add(self, key: str, group: list[int], i: int, window_maps: torch.Tensor) -> None:
@@ -291,13 +305,15 @@ class _Job:
 
     def run(self) -> dict[str, torch.Tensor]:
         differentiable = self.rule.needs_gradients
-        with torch.enable_grad() if differentiable else torch.no_grad(), ActivationCapture(
-            self.cam.network, self.layers, differentiable
-        ) as capture:
-            if self.rule.local:
-                self.local_pass(capture)
-                return self.maps
-            stats, kept = self.statistics_pass(capture)
+        if isinstance(self.rule, ScoreCAMRule):
+            stats, kept = self.score_pass()
+        else:
+            grad_mode = torch.enable_grad() if differentiable else torch.no_grad()
+            with grad_mode, ActivationCapture(self.cam.network, self.layers, differentiable) as capture:
+                if self.rule.local:
+                    self.local_pass(capture)
+                    return self.maps
+                stats, kept = self.statistics_pass(capture)
         with torch.no_grad(), ActivationCapture(self.cam.network, self.layers, differentiable=False) as capture:
             self.combine_pass(capture, stats, kept)
         count = self.count
@@ -346,6 +362,102 @@ class _Job:
                     self.accumulate(stats, (layer.key, i), group, self.rule.statistics(a, g))
         return stats, kept
 
+    def score_pass(self):
+        """Score-CAM phase 1: per (layer, class), the channel scores ``(B, K)`` that phase 2's softmax weighs.
+
+        For each batch of channels: the layer's activations upsampled to each window and blended like the prediction
+        (kept from one pass within the budget, else recomputed), min-max normalised over the image per channel; the
+        score of a channel is the region's mean score (logits or probabilities) of the stitched prediction of the
+        input masked by it. Voxels of the region are covered only by windows that touch it, so only those run.
+        """
+        kept, channels = self.keep_activations()
+        stats: dict[tuple[str, int], list[torch.Tensor]] = {}
+        size = self.cam.scorecam_batch_size
+        for layer in self.layers:
+            starts = range(0, channels[layer.key], size)
+            if self.cam.progress and has_tqdm:
+                starts = tqdm(starts, desc=f"Score-CAM channels ({layer.key})", unit="batch")
+            scores = []
+            for start in starts:
+                stitched = self.stitched_activations(layer, slice(start, start + size), kept)
+                inside = stitched[self.crop].flatten(2)
+                low, high = inside.min(-1).values, inside.max(-1).values
+                shape = (*low.shape, *[1] * (stitched.ndim - 2))
+                masks = (stitched - low.view(shape)) / (high - low).clamp_min(1e-12).view(shape)
+                scores.append(self.masked_scores(masks))
+            channel_scores = torch.cat(scores, dim=1)  # (B, K, n)
+            for i in range(len(self.classes)):
+                stats[(layer.key, i)] = [channel_scores[..., i]]
+        return stats, kept
+
+    def keep_activations(self) -> tuple[dict[int, dict[str, torch.Tensor]] | None, dict[str, int]]:
+        """One pass over all windows: their activations on ``device`` if within the budget, and channels per layer."""
+        kept: dict[int, dict[str, torch.Tensor]] | None = {}
+        kept_bytes, channels = 0, {}
+        with torch.no_grad(), ActivationCapture(self.cam.network, self.layers, differentiable=False) as capture:
+            for group in self.groups(only_touching=False, desc="CAM windows (activations)"):
+                self.forward(group, capture)
+                acts = {layer.key: capture.activations[layer.key] for layer in self.layers}
+                self.num_positions = {key: a.shape[2:].numel() for key, a in acts.items()}
+                channels = {key: a.shape[1] for key, a in acts.items()}
+                kept_bytes += sum(a.numel() * a.element_size() for a in acts.values())
+                if kept_bytes > self.cam.activation_budget:
+                    return None, channels
+                for j, k in enumerate(group):
+                    kept[k] = {key: a[j : j + 1].to(self.device) for key, a in acts.items()}
+        return kept, channels
+
+    def stitched_activations(self, layer, channels: slice, kept) -> torch.Tensor:
+        """Channels of ``layer`` upsampled to each window and blended over all windows: ``(B, k, *padded)``."""
+        roi = self.importance.shape[2:]
+        total = None
+        with torch.no_grad(), ActivationCapture(self.cam.network, [layer], differentiable=False) as capture:
+            for group in self.groups(only_touching=False, desc=None):
+                if kept is not None:
+                    acts = torch.cat([kept[k][layer.key][:, channels] for k in group]).to(self.sw_device)
+                else:
+                    capture.reset()
+                    windows = [self.x[(slice(b, b + 1), slice(None), *w)] for b, w in (self.windows[k] for k in group)]
+                    self.cam._predictor(torch.cat(windows).to(self.sw_device))
+                    check_activations(capture, [layer])
+                    acts = capture.activations[layer.key][:, channels]
+                blended = upsample(acts, roi) * self.importance
+                if total is None:
+                    total = blended.new_zeros((self.x.shape[0], acts.shape[1], *self.x.shape[2:]), device=self.device)
+                for j, (b, window) in enumerate(self.windows[k] for k in group):
+                    total[(b, slice(None), *window)] += blended[j].to(self.device)
+        return total / self.count
+
+    def masked_scores(self, masks: torch.Tensor) -> torch.Tensor:
+        """The region's mean score ``(B, k, n)`` of the stitched prediction of the input masked by each of ``masks``
+        ``(B, k, *padded)``; the padding keeps ``cval``, as MONAI pads a masked image."""
+        k, spatial = masks.shape[1], masks.shape[2:]
+        inside = torch.zeros((1, 1, 1, *spatial), dtype=torch.bool, device=self.device)
+        inside[(slice(None), *self.crop)] = True
+        masked = torch.where(inside, self.x.to(self.device)[:, None] * masks[:, :, None], self.cam.cval)
+        logits_only = self.cam.target != CAMTarget.PROBABILITIES
+        picked = list(self.classes) if logits_only else slice(None)  # softmax and sigmoid need every channel
+        stitched = None
+        with torch.no_grad(), ActivationCapture(self.cam.network, []):
+            for group in self.groups(only_touching=True, desc=None):
+                parts = [masked[(b, slice(None), slice(None), *w)] for b, w in (self.windows[i] for i in group)]
+                windows = torch.cat(parts)
+                out = self.cam._predictor(windows.to(self.sw_device))[:, picked]
+                out = out.view(len(group), k, *out.shape[1:]) * self.importance[:, None]
+                if stitched is None:
+                    stitched = out.new_zeros((masks.shape[0], k, out.shape[2], *spatial), device=self.device)
+                for j, (b, window) in enumerate(self.windows[i] for i in group):
+                    stitched[(b, slice(None), slice(None), *window)] += out[j].to(self.device)
+        region = self.weights.to(self.device)
+        if stitched is None:  # no window touches the region: every score is 0
+            return masks.new_zeros((masks.shape[0], k, len(self.classes)))
+        stitched = stitched / self.count[:, None]
+        if not logits_only:
+            stitched = torch.sigmoid(stitched) if self.cam.multi_label else torch.softmax(stitched, dim=2)
+            stitched = stitched[:, :, list(self.classes)]
+        region_size = region.flatten(2).sum(-1).clamp_min(1e-12)
+        return (stitched * region[:, None]).flatten(3).sum(-1) / region_size[:, None]
+
     def accumulate(self, stats, key, group, values) -> None:
         """Add each window's statistics to its batch item's total."""
         batch = self.x.shape[0]
@@ -360,10 +472,9 @@ class _Job:
     def combine_pass(self, capture: ActivationCapture, stats, kept) -> None:
         """Phase 2: combine each window's activations with the global weights and blend them like the prediction."""
         roi = self.importance.shape[2:]
+        per_class = self.rule.needs_gradients or isinstance(self.rule, ScoreCAMRule)  # Eigen-CAM's are shared
         combination = {
-            (layer.key, i): self.rule.weights(
-                stats[(layer.key, i if self.rule.needs_gradients else 0)], self.num_positions[layer.key]
-            )
+            (layer.key, i): self.rule.weights(stats[(layer.key, i if per_class else 0)], self.num_positions[layer.key])
             for layer in self.layers
             for i in range(len(self.classes))
         }

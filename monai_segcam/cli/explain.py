@@ -108,15 +108,13 @@ def _region(parsed: tuple[str, list[tuple[int, ...]]], original: Any, image: Any
 def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any]]:
     """One ``SlidingWindowSegCAM`` per method, with the bundle inferer's window settings unless overridden.
 
-    ``"scorecam"`` runs whole-volume (:py:class:`~monai_segcam.SegCAM`): its masks need the full grid.
-
     Returns:
         the sliding-window engine whose ``predict`` gives the stitched logits shared by all methods, and the engines
         by method.
     """
     from monai.inferers import SlidingWindowInferer
 
-    from monai_segcam.cam import SegCAM, SlidingWindowSegCAM
+    from monai_segcam.cam import SlidingWindowSegCAM
 
     roi_size = None if args.roi_size is None else args.roi_size[0] if len(args.roi_size) == 1 else tuple(args.roi_size)
     overrides = {
@@ -136,17 +134,9 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
         **overrides,
     }
     engines = {}
-    for method in [*args.method, "hirescam"]:  # the last one only predicts when every method is whole-volume
+    for method in args.method:
         try:
-            if method == "scorecam":  # masked forward passes need every channel on the whole grid
-                engines[method] = SegCAM(
-                    model.network,
-                    layers=list(args.layers),
-                    method=method,
-                    target=args.target,
-                    multi_label=model.multi_label,
-                )
-            elif isinstance(model.inferer, SlidingWindowInferer):
+            if isinstance(model.inferer, SlidingWindowInferer):
                 engines[method] = SlidingWindowSegCAM.from_inferer(
                     model.inferer, model.network, method=method, **common
                 )
@@ -154,8 +144,7 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
                 engines[method] = SlidingWindowSegCAM(model.network, **{"roi_size": -1, **common, "method": method})
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
-    predictor = next(e for e in engines.values() if isinstance(e, SlidingWindowSegCAM))
-    return predictor, {method: engines[method] for method in args.method}
+    return next(iter(engines.values())), engines
 
 
 def _preprocess(path: str, original: Any, model: LoadedModel, args: Namespace) -> Any:

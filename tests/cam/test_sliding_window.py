@@ -12,7 +12,7 @@ from monai.networks.nets import UNet
 
 from monai_segcam import SegCAM, SlidingWindowSegCAM, Voxel, layer_presets
 
-METHODS = ["gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam"]
+METHODS = ["gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam"]
 
 
 def tiny_unet() -> UNet:
@@ -29,7 +29,9 @@ def test_single_window_equals_whole_volume(method, target):
     layers = ["bottleneck", "pre_head", "encoder.0"]
     whole = SegCAM(net, layers=layers, method=method, target=target)(x, classes=[0, 1, 2])
     for mode in ("constant", "gaussian"):
-        sw = SlidingWindowSegCAM(net, roi_size=(16, 20, 12), layers=layers, method=method, target=target, mode=mode, sw_batch_size=2)
+        sw = SlidingWindowSegCAM(
+            net, roi_size=(16, 20, 12), layers=layers, method=method, target=target, mode=mode, sw_batch_size=2
+        )
         windowed = sw(x, classes=[0, 1, 2])
         for key in layers:
             scale = float(whole[key].abs().max())
@@ -149,7 +151,9 @@ def test_given_prediction_costs_no_extra_pass_and_budget_recompute_is_exact():
     a = kept(x, classes=[1, 2], pred=pred)
     handle.remove()
     assert sum(calls) == 4  # 4 windows, one forward each: activations kept for phase 2
-    recomputed = SlidingWindowSegCAM.from_inferer(inferer, net, layers="bottleneck", method="gradcam", activation_budget=0)
+    recomputed = SlidingWindowSegCAM.from_inferer(
+        inferer, net, layers="bottleneck", method="gradcam", activation_budget=0
+    )
     calls, handle = count_forwards(net)
     b = recomputed(x, classes=[1, 2], pred=pred)
     handle.remove()
@@ -159,5 +163,62 @@ def test_given_prediction_costs_no_extra_pass_and_budget_recompute_is_exact():
 
 def test_progress_bar(capsys):
     net = tiny_unet()
-    SlidingWindowSegCAM(net, roi_size=16, layers="pre_head", progress=True)(torch.randn(1, 1, 32, 32, 16), classes=1, region="all")
+    SlidingWindowSegCAM(net, roi_size=16, layers="pre_head", progress=True)(
+        torch.randn(1, 1, 32, 32, 16), classes=1, region="all"
+    )
     assert "CAM windows" in capsys.readouterr().err
+
+
+def reference_scorecam(net, layer, x, roi, overlap, mode, classes, mask, target, cval):
+    """Score-CAM stitched by MONAI itself: the layer's activations upsampled per window and blended by
+    ``sliding_window_inference``, min-max normalised, one ``sliding_window_inference`` per masked input, softmax of the
+    region's mean scores over channels, weighted sum of the blended activations, ReLU."""
+    module = dict(net.named_modules())[layer]
+    store = {}
+    handle = module.register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out))
+    try:
+        with torch.no_grad():
+            acts = sliding_window_inference(
+                x, roi, 1, lambda w: F.interpolate((net(w), store["a"])[1], size=roi, mode="trilinear"), overlap, mode,
+                cval=cval,
+            )  # fmt: skip
+    finally:
+        handle.remove()
+    flat = acts.flatten(2)
+    low, high = flat.min(-1).values[..., None, None, None], flat.max(-1).values[..., None, None, None]
+    masks = (acts - low) / (high - low)
+    scores = []
+    for k in range(acts.shape[1]):
+        with torch.no_grad():
+            y = sliding_window_inference(x * masks[:, k : k + 1], roi, 1, net, overlap, mode, cval=cval)
+        t = torch.softmax(y, 1) if target == "probabilities" else y
+        scores.append(torch.stack([(t[:, c] * mask[:, 0]).sum((1, 2, 3)) / mask.sum() for c in classes], -1))
+    weights = torch.softmax(torch.stack(scores, 1), 1)  # (B, K, n)
+    return torch.relu(torch.einsum("bkn,bk...->bn...", weights, acts))
+
+
+@pytest.mark.parametrize("target", ["logits", "probabilities"])
+@pytest.mark.parametrize(
+    "shape, roi, overlap, mode",
+    [
+        ((20, 18, 13), (12, 12, 8), 0.25, "constant"),
+        ((20, 18, 13), (12, 12, 8), 0.5, "gaussian"),
+        ((20, 18, 6), (12, 12, 8), 0.25, "gaussian"),  # narrower than the window in z: padded with cval
+    ],
+)
+def test_scorecam_matches_monai_stitched_reference(shape, roi, overlap, mode, target):
+    net = UNet(3, 1, 3, (4, 8), (2,), num_res_units=0).eval()
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, *shape)
+    mask = torch.zeros(1, 1, *shape)
+    mask[:, :, 3:11, 2:9, 1:5] = 1  # the windows far from it are skipped
+    layer = "model.1.submodule"
+    sw = SlidingWindowSegCAM(
+        net, roi_size=roi, overlap=overlap, mode=mode, layers=layer, method="scorecam", target=target,
+        scorecam_batch_size=3, sw_batch_size=2, cval=0.7,
+    )  # fmt: skip
+    got = sw(x, classes=[1, 2], region=mask)
+    expected = reference_scorecam(net, layer, x, roi, overlap, mode, [1, 2], mask, target, cval=0.7)
+    scale = float(expected.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(got.as_tensor(), expected, rtol=1e-4, atol=1e-4 * scale)

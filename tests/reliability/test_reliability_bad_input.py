@@ -14,7 +14,6 @@ from torch import nn
 from monai_segcam import Box, SegCAM, SlidingWindowSegCAM
 
 ALL_METHODS = ["gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam"]
-SW_METHODS = [m for m in ALL_METHODS if m != "scorecam"]
 
 
 def _make(engine: str, net: nn.Module, **kwargs):
@@ -94,7 +93,7 @@ def test_empty_region_gives_exact_zeros_and_a_warning_segcam(method):
     assert maps[1].abs().sum() > 0
 
 
-@pytest.mark.parametrize("method", SW_METHODS)
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_empty_region_gives_exact_zeros_and_a_warning_sliding_window(method):
     """The same for sliding windows, with the empty region named as a string and as a mask."""
     cam = SlidingWindowSegCAM(small_unet(), roi_size=(8, 8, 4), overlap=0.25, method=method, mode="gaussian")
@@ -185,8 +184,11 @@ def test_image_smaller_than_the_window(method, mode):
 
 @pytest.mark.parametrize(
     "engine, method",
-    [(engine, method) for engine in ("segcam", "sliding_window") for method in ("hirescam", "gradcam", "gradcampp", "eigencam")]
-    + [("segcam", "scorecam")],  # scorecam is whole-volume only
+    [
+        (engine, method)
+        for engine in ("segcam", "sliding_window")
+        for method in ("hirescam", "gradcam", "gradcampp", "eigencam", "scorecam")
+    ],
 )
 def test_batch_items_are_independent(engine, method):
     """A batch of two different images with a different region each equals the two single-item calls."""

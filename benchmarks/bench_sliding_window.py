@@ -7,6 +7,9 @@ one run: plain ``sliding_window_inference``; the CAM with the prediction given a
 encoder + decoder stage in one pass; one class vs three. Times are medians of round-robin samples; peak RSS comes
 from one fresh process per configuration.
 
+``--scorecam`` adds Score-CAM at the bottleneck (256 channels: one masked prediction per channel) for a 60³ box in
+the corner, which only the first window touches.
+
 Run: ``python benchmarks/bench_sliding_window.py`` (``--size 128 --repeats 1`` for a quick run).
 """
 
@@ -23,7 +26,7 @@ from monai.networks.nets import UNet
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import median_times, peak_rss_in_subprocess, report_child_peak, reset_peak_rss  # noqa: E402
 
-from monai_segcam import SlidingWindowSegCAM, layer_presets  # noqa: E402
+from monai_segcam import Box, SlidingWindowSegCAM, layer_presets  # noqa: E402
 
 ROI, OVERLAP = (96, 96, 96), 0.25
 
@@ -35,7 +38,7 @@ def build(size: int):
     return net, x
 
 
-def configurations(net, x):
+def configurations(net, x, scorecam: bool = False):
     presets = layer_presets(net)
     stages = [presets[k] for k in sorted(presets) if k.startswith(("encoder.", "decoder."))]
     earliest = presets["encoder.0"]
@@ -50,6 +53,11 @@ def configurations(net, x):
         sw = SlidingWindowSegCAM(net, ROI, layers=layers, method="hirescam", overlap=OVERLAP)
         return lambda: sw(x, classes=classes, pred=pred if given else None)
 
+    def score_cam():
+        sw = SlidingWindowSegCAM(net, ROI, layers="bottleneck", method="scorecam", overlap=OVERLAP)
+        return sw(x, classes=1, region=Box((0, 0, 0), (60, 60, 60)))
+
+    extra = {"Score-CAM bottleneck, 1 class, 60³ box (1 window)": score_cam} if scorecam else {}
     return {
         "plain sliding_window_inference": plain,
         "CAM pre_head, 1 class, pred given": cam("pre_head", 1, True),
@@ -57,6 +65,7 @@ def configurations(net, x):
         "CAM pre_head, 3 classes, pred given": cam("pre_head", [0, 1, 2], True),
         "CAM earliest layer (encoder.0), 1 class, pred given": cam(earliest, 1, True),
         f"CAM all {len(stages)} encoder+decoder stages, 1 class, pred given": cam(stages, 1, True),
+        **extra,
     }
 
 
@@ -65,23 +74,24 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--memory-child", nargs=2, metavar=("SIZE", "NAME"), help=argparse.SUPPRESS)
+    parser.add_argument("--scorecam", action="store_true", help="add Score-CAM at the bottleneck (slow)")
+    parser.add_argument("--memory-child", nargs=3, metavar=("SIZE", "NAME", "SCORECAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     if args.memory_child:
         reset_peak_rss()
         net, x = build(int(args.memory_child[0]))
-        configurations(net, x)[args.memory_child[1]]()
+        configurations(net, x, args.memory_child[2] == "1")[args.memory_child[1]]()
         report_child_peak()
         return
     net, x = build(args.size)
-    configs = configurations(net, x)
+    configs = configurations(net, x, args.scorecam)
     times = median_times(configs, repeats=args.repeats, warmup=0)
     plain = times["plain sliding_window_inference"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; {args.size}³, roi {ROI}, overlap {OVERLAP}")
     print("| configuration | time (s) | × plain SW | peak RSS (MiB) |\n|---|---|---|---|")
     for name, t in times.items():
-        rss = "" if args.no_memory else f"{peak_rss_in_subprocess(__file__, str(args.size), name):.0f}"
+        rss = "" if args.no_memory else f"{peak_rss_in_subprocess(__file__, str(args.size), name, str(int(args.scorecam))):.0f}"
         print(f"| {name} | {t:.2f} | {t / plain:.2f} | {rss} |")
     one = times["CAM pre_head, 1 class, pred given"]
     stages = next(v for k, v in times.items() if k.startswith("CAM all"))

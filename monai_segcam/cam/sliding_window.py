@@ -432,9 +432,11 @@ class _Job:
         """The region's mean score ``(B, k, n)`` of the stitched prediction of the input masked by each of ``masks``
         ``(B, k, *padded)``; the padding keeps ``cval``, as MONAI pads a masked image."""
         k, spatial = masks.shape[1], masks.shape[2:]
-        inside = torch.zeros((1, 1, 1, *spatial), dtype=torch.bool, device=self.device)
-        inside[(slice(None), *self.crop)] = True
-        masked = torch.where(inside, self.x.to(self.device)[:, None] * masks[:, :, None], self.cam.cval)
+        masked = self.x.to(self.device)[:, None] * masks[:, :, None]
+        if tuple(self.count.shape[2:]) != tuple(s.stop - s.start for s in self.crop[2:]):  # padded: keep cval
+            inside = torch.zeros((1, 1, 1, *spatial), dtype=torch.bool, device=self.device)
+            inside[(slice(None), *self.crop)] = True
+            masked = torch.where(inside, masked, self.cam.cval)
         logits_only = self.cam.target != CAMTarget.PROBABILITIES
         picked = list(self.classes) if logits_only else slice(None)  # softmax and sigmoid need every channel
         stitched = None

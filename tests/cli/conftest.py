@@ -70,7 +70,7 @@ def cli_runs(cli_data, tmp_path_factory) -> dict[str, tuple[Result, Path]]:
         "formats": ["explain", data["nifti"], data["nrrd"], data["mha"], data["dicom"], *net, "--layers", "pre_head",
                     "bottleneck", "--method", "hirescam", "--classes", "1", "--roi-size", "16", "--overlap", "0.5"],
         "bundle": ["explain", data["nifti"], data["dicom"], "--bundle", data["bundle"], "--method", "layercam",
-                   "gradcam", "--region", "label", "--label", data["label"], data["label"], "--no-png", "--normalize",
+                   "gradcam", "scorecam", "--region", "label", "--label", data["label"], data["label"], "--no-png", "--normalize",
                    "--quiet",
                    "--device", "cpu"],
         "layers": ["layers", *network_options(), "--input-shape", "1", "1", "16", "16", "16"],

@@ -111,7 +111,7 @@ def test_bundle_preprocessing_is_inverted(explained, cli_data):
         assert summary["model"]["bundle_name"] == "tiny_test_bundle"
         assert summary["settings"]["roi_size"] == [16, 16, 16] and summary["settings"]["sw_batch_size"] == 2
         assert not list((output / case).glob("*.png"))
-        for method in ("layercam", "gradcam"):
+        for method in ("layercam", "gradcam", "scorecam"):  # all with the bundle's sliding windows
             image = nib.load(str(output / case / f"{case}_cam_{method}_pre_head_class1.nii.gz"))
             assert image.shape == SHAPE
             np.testing.assert_allclose(image.affine, reference, atol=1e-4)

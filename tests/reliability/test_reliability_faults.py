@@ -33,10 +33,14 @@ def _engines(net):
         "sw_global": lambda: SlidingWindowSegCAM(
             net, roi_size=(8, 8, 4), overlap=0.0, layers="net.model.1", method="gradcam", activation_budget=0
         ),
+        "sw_scorecam": lambda: SlidingWindowSegCAM(
+            net, roi_size=(8, 8, 4), overlap=0.0, layers="net.model.0", method="scorecam", activation_budget=0,
+            scorecam_batch_size=2,
+        ),  # fmt: skip
     }
 
 
-@pytest.mark.parametrize("engine", ["segcam", "sw_local", "sw_global"])
+@pytest.mark.parametrize("engine", ["segcam", "sw_local", "sw_global", "sw_scorecam"])
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_fault_in_forward_leaves_no_trace(engine, error):
     """A forward that raises (also KeyboardInterrupt, a Ctrl-C in a long run) at every possible point of a call

@@ -276,11 +276,12 @@ class _Job:
         return iter(groups)
 
     def forward(self, group: list[int], capture: ActivationCapture) -> torch.Tensor:
+        """The group's windows through the network, ``capture`` holding their activations of its layers."""
         capture.reset()
         windows = torch.cat([self.x[(slice(b, b + 1), slice(None), *w)] for b, w in (self.windows[i] for i in group)])
         logits = self.cam._predictor(windows.to(self.sw_device))
-        check_activations(capture, self.layers)
-        check_output(logits, self.layers)
+        check_activations(capture, capture.layers)
+        check_output(logits, capture.layers)
         return logits
 
     def cotangent(self, group: list[int], logits: torch.Tensor, i: int) -> torch.Tensor:
@@ -416,10 +417,7 @@ class _Job:
                 if kept is not None:
                     acts = torch.cat([kept[k][layer.key][:, channels] for k in group]).to(self.sw_device)
                 else:
-                    capture.reset()
-                    windows = [self.x[(slice(b, b + 1), slice(None), *w)] for b, w in (self.windows[k] for k in group)]
-                    self.cam._predictor(torch.cat(windows).to(self.sw_device))
-                    check_activations(capture, [layer])
+                    self.forward(group, capture)
                     acts = capture.activations[layer.key][:, channels]
                 blended = upsample(acts, roi) * self.importance
                 if total is None:

@@ -340,13 +340,7 @@ class _Job:
             logits = self.forward(group, capture)
             acts = {layer.key: capture.activations[layer.key] for layer in self.layers}
             self.num_positions = {key: a.shape[2:].numel() for key, a in acts.items()}
-            if kept is not None:
-                kept_bytes += sum(a.numel() * a.element_size() for a in acts.values())
-                if kept_bytes > self.cam.activation_budget:
-                    kept = None
-                else:
-                    for j, k in enumerate(group):
-                        kept[k] = {key: a[j : j + 1].detach().to(self.device) for key, a in acts.items()}
+            kept, kept_bytes = self.keep(kept, kept_bytes, group, acts)
             if not self.rule.needs_gradients:
                 for key, a in acts.items():
                     self.accumulate(stats, (key, 0), group, self.rule.statistics(a, None))
@@ -401,12 +395,22 @@ class _Job:
                 acts = {layer.key: capture.activations[layer.key] for layer in self.layers}
                 self.num_positions = {key: a.shape[2:].numel() for key, a in acts.items()}
                 channels = {key: a.shape[1] for key, a in acts.items()}
-                kept_bytes += sum(a.numel() * a.element_size() for a in acts.values())
-                if kept_bytes > self.cam.activation_budget:
-                    return None, channels
-                for j, k in enumerate(group):
-                    kept[k] = {key: a[j : j + 1].to(self.device) for key, a in acts.items()}
+                kept, kept_bytes = self.keep(kept, kept_bytes, group, acts)
+                if kept is None:
+                    break
         return kept, channels
+
+    def keep(self, kept, kept_bytes: int, group: list[int], acts: dict[str, torch.Tensor]):
+        """Add the group's activations to ``kept`` (on ``device``) while the total stays within
+        ``activation_budget``; past it, ``kept`` becomes ``None`` (phase 2 recomputes) and stays so."""
+        if kept is None:
+            return None, kept_bytes
+        kept_bytes += sum(a.numel() * a.element_size() for a in acts.values())
+        if kept_bytes > self.cam.activation_budget:
+            return None, kept_bytes
+        for j, k in enumerate(group):
+            kept[k] = {key: a[j : j + 1].detach().to(self.device) for key, a in acts.items()}
+        return kept, kept_bytes
 
     def stitched_activations(self, layer, channels: slice, kept) -> torch.Tensor:
         """Channels of ``layer`` upsampled to each window and blended over all windows: ``(B, k, *padded)``."""

@@ -29,6 +29,7 @@ import torch
 
 from .io import CLIError, case_names, check_exists, read_image, sanitize, staged_directory, write_json, write_nifti
 from .model import LoadedModel, load_model, resolve_device
+from .perturbation import OCCLUSION, channel_engine, occlusion_engine, write_channel_csv
 
 __all__ = ["parse_region", "run_explain"]
 
@@ -105,12 +106,13 @@ def _region(parsed: tuple[str, list[tuple[int, ...]]], original: Any, image: Any
     return Box(tuple(start.tolist()), tuple(end.tolist())), {**description, "end": end.tolist()}
 
 
-def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any]]:
-    """One ``SlidingWindowSegCAM`` per method, with the bundle inferer's window settings unless overridden.
+def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any], Any]:
+    """One ``SlidingWindowSegCAM`` per method (``SegOcclusion`` for ``occlusion``), with the bundle inferer's window
+    settings unless overridden.
 
     Returns:
-        the sliding-window engine whose ``predict`` gives the stitched logits shared by all methods, and the engines
-        by method.
+        the sliding-window engine whose ``predict`` gives the stitched logits shared by all methods, the engines by
+        method, and the channel table's ``ChannelAttribution`` (``None`` without ``--channel-table``).
     """
     from monai.inferers import SlidingWindowInferer
 
@@ -135,6 +137,9 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
     }
     engines = {}
     for method in args.method:
+        if method == OCCLUSION:
+            engines[method] = occlusion_engine(model, args, common)
+            continue
         try:
             if isinstance(model.inferer, SlidingWindowInferer):
                 engines[method] = SlidingWindowSegCAM.from_inferer(
@@ -144,7 +149,8 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
                 engines[method] = SlidingWindowSegCAM(model.network, **{"roi_size": -1, **common, "method": method})
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
-    return next(iter(engines.values())), engines
+    predictor = next((engine for method, engine in engines.items() if method != OCCLUSION), engines[args.method[0]])
+    return predictor, engines, channel_engine(model, args, common)
 
 
 def _preprocess(path: str, original: Any, model: LoadedModel, args: Namespace) -> Any:
@@ -222,6 +228,7 @@ def _explain_case(
     engines: dict[str, Any],
     args: Namespace,
     staging: str,
+    channels: Any = None,
 ) -> dict[str, Any]:
     """Compute and write one case's files into ``staging``; returns its JSON summary."""
     start = time.perf_counter()
@@ -269,7 +276,7 @@ def _explain_case(
             return seg == c
 
     written = [{"file": f"{name}_seg.nii.gz", "kind": "segmentation"}]
-    layer_modules = {layer.key: layer.module_name for layer in predictor.layers}
+    layer_modules = {layer.key: layer.module_name for e in engines.values() for layer in getattr(e, "layers", [])}
     for i, c in enumerate(classes):
         mask = predicted(c)
         panel: dict[str, dict[str, np.ndarray]] = {}
@@ -281,7 +288,8 @@ def _explain_case(
 
                 cam = normalize_cam(torch.from_numpy(cam)[None, None])[0, 0].numpy()
             stem = f"{name}_cam_{method}_{sanitize(layer, 'layer')}_class{c}"
-            entry = {"class": c, "class_name": model.class_names.get(c), "layer": layer, "module": layer_modules[layer]}
+            entry = {"class": c, "class_name": model.class_names.get(c), "layer": layer}
+            entry["module"] = layer_modules.get(layer)
             entry.update(method=method, stats=stats, normalized=args.normalize)
             write_nifti(cam, affine, os.path.join(staging, f"{stem}.nii.gz"))
             written.append({"file": f"{stem}.nii.gz", "kind": "cam", **entry})
@@ -302,6 +310,9 @@ def _explain_case(
             written.append(
                 {"file": f"{name}_cam_class{c}_panel.png", "kind": "png", "class": c, "layer": None, "method": None}
             )
+    if channels is not None:
+        call = {"classes": classes, "region": region, "pred": logits, "label": label}
+        written.append(write_channel_csv(channels, x, name, call, args, staging))
     summary = {
         "case": name,
         "input": {
@@ -335,7 +346,10 @@ def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, A
         "device": str(device),
         "normalize": args.normalize,
         "png": args.png,
-    }
+        "perturbation": {
+            "mask_size": args.mask_size, "stride": args.stride, "baseline": args.baseline, "steps": args.steps,
+        } if OCCLUSION in args.method or args.channel_table else None,
+    }  # fmt: skip
 
 
 def run_explain(args: Namespace) -> int:
@@ -353,7 +367,7 @@ def run_explain(args: Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args, checkpoint_required=True)
     model.network.to(device)
-    predictor, engines = _engines(model, args, device)
+    predictor, engines, channels = _engines(model, args, device)
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isdir(output):
         raise CLIError(f"--output {args.output} exists and is not a folder")
@@ -368,7 +382,7 @@ def run_explain(args: Namespace) -> int:
             warnings.simplefilter("always")
             try:
                 with staged_directory(output, name) as staging:
-                    summary = _explain_case(path, label_path, name, model, predictor, engines, args, staging)
+                    summary = _explain_case(path, label_path, name, model, predictor, engines, args, staging, channels)
                     summary.update(model=model.description, settings=settings)
                     write_json(summary, os.path.join(staging, f"{name}_segcam.json"))
             except Exception as exc:  # one failed case leaves nothing behind and does not stop the others

@@ -9,10 +9,13 @@ import warnings
 from collections.abc import Sequence
 
 from .io import CLIError
+from .perturbation import add_arguments as add_perturbation_arguments
 
 __all__ = ["build_parser", "main"]
 
-_METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam")
+_METHODS = (
+    "gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam", "occlusion",
+)  # fmt: skip
 
 _EPILOG = """examples:
   monai-segcam layers --bundle bundles/segcam_demo
@@ -99,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0.25)")
     window.add_argument("--sw-batch-size", type=int, metavar="N", help="windows per forward pass")
     window.add_argument("--mode", choices=("constant", "gaussian"), help="blending of overlapping windows")
+    add_perturbation_arguments(explain)
     intensity = explain.add_argument_group("preprocessing without a bundle (the image is used on its own grid)")
     intensity.add_argument(
         "--intensity-range", nargs=2, type=float, metavar=("A_MIN", "A_MAX"), help="clip and scale to [0, 1]"

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..cam import Region, SegCAM, SlidingWindowSegCAM
 from ..cam.regions import as_region, region_weights
-from ..inferers.segcam_inferer import make_segcam, region_source
+from ..inferers.segcam_inferer import as_front_door_output, make_segcam, region_source
 from ..metrics import pointing_game, relevance_mass
 from ..utils.io import atomic_output, safe_case_name, safe_path, safe_token, save_nifti_atomic
 from ..visualize import log_cam_to_tensorboard, plot_orthogonal_slices, save_figure
@@ -201,6 +201,7 @@ class SegCAMHandler:
         if summary_writer is not None and tensorboard_dir is not None:
             raise ValueError("Give summary_writer or tensorboard_dir, not both.")
         self.network = network
+        layers = "input" if method == "occlusion" else layers  # occlusion maps have the single layer key "input"
         self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
         self.layer_names = None if isinstance(layers, str) else [str(layer) for layer in ensure_tuple(layers)]
         self.layer_list = [str(layers)] if self.layer_names is None else self.layer_names
@@ -423,6 +424,7 @@ class SegCAMHandler:
         if isinstance(item_label, MetaTensor):
             item_label = item_label.as_tensor()
         cams = self.segcam(item[None], classes=self.classes, region=self.region, pred=item_pred, label=item_label)
+        cams = as_front_door_output(cams, self.cam_kwargs["layers"])
         per_layer = cams if isinstance(cams, dict) else {None: cams}
         layers = {key: _on_grid(value, item) for key, value in per_layer.items()}
         if self.layer_names is not None:

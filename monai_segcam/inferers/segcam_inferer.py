@@ -17,37 +17,65 @@ from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
 from ..cam import Region, SegCAM, SlidingWindowSegCAM
+from ..cam.result import CAMResult
+from ..perturbation import SegOcclusion
 
-__all__ = ["SegCAMInferer", "make_segcam", "region_source"]
+__all__ = ["SegCAMInferer", "make_segcam", "region_source", "as_front_door_output"]
+
+OCCLUSION = "occlusion"
 
 
 def make_segcam(
     network: nn.Module, inferer: Inferer | None = None, **cam_kwargs: Any
-) -> SegCAM | SlidingWindowSegCAM:
+) -> SegCAM | SlidingWindowSegCAM | SegOcclusion:
     """The CAM engine matching an inferer: :py:class:`~monai_segcam.SlidingWindowSegCAM` with the window settings of
     a ``SlidingWindowInferer`` (or of the one wrapped by a :py:class:`SegCAMInferer`), else
-    :py:class:`~monai_segcam.SegCAM` on whole volumes.
+    :py:class:`~monai_segcam.SegCAM` on whole volumes. ``method="occlusion"`` gives
+    :py:class:`~monai_segcam.perturbation.SegOcclusion` with the same windows (``layers`` is ignored: occlusion maps
+    have the single layer key ``"input"``).
 
     Args:
         network: the segmentation network.
         inferer: the inferer that makes the prediction, or ``None`` (whole volume).
-        cam_kwargs: ``layers``, ``method``, ... of the CAM engine.
+        cam_kwargs: ``layers``, ``method``, ... of the CAM engine (``mask_size``, ``stride``, ``baseline``... of
+            occlusion).
 
     Example:
         .. code-block:: python
 
             engine = make_segcam(net, SlidingWindowInferer(roi_size=(96, 96, 96)), layers="pre_head")
+            occlusion = make_segcam(net, SlidingWindowInferer(roi_size=(96, 96, 96)), method="occlusion", mask_size=16)
     """
     if isinstance(inferer, SegCAMInferer):
         inferer = inferer.inferer
-    if isinstance(inferer, SlidingWindowInferer):
-        return SlidingWindowSegCAM.from_inferer(inferer, network, **cam_kwargs)
-    if inferer is not None and not isinstance(inferer, SimpleInferer):
+    if inferer is not None and not isinstance(inferer, (SimpleInferer, SlidingWindowInferer)):
         raise TypeError(
             f"Cannot reproduce a {type(inferer).__name__} for CAMs: use a SimpleInferer or a SlidingWindowInferer "
             "(or pass `inferer=None` to explain whole volumes)."
         )
+    if cam_kwargs.get("method") == OCCLUSION:
+        kwargs = {k: v for k, v in cam_kwargs.items() if k not in ("method", "layers")}
+        if isinstance(inferer, SlidingWindowInferer):
+            return SegOcclusion.from_inferer(inferer, network, **kwargs)
+        return SegOcclusion(network, **kwargs)
+    if isinstance(inferer, SlidingWindowInferer):
+        return SlidingWindowSegCAM.from_inferer(inferer, network, **cam_kwargs)
     return SegCAM(network, **cam_kwargs)
+
+
+def as_front_door_output(cams: Any, layers: str | Sequence[str]) -> Any:
+    """An engine's output in the form the transform, inferer and handler use: a :py:class:`CAMResult` becomes its
+    single map when ``layers`` is a string (a single-layer request), else a dict ``{layer: map}``; tensors and dicts
+    (the CAM engines' current returns) pass unchanged.
+
+    Example:
+        .. code-block:: python
+
+            as_front_door_output(SegOcclusion(net)(image), layers="input")  # the MetaTensor of result["input"]
+    """
+    if not isinstance(cams, CAMResult):
+        return cams
+    return cams.map if isinstance(layers, str) else dict(cams)
 
 
 def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch.Tensor | None:
@@ -149,7 +177,7 @@ class SegCAMInferer(Inferer):
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)
         multi_label = bool(self.cam_kwargs.get("multi_label", False))
-        self.last_cam = self.engine(network)(
-            inputs, classes=self.classes, region=self.region, pred=region_source(pred, multi_label)
-        )
+        source = region_source(pred, multi_label)
+        cams = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source)
+        self.last_cam = as_front_door_output(cams, self.cam_kwargs["layers"])
         return pred

@@ -14,7 +14,7 @@ from monai.utils import TransformBackends, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
-from ..inferers.segcam_inferer import make_segcam, region_source
+from ..inferers.segcam_inferer import as_front_door_output, make_segcam, region_source
 
 __all__ = ["ComputeSegCAM", "NormalizeSegCAM"]
 
@@ -100,6 +100,7 @@ class ComputeSegCAM(Transform):
         source = source.to(device) if source is not None else None
         truth = torch.as_tensor(label)[None].to(device) if label is not None else None
         cams = self.engine(batch, classes=self.classes, region=self.region, pred=source, label=truth)
+        cams = as_front_door_output(cams, self.layers)
         if isinstance(cams, dict):
             return {key: _on_item_grid(value, img, img.device) for key, value in cams.items()}
         return _on_item_grid(cams, img, img.device)

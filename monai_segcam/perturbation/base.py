@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer, sliding_window_inference
 from monai.utils import BlendMode, PytorchPadMode, look_up_option
 from torch import nn
@@ -51,6 +52,15 @@ class StitchedExplainer:
         logits_budget: bytes of clean window logits kept on ``device`` (the others are recomputed when needed).
         progress: show progress bars.
         cpu_thresh: like ``SlidingWindowInferer``: stitch on the CPU when the image has more voxels than this.
+
+    Example:
+        .. code-block:: python
+
+            class MyPerturbation(StitchedExplainer):  # a new perturbation method on the same machinery
+                def __call__(self, image, classes=1, region="pred", pred=None, label=None):
+                    with torch.no_grad(), ActivationCapture(self.network, []):
+                        state = self._prepare(image, classes, region, pred, label)
+                        return state.scorer.region_score()  # S(x) (B, n_classes) of the stitched prediction
     """
 
     def __init__(
@@ -168,7 +178,8 @@ class StitchedExplainer:
         )  # fmt: skip
         region = as_region(region)
         if pred is not None:
-            pred = torch.as_tensor(pred).detach().to(device)
+            pred = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
+            pred = pred.detach().to(device)
             if tuple(pred.shape[2:]) != spatial or pred.shape[0] != x.shape[0]:
                 raise ValueError(f"pred shape {tuple(pred.shape)} does not match the image {tuple(x.shape)}.")
             check_output(pred, [], "pred")

@@ -66,6 +66,15 @@ class StitchedScorer:
 
     Attributes:
         window_passes: the number of windows run through the network so far.
+
+    Example:
+        .. code-block:: python
+
+            scorer = StitchedScorer(predictor, layout, layout.pad_image(x), "logits", False, device, 4, 1 << 30,
+                                    False, "constant", 0.0)
+            scorer.set_region(region_weights("all", None, [1], x.shape[2:], 1), [1])
+            box = box_footprint((slice(0, 8),) * 3, layout)
+            drops = scorer.drops([Perturbation(0, box)], layout.pad_image(torch.zeros_like(x)), batch_size=8)
     """
 
     def __init__(

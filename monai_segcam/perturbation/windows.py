@@ -137,7 +137,13 @@ def box_footprint(
 
 
 def footprint_mask(axes: Sequence[torch.Tensor], window: Sequence[slice]) -> torch.Tensor | None:
-    """The footprint inside ``window`` as a boolean ``(*roi)`` mask, or ``None`` when they do not meet."""
+    """The footprint inside ``window`` as a boolean ``(*roi)`` mask, or ``None`` when they do not meet.
+
+    Example:
+        .. code-block:: python
+
+            mask = footprint_mask(box_footprint(box, layout), layout.slices[0])  # None, or (*roi) booleans
+    """
     parts = [a[s] for a, s in zip(axes, window)]
     if not all(bool(p.any()) for p in parts):
         return None

@@ -82,7 +82,8 @@ def test_gradients_and_drops_equal_autograd_and_brute_force(case):
         for j in range(2):
             replaced = x.clone()
             replaced[:, j] = base[:, j]
-            torch.testing.assert_close(result.scores["drop"][0, :, j], s.detach() - score(replaced)[0], rtol=1e-10, atol=0)
+            expected_drop = s.detach() - score(replaced)[0]
+            torch.testing.assert_close(result.scores["drop"][0, :, j], expected_drop, rtol=1e-10, atol=0)
 
 
 class Linear(nn.Module):
@@ -118,12 +119,15 @@ def test_linear_network_closed_forms(roi):
     for i, c in enumerate((0, 2)):
         for j in range(2):
             expected_ig = (x - base)[0, j] * w[c, j] * region
-            torch.testing.assert_close(result.maps["integrated_gradients"][0, i, j], expected_ig, rtol=1e-10, atol=1e-12)
-            torch.testing.assert_close(result.maps["input_x_gradient"][0, i, j], x[0, j] * w[c, j] * region, rtol=1e-10, atol=1e-12)
+            expected_ixg = x[0, j] * w[c, j] * region
+            maps = result.maps
+            torch.testing.assert_close(maps["integrated_gradients"][0, i, j], expected_ig, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(maps["input_x_gradient"][0, i, j], expected_ixg, rtol=1e-10, atol=1e-12)
             torch.testing.assert_close(result.scores["drop"][0, i, j], expected_ig.sum(), rtol=1e-9, atol=1e-9)
         with torch.no_grad():
             completeness = (region * (net(x) - net(base))[0, c]).sum()
-        torch.testing.assert_close(result.scores["integrated_gradients"][0, i].sum(), completeness, rtol=1e-9, atol=1e-9)
+        total = result.scores["integrated_gradients"][0, i].sum()
+        torch.testing.assert_close(total, completeness, rtol=1e-9, atol=1e-9)
 
 
 def test_dead_channel_scores_exactly_zero_and_ranks_last():

@@ -72,11 +72,15 @@ CASES = {
     "whole volume, logits": dict(roi=None, mode="constant", target="logits"),
     "windows constant, logits": dict(roi=(12, 10, 16), mode="constant", target="logits"),
     "windows gaussian, probabilities": dict(roi=(12, 10, 16), mode="gaussian", target="probabilities"),
-    "windows gaussian, logits, mean baseline": dict(roi=(12, 10, 16), mode="gaussian", target="logits", baseline="mean"),
+    "windows gaussian, logits, mean baseline": dict(
+        roi=(12, 10, 16), mode="gaussian", target="logits", baseline="mean"
+    ),
     "padded constant, logits": dict(roi=(24, 12, 20), mode="constant", target="logits"),
     "padded gaussian, probabilities": dict(roi=(24, 12, 20), mode="gaussian", target="probabilities"),
     "padded reflect, probabilities": dict(roi=(24, 12, 20), mode="gaussian", target="probabilities", padding="reflect"),
     "multi-label probabilities": dict(roi=(12, 10, 16), mode="gaussian", target="probabilities", multi=True),
+    "no logits kept, probabilities": dict(roi=(12, 10, 16), mode="gaussian", target="probabilities", budget=0),
+    "half the logits kept, logits": dict(roi=(12, 10, 16), mode="constant", target="logits", budget=2 * 3 * 1920 * 8),
     "box region, logits": dict(roi=(12, 10, 16), mode="constant", target="logits", region=Box((0, 0, 0), (5, 5, 5))),
 }
 
@@ -84,13 +88,14 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_equals_brute_force(case):
     """float64, so that equality tests the window re-use and the re-stitching, not float32 noise."""
-    opts = {"baseline": "blur", "padding": "constant", "multi": False, "region": "pred", **CASES[case]}
+    opts = {"baseline": "blur", "padding": "constant", "multi": False, "region": "pred", "budget": 1 << 30}
+    opts.update(CASES[case])
     net = tiny_unet()
     x = torch.randn(2, 1, 20, 18, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     occlusion = SegOcclusion(
         net, roi_size=opts["roi"], mask_size=6, stride=4, baseline=opts["baseline"], blur_sigma=2.0, mode=opts["mode"],
         target=opts["target"], padding_mode=opts["padding"], overlap=0.5, multi_label=opts["multi"], relu=False,
-        batch_size=5, sw_batch_size=3,
+        batch_size=5, sw_batch_size=3, logits_budget=opts["budget"],
     )  # fmt: skip
     classes = [0, 2] if opts["multi"] else [1, 2]
     result = occlusion(x, classes=classes, region=opts["region"])
@@ -101,6 +106,8 @@ def test_equals_brute_force(case):
     scale = float(expected.abs().max())
     assert scale > 0
     torch.testing.assert_close(result["input"].as_tensor(), expected, rtol=0, atol=1e-9 * scale)
+    if opts["budget"] == 0:  # probabilities re-run each changed window's clean logits too
+        return
     assert occlusion.window_passes <= brute_passes
     if opts["roi"] is not None:
         assert occlusion.window_passes < brute_passes  # an occluder re-runs only the windows it reaches

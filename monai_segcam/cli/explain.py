@@ -347,7 +347,7 @@ def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, A
         "normalize": args.normalize,
         "png": args.png,
         "perturbation": {
-            "mask_size": args.mask_size, "stride": args.stride, "baseline": args.baseline, "steps": args.steps,
+            "mask_size": args.mask_size, "stride": args.mask_stride, "baseline": args.baseline, "steps": args.steps,
         } if OCCLUSION in args.method or args.channel_table else None,
     }  # fmt: skip
 

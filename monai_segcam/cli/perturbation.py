@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("occlusion (--method occlusion) and input channels (--channel-table)")
     group.add_argument("--mask-size", nargs="+", type=int, default=[16], metavar="N",
                        help="occluder size in voxels, one value or one per axis (default 16)")  # fmt: skip
-    group.add_argument("--stride", nargs="+", type=int, metavar="N", help="occluder step (default: --mask-size)")
+    group.add_argument("--mask-stride", nargs="+", type=int, metavar="N", help="occluder step (default: --mask-size)")
     group.add_argument("--baseline", type=_baseline, default=0.0, metavar="B",
                        help="what occluded voxels become: a number (default 0), mean or blur")  # fmt: skip
     group.add_argument("--perturbation-batch-size", type=int, default=8, metavar="N",
@@ -67,7 +67,7 @@ def occlusion_engine(model: Any, args: Namespace, common: dict[str, Any]) -> Any
 
     extra = {
         "mask_size": _one_or_all(args.mask_size),
-        "stride": _one_or_all(args.stride),
+        "stride": _one_or_all(args.mask_stride),
         "baseline": args.baseline,
         "batch_size": args.perturbation_batch_size,
     }

@@ -8,13 +8,11 @@ import os
 from argparse import Namespace
 from typing import Any
 
-import torch
-
 from .io import CLIError
 
 __all__ = ["OCCLUSION", "add_arguments", "occlusion_engine", "channel_engine", "write_channel_csv"]
 
-OCCLUSION = "occlusion"
+OCCLUSION = "occlusion"  # monai_segcam.perturbation.occlusion.METHOD, without importing torch for `--help`
 
 
 def _baseline(text: str) -> float | str:
@@ -86,7 +84,7 @@ def channel_engine(model: Any, args: Namespace, common: dict[str, Any]) -> Any:
 
 
 def write_channel_csv(
-    engine: Any, x: torch.Tensor, name: str, call: dict[str, Any], args: Namespace, staging: str
+    engine: Any, x: Any, name: str, call: dict[str, Any], args: Namespace, staging: str
 ) -> dict[str, Any]:
     """Compute one case's channel attributions (``call``: classes, region, pred, label) and write
     ``<name>_channels.csv`` into ``staging``; returns the JSON summary's file entry."""

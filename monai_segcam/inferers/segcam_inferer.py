@@ -19,10 +19,9 @@ from torch import nn
 from ..cam import Region, SegCAM, SlidingWindowSegCAM
 from ..cam.result import CAMResult
 from ..perturbation import SegOcclusion
+from ..perturbation.occlusion import METHOD as OCCLUSION
 
 __all__ = ["SegCAMInferer", "make_segcam", "region_source", "as_front_door_output"]
-
-OCCLUSION = "occlusion"
 
 
 def make_segcam(

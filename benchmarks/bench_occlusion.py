@@ -85,7 +85,7 @@ def run_brute(net, x, weights, args) -> torch.Tensor:
         occluded[index] = 0.0
         maps[index] += clean - score(occluded)
         count[index] += 1
-    return maps / count
+    return maps / count.clamp_min(1)  # voxels no occluder covers (stride > mask) stay 0
 
 
 class RegionScore(torch.nn.Module):

@@ -11,11 +11,11 @@ windows per forward pass; the others keep their clean contribution, so the resul
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from monai.data.utils import dense_patch_slices
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
@@ -36,8 +36,9 @@ METHOD = "occlusion"
 def occluder_boxes(
     spatial_shape: Sequence[int], mask_size: Sequence[int] | int, stride: Sequence[int] | int | None = None
 ) -> list[tuple[slice, ...]]:
-    """The occluder grid: boxes of ``mask_size`` (clipped to the image) every ``stride`` voxels, the last box of each
-    axis flush with the image's end (MONAI's ``dense_patch_slices``), so every voxel is covered.
+    """The occluder grid: boxes of ``mask_size`` (clipped to the image) every ``stride`` voxels from 0, plus a last
+    box of each axis flush with the image's end (as MONAI's ``dense_patch_slices`` places windows). With ``stride``
+    up to ``mask_size`` every voxel is covered; a larger stride leaves gaps (their map values are 0).
 
     Example:
         .. code-block:: python
@@ -49,7 +50,11 @@ def occluder_boxes(
     step = size if stride is None else tuple(int(s) for s in ensure_tuple_rep(stride, len(spatial)))
     if any(m < 1 for m in size) or any(s < 1 for s in step):
         raise ValueError(f"mask_size and stride must be positive, got {mask_size} and {stride}.")
-    return dense_patch_slices(spatial, size, step, return_slice=True)
+    starts = []
+    for s, m, t in zip(spatial, size, step):
+        axis = list(range(0, s - m + 1, t))
+        starts.append(axis if axis[-1] == s - m else [*axis, s - m])
+    return [tuple(slice(a, a + m) for a, m in zip(corner, size)) for corner in itertools.product(*starts)]
 
 
 class SegOcclusion(StitchedExplainer):
@@ -140,7 +145,7 @@ class SegOcclusion(StitchedExplainer):
                 count[box] += 1
             for p, occluder in enumerate(occluders):
                 maps[(occluder.item, slice(None), *boxes[p % len(boxes)])] += drops[p].view(-1, *[1] * len(boxes[0]))
-            maps = maps / count
+            maps = maps / count.clamp_min(1)  # voxels no occluder covers (stride > mask_size) stay 0
         self.window_passes = scorer.window_passes
         maps = maps.relu() if self.relu else maps
         wrapped = as_output({LAYER_KEY: maps.to(image.device)}, image, single=False)

@@ -80,7 +80,7 @@ def test_benchmark_smoke(tmp_path):
         doc = tmp_path / "doc.md"
         doc.write_text(f"# intro\n\n{run.BEGIN}\nold\n{run.END}\n\nprose\n")
         run.write_doc(run.report(task, rows, info), str(doc))
-        text = doc.read_text()
+        text = doc.read_text(encoding="utf-8")
         assert "old" not in text and text.startswith("# intro") and text.endswith("prose\n") and table in text
         assert set(figure["cams"]) == {"bottleneck"} and figure["image"].shape == (40, 40, 40)
 
@@ -101,5 +101,5 @@ def test_benchmark_perturbation_rows(tmp_path):
     begin, end = run.PERTURBATION_MARKERS
     doc.write_text(f"{run.BEGIN}\ncam table\n{run.END}\n{begin}\nold\n{end}\n")
     run.write_doc(run.report("marker", rows, info), str(doc), run.PERTURBATION_MARKERS)
-    text = doc.read_text()
+    text = doc.read_text(encoding="utf-8")
     assert "cam table" in text and "old" not in text and "| input_x_gradient | input |" in text

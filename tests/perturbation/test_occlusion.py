@@ -59,7 +59,7 @@ def brute_force(net, x, roi, overlap, mode, padding_mode, target, classes, regio
         maps[index] += drop[(...,) + (None,) * len(spatial)]
         count[box] += 1
     windows = 1 if roi is None else len(_windows(spatial, roi, overlap))
-    return maps / count, (len(boxes) + 1) * windows * x.shape[0]
+    return maps / count.clamp_min(1), (len(boxes) + 1) * windows * x.shape[0]
 
 
 def _windows(spatial, roi, overlap):
@@ -82,6 +82,7 @@ CASES = {
     "no logits kept, probabilities": dict(roi=(12, 10, 16), mode="gaussian", target="probabilities", budget=0),
     "half the logits kept, logits": dict(roi=(12, 10, 16), mode="constant", target="logits", budget=2 * 3 * 1920 * 8),
     "box region, logits": dict(roi=(12, 10, 16), mode="constant", target="logits", region=Box((0, 0, 0), (5, 5, 5))),
+    "stride above the occluder (gaps)": dict(roi=(12, 10, 16), mode="gaussian", target="logits", mask=3, stride=5),
 }
 
 
@@ -89,23 +90,26 @@ CASES = {
 def test_equals_brute_force(case):
     """float64, so that equality tests the window re-use and the re-stitching, not float32 noise."""
     opts = {"baseline": "blur", "padding": "constant", "multi": False, "region": "pred", "budget": 1 << 30}
+    opts.update(mask=6, stride=4)
     opts.update(CASES[case])
     net = tiny_unet()
     x = torch.randn(2, 1, 20, 18, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     occlusion = SegOcclusion(
-        net, roi_size=opts["roi"], mask_size=6, stride=4, baseline=opts["baseline"], blur_sigma=2.0, mode=opts["mode"],
+        net, roi_size=opts["roi"], mask_size=opts["mask"], stride=opts["stride"], baseline=opts["baseline"], blur_sigma=2.0, mode=opts["mode"],
         target=opts["target"], padding_mode=opts["padding"], overlap=0.5, multi_label=opts["multi"], relu=False,
         batch_size=5, sw_batch_size=3, logits_budget=opts["budget"],
     )  # fmt: skip
     classes = [0, 2] if opts["multi"] else [1, 2]
     result = occlusion(x, classes=classes, region=opts["region"])
     expected, brute_passes = brute_force(
-        net, x, opts["roi"], 0.5, opts["mode"], opts["padding"], opts["target"], classes, opts["region"], 6, 4,
+        net, x, opts["roi"], 0.5, opts["mode"], opts["padding"], opts["target"], classes, opts["region"], opts["mask"], opts["stride"],
         opts["baseline"], opts["multi"],
     )  # fmt: skip
     scale = float(expected.abs().max())
     assert scale > 0
     torch.testing.assert_close(result["input"].as_tensor(), expected, rtol=0, atol=1e-9 * scale)
+    if opts["stride"] > opts["mask"]:  # voxels between occluders: 0, never NaN
+        assert result.map[0, 0, 3:5].abs().max() == 0
     if opts["budget"] == 0:  # probabilities re-run each changed window's clean logits too
         return
     assert occlusion.window_passes <= brute_passes

@@ -128,7 +128,8 @@ def main() -> None:
     parser.add_argument("--region", choices=("all", "pred"), default="all")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    # one thread by default: on 2 shared busy cores, 2 OpenMP threads ran this benchmark about 10x slower (measured)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     net, x = build(args)
     counter = WindowCounter(net)
     pred = _infer(net, x, args) if args.region == "pred" else None

@@ -59,8 +59,8 @@ class StitchedScorer:
         multi_label: sigmoid instead of softmax for probabilities.
         sw_device: where windows run.
         sw_batch_size: clean windows per forward pass.
-        logits_budget: bytes of clean window logits kept on the stitching device; the others are recomputed when
-            needed again.
+        logits_budget: bytes kept between passes: clean window logits (on the stitching device), then each window's
+            blending weights and weighted region (on the window device); what does not fit is recomputed.
         progress: show progress bars.
         padding_mode, cval: MONAI's padding, for gradients through it.
 
@@ -98,6 +98,7 @@ class StitchedScorer:
         self.padding_mode, self.cval = padding_mode, cval
         self.units = [(b, k) for b in range(padded.shape[0]) for k in range(len(layout.slices))]
         self.kept: dict[tuple[int, int], torch.Tensor] = {}
+        self.cache: dict[tuple, torch.Tensor] = {}
         self.kept_bytes = 0
         self.window_passes = 0
         self.stitched: torch.Tensor | None = None
@@ -148,11 +149,36 @@ class StitchedScorer:
                     self.keep(unit, out[j])
                 yield unit, out[j]
 
+    def fits(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor`` can be kept within ``logits_budget`` (and count it if so)."""
+        size = tensor.numel() * tensor.element_size()
+        if self.kept_bytes + size > self.logits_budget:
+            return False
+        self.kept_bytes += size
+        return True
+
     def keep(self, unit: tuple[int, int], logits: torch.Tensor) -> None:
-        size = logits.numel() * logits.element_size()
-        if self.kept_bytes + size <= self.logits_budget:
+        if self.fits(logits):
             self.kept[unit] = logits
-            self.kept_bytes += size
+
+    def cached(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``make()``, kept under ``key`` while it fits the budget."""
+        if key in self.cache:
+            return self.cache[key]
+        value = make()
+        if self.fits(value):
+            self.cache[key] = value
+        return value
+
+    def beta(self, k: int) -> torch.Tensor:
+        """Blending weights of window ``k`` ``(*roi)`` on the window device."""
+        return self.cached(("beta", k), lambda: self.layout.beta(k)[0, 0])
+
+    def weighted_region(self, unit: tuple[int, int]) -> torch.Tensor:
+        """``W beta_w`` of one window ``(n, *roi)`` on the window device."""
+        return self.cached(
+            ("region", unit), lambda: (self.weights[self.index(unit)][0].to(self.sw_device) * self.beta(unit[1]))
+        )
 
     def clean(self, unit: tuple[int, int]) -> torch.Tensor:
         """The clean logits of one window (kept, else recomputed)."""
@@ -184,14 +210,14 @@ class StitchedScorer:
             if self.stitched is None:
                 self.stitched = self.stitch(self.relevant)
         else:
-            self.clean_scores = {u: self.window_score(u, out) for u, out in self.clean_outputs(self.relevant)}
+            outputs = self.clean_outputs(self.relevant)
+            self.clean_scores = {u: self.window_scores([u], logits[None])[0] for u, logits in outputs}
 
-    def window_score(self, unit: tuple[int, int], logits: torch.Tensor) -> torch.Tensor:
-        """``<W beta_w, f_w^c>`` per class ``(n,)``: one window's share of the logits region score."""
-        weights = self.weights[self.index(unit)][0].to(logits.device)
-        beta = self.layout.beta(unit[1])[0].to(logits.device)
-        picked = logits[list(self.classes)]
-        return (weights * beta * picked).flatten(1).sum(1).to(self.device)
+    def window_scores(self, units: list[tuple[int, int]], logits: torch.Tensor) -> torch.Tensor:
+        """``<W beta_w, f_w^c>`` per window and class ``(G, n)``: the windows' shares of the logits region score."""
+        picked = logits[:, list(self.classes)].flatten(2)
+        scores = [(self.weighted_region(u).to(logits.device).flatten(1) * picked[j]).sum(-1) for j, u in enumerate(units)]
+        return torch.stack(scores).to(self.device)
 
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
         """The explained classes' scores from logits ``(K, *s)``: logits, softmax or sigmoid probabilities."""
@@ -214,15 +240,21 @@ class StitchedScorer:
 
     # perturbations ------------------------------------------------------------------------------------------------
 
-    def perturbed(self, perturbation: Perturbation, unit: tuple[int, int], base: torch.Tensor) -> torch.Tensor:
-        """One window ``(1, C, *roi)`` of the perturbed image: the clean window with the footprint set to ``base``."""
-        index = self.index(unit)
-        mask = footprint_mask(perturbation.axes, self.layout.slices[unit[1]]).to(self.device)
-        if perturbation.channels is not None:
-            channels = torch.zeros(self.padded.shape[1], dtype=torch.bool, device=self.device)
-            channels[list(perturbation.channels)] = True
-            mask = mask[None] & channels.view(-1, *[1] * mask.ndim)
-        return torch.where(mask, base[index], self.padded[index])
+    def perturb(self, out: torch.Tensor, perturbation: Perturbation, unit: tuple[int, int], base: torch.Tensor) -> None:
+        """Write one window of the perturbed image into ``out`` ``(C, *roi)``: the clean window with the footprint of
+        the perturbed channels set to ``base`` (a box copied directly, mirrored copies in padding through a mask)."""
+        index, window = self.index(unit), self.layout.slices[unit[1]]
+        out.copy_(self.padded[index][0])
+        channels = range(out.shape[0]) if perturbation.channels is None else perturbation.channels
+        lines = [a[s].nonzero()[:, 0].tolist() for a, s in zip(perturbation.axes, window)]
+        if all(line[-1] - line[0] + 1 == len(line) for line in lines):  # a box
+            box = tuple(slice(line[0], line[-1] + 1) for line in lines)
+            for c in channels:
+                out[(c, *box)] = base[index][(0, c, *box)]
+            return
+        mask = footprint_mask(perturbation.axes, window).to(self.device)
+        for c in channels:
+            out[c] = torch.where(mask, base[index][0, c], out[c])
 
     def touches(self, perturbation: Perturbation, unit: tuple[int, int]) -> bool:
         return all(bool(a[s].any()) for a, s in zip(perturbation.axes, self.layout.slices[unit[1]]))
@@ -243,13 +275,19 @@ class StitchedScorer:
         groups = _chunks(work, batch_size)
         if self.progress and has_tqdm and groups:
             groups = tqdm(groups, desc="perturbed windows", unit="batch")
+        roi = self.layout.importance.shape[2:]
         for group in groups:
-            with torch.no_grad():
-                out = self.forward(torch.cat([self.perturbed(perturbations[p], u, base) for p, u in group]))
+            windows = base.new_empty((len(group), base.shape[1], *roi))
             for j, (p, unit) in enumerate(group):
-                if self.target != CAMTarget.PROBABILITIES:
-                    drops[p] += self.clean_scores[unit] - self.window_score(unit, out[j])
-                    continue
+                self.perturb(windows[j], perturbations[p], unit, base)
+            with torch.no_grad():
+                out = self.forward(windows)
+            if self.target != CAMTarget.PROBABILITIES:
+                scores = self.window_scores([u for _, u in group], out)
+                for j, (p, unit) in enumerate(group):
+                    drops[p] += self.clean_scores[unit] - scores[j]
+                continue
+            for j, (p, unit) in enumerate(group):
                 pending.setdefault(p, []).append((unit, out[j].to(self.device)))
                 remaining[p] -= 1
                 if remaining[p] == 0:
@@ -266,8 +304,7 @@ class StitchedScorer:
         with torch.no_grad():
             for (unit, logits), window in zip(outputs, windows):
                 local = (slice(None), *(slice(s.start - lo, s.stop - lo) for s, lo in zip(window, starts)))
-                beta = self.layout.beta(unit[1])[0].to(self.device)
-                changed[local] += beta * (logits - self.clean(unit))
+                changed[local] += self.beta(unit[1]).to(self.device) * (logits - self.clean(unit))
             weights = self.weights[(item, slice(None), *box)]
             return (weights * (self.activation(clean) - self.activation(changed))).flatten(1).sum(1)
 
@@ -306,5 +343,5 @@ class StitchedScorer:
         index = self.index(unit)
         weights = self.weights[(index[0], slice(i, i + 1), *index[2:])].to(logits.device)
         source = logits if stitched is None else stitched[index].to(logits.device)
-        beta = self.layout.beta(unit[1]).to(logits.device)
+        beta = self.beta(unit[1]).to(logits.device)
         return region_cotangent(source, weights * beta, self.classes[i], self.target, self.multi_label)

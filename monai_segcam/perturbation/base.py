@@ -49,7 +49,8 @@ class StitchedExplainer:
         target: ``"logits"`` or ``"probabilities"`` (softmax; sigmoid with ``multi_label``).
         multi_label: the network has independent sigmoid outputs (prediction = logit > 0).
         output_selector: picks the logits from a tuple/dict network output (index, key or callable).
-        logits_budget: bytes of clean window logits kept on ``device`` (the others are recomputed when needed).
+        logits_budget: bytes kept between passes: clean window logits on ``device`` first, then each window's
+            blending weights and weighted region on ``sw_device``; what does not fit is recomputed when needed.
         progress: show progress bars.
         cpu_thresh: like ``SlidingWindowInferer``: stitch on the CPU when the image has more voxels than this.
 

@@ -52,7 +52,6 @@ from train import evaluate  # noqa: E402
 from monai_segcam import Component, SegCAM, normalize_cam  # noqa: E402
 from monai_segcam.cam.regions import region_cotangent, region_weights  # noqa: E402
 from monai_segcam.data.planted import PLANTED_TASKS, make_planted_case  # noqa: E402
-from monai_segcam.perturbation import ChannelAttribution, SegOcclusion  # noqa: E402
 from monai_segcam.metrics import (  # noqa: E402
     auc,
     cascading_randomization,
@@ -62,6 +61,7 @@ from monai_segcam.metrics import (  # noqa: E402
     relevance_mass,
     topk_iou,
 )
+from monai_segcam.perturbation import ChannelAttribution, SegOcclusion  # noqa: E402
 
 __all__ = ["METHODS", "PERTURBATION", "LAYERS", "METRICS", "select_cases", "run_task", "format_table", "write_doc"]
 
@@ -245,9 +245,10 @@ def run_task(
             row.update(_localisation(task, cam, ev))
             row.update(_curves(score_fn, x, cam, steps))
             if index < randomize_cases:
-                row[RANDOMIZATION] = cascading_randomization(
-                    lambda network: perturbation_map(method, network, x, weights, cls), net, layers=CASCADE, seed=0
-                )[-1].spearman
+                def map_fn(network, method=method, x=x, weights=weights):
+                    return perturbation_map(method, network, x, weights, cls)
+
+                row[RANDOMIZATION] = cascading_randomization(map_fn, net, layers=CASCADE, seed=0)[-1].spearman
             rows.append(row)
     return rows, info, figure
 
@@ -420,13 +421,13 @@ def main() -> None:
     parser.add_argument("--figures", default=os.path.join("docs", "figures"), help="figure folder ('' to skip)")
     args = parser.parse_args()
     methods = [] if args.perturbation_only else args.methods
-    kwargs = dict(num=args.num, steps=args.steps, randomize_cases=args.randomize_cases, methods=methods,
-                  layers=args.layers, perturbation=args.perturbation)
+    kwargs = {"num": args.num, "steps": args.steps, "randomize_cases": args.randomize_cases, "methods": methods,
+              "layers": args.layers, "perturbation": args.perturbation}
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=len(args.tasks)) as pool:
         results = list(pool.map(_run_one, [(task, kwargs) for task in args.tasks]))
     cam_sections, perturbation_sections = [], []
-    for task, rows, info, figure, seconds in results:
+    for task, rows, info, figure, _ in results:
         cam_rows = [row for row in rows if row["method"] not in PERTURBATION]
         perturbation_rows = [row for row in rows if row["method"] in PERTURBATION or row["method"] == RANDOM]
         if methods:

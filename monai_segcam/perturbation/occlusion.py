@@ -22,8 +22,8 @@ from torch import nn
 from ..cam.capture import ActivationCapture
 from ..cam.engine import as_output
 from ..cam.result import CAMResult
-from .baselines import make_baseline
 from .base import StitchedExplainer
+from .baselines import make_baseline
 from .scoring import Perturbation
 from .windows import box_footprint
 

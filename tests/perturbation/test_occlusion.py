@@ -69,20 +69,20 @@ def _windows(spatial, roi, overlap):
 
 
 CASES = {
-    "whole volume, logits": dict(roi=None, mode="constant", target="logits"),
-    "windows constant, logits": dict(roi=(12, 10, 16), mode="constant", target="logits"),
-    "windows gaussian, probabilities": dict(roi=(12, 10, 16), mode="gaussian", target="probabilities"),
-    "windows gaussian, logits, mean baseline": dict(
-        roi=(12, 10, 16), mode="gaussian", target="logits", baseline="mean"
-    ),
-    "padded constant, logits": dict(roi=(24, 12, 20), mode="constant", target="logits"),
-    "padded gaussian, probabilities": dict(roi=(24, 12, 20), mode="gaussian", target="probabilities"),
-    "padded reflect, probabilities": dict(roi=(24, 12, 20), mode="gaussian", target="probabilities", padding="reflect"),
-    "multi-label probabilities": dict(roi=(12, 10, 16), mode="gaussian", target="probabilities", multi=True),
-    "no logits kept, probabilities": dict(roi=(12, 10, 16), mode="gaussian", target="probabilities", budget=0),
-    "half the logits kept, logits": dict(roi=(12, 10, 16), mode="constant", target="logits", budget=2 * 3 * 1920 * 8),
-    "box region, logits": dict(roi=(12, 10, 16), mode="constant", target="logits", region=Box((0, 0, 0), (5, 5, 5))),
-    "stride above the occluder (gaps)": dict(roi=(12, 10, 16), mode="gaussian", target="logits", mask=3, stride=5),
+    "whole volume, logits": {"roi": None, "mode": "constant", "target": "logits"},
+    "windows constant, logits": {"roi": (12, 10, 16), "mode": "constant", "target": "logits"},
+    "windows gaussian, probabilities": {"roi": (12, 10, 16), "mode": "gaussian", "target": "probabilities"},
+    "windows gaussian, logits, mean baseline": {
+        "roi": (12, 10, 16), "mode": "gaussian", "target": "logits", "baseline": "mean"
+    },
+    "padded constant, logits": {"roi": (24, 12, 20), "mode": "constant", "target": "logits"},
+    "padded gaussian, probabilities": {"roi": (24, 12, 20), "mode": "gaussian", "target": "probabilities"},
+    "padded reflect, probabilities": {"roi": (24, 12, 20), "mode": "gaussian", "target": "probabilities", "padding": "reflect"},
+    "multi-label probabilities": {"roi": (12, 10, 16), "mode": "gaussian", "target": "probabilities", "multi": True},
+    "no logits kept, probabilities": {"roi": (12, 10, 16), "mode": "gaussian", "target": "probabilities", "budget": 0},
+    "half the logits kept, logits": {"roi": (12, 10, 16), "mode": "constant", "target": "logits", "budget": 2 * 3 * 1920 * 8},
+    "box region, logits": {"roi": (12, 10, 16), "mode": "constant", "target": "logits", "region": Box((0, 0, 0), (5, 5, 5))},
+    "stride above the occluder (gaps)": {"roi": (12, 10, 16), "mode": "gaussian", "target": "logits", "mask": 3, "stride": 5},
 }
 
 

@@ -382,6 +382,13 @@ def run_explain(args: Namespace) -> int:
             for message in dict.fromkeys(str(w.message) for w in caught if args.debug or "monai_segcam" in w.filename):
                 _print(f"warning: {name}: {message}", error=True)
             _print(f"{name}: {len(summary['files']) + 1} files in {os.path.join(output, name)}")
+    if getattr(args, "report", False):
+        from monai_segcam.report.explain_output import report_from_explain_output
+
+        reported = [n for n in case_names(args.images) if os.path.isfile(os.path.join(output, n, f"{n}_segcam.json"))]
+        index = report_from_explain_output(output, reported)
+        if not args.quiet:
+            _print(f"review report: {index}")
     if failed:
         _print(f"monai-segcam: error: {failed} of {len(args.images)} case(s) failed", error=True)
     return 1 if failed else 0

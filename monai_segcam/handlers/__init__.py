@@ -6,8 +6,8 @@ a browser review report of the explained cases (:py:class:`SegCAMReportHandler`)
 from __future__ import annotations
 
 from .cam_output import SegCAMOutputHandler, cam_output_keys
+from .report_handler import SegCAMReportHandler
 from .segcam_handler import CSV_COLUMNS, STAT_COLUMNS, OnError, SegCAMHandler
-from .report_handler import SegCAMReportHandler  # noqa: I001 -- after segcam_handler, which the report reads
 
 __all__ = [
     "SegCAMHandler",

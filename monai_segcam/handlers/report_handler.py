@@ -89,7 +89,7 @@ class SegCAMReportHandler:
         label_key: str | None = "label",
         epoch_subdir: bool = False,
         flag_threshold: float = DEFAULT_FLAG_THRESHOLD,
-        max_size: int = 128,
+        max_size: int = 96,
         class_names: Mapping[int, str] | Sequence[str] | None = None,
         title: str = "Seg-CAM review report",
         save_rank: int = 0,
@@ -168,7 +168,8 @@ class SegCAMReportHandler:
         report = self.report
         if report is None:
             return
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         if world > 1:
             texts = string_list_all_gather([json.dumps(summary) for summary in report.cases.values()])
             summaries = [json.loads(text) for text in texts if text]

@@ -60,9 +60,8 @@ def report_from_explain_output(
     """
     output_dir = os.fspath(output_dir)
     if cases is None:
-        cases = sorted(
-            name for name in os.listdir(output_dir) if os.path.isfile(os.path.join(output_dir, name, f"{name}_segcam.json"))
-        )
+        names = sorted(os.listdir(output_dir))
+        cases = [n for n in names if os.path.isfile(os.path.join(output_dir, n, f"{n}_segcam.json"))]
     summaries = []
     for name in cases:
         with open(os.path.join(output_dir, name, f"{name}_segcam.json"), encoding="utf-8") as stream:

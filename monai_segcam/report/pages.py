@@ -40,14 +40,20 @@ def _script_json(data: Any) -> str:
 
 def _page(title: str, body: str, root: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{escape(title)}</title>\n<link rel=\"stylesheet\" href=\"{root}assets/report.css\">\n</head>\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<title>{escape(title)}</title>\n<link rel="stylesheet" href="{root}assets/report.css">\n</head>\n'
         f"<body>\n{body}\n</body>\n</html>\n"
     )
 
 
 def index_page(title: str, index: Mapping[str, Any], size: int) -> str:
-    """The index page: the table is built by ``assets/index.js`` from the embedded ``index`` data."""
+    """The index page: the table is built by ``assets/index.js`` from the embedded ``index`` data.
+
+    Example:
+        .. code-block:: python
+
+            html = index_page("Seg-CAM review report", {"flag_threshold": 0.5, "cases": rows}, size=812_000)
+    """
     cases = len(index["cases"])
     body = (
         f"<h1>{escape(title)}</h1>\n"
@@ -81,9 +87,15 @@ def case_page(
     following: str | None = None,
 ) -> str:
     """A case page: navigation, Dice, the statistics of every map (flagged rows marked; a click shows the map) and
-    the viewer, which ``assets/viewer.js`` builds from ``<token>.js``."""
+    the viewer, which ``assets/viewer.js`` builds from ``<token>.js``.
+
+    Example:
+        .. code-block:: python
+
+            html = case_page(report.cases["image000"], 0.5, {1: "liver"}, previous=None, following="image001")
+    """
     flagged = [entry for entry in summary["maps"] if is_flagged(entry, threshold)]
-    links = ["<a href=\"../index.html\">all cases</a>"]
+    links = ['<a href="../index.html">all cases</a>']
     links += [f"<a href=\"{escape(t)}.html\" rel=\"{r}\">{label}</a>" for t, r, label in (
         (previous, "prev", "‹ previous"), (following, "next", "next ›")) if t]  # fmt: skip
     badge = f" <span class=\"flag\">⚑ {len(flagged)} flagged map{'s' if len(flagged) != 1 else ''}</span>"
@@ -91,30 +103,36 @@ def case_page(
     header = "".join(f"<th>{escape(h)}</th>" for h in ("layer", "method", "class", *(h for _, h in _STAT_HEADERS)))
     rows = []
     for entry in summary["maps"]:
-        mark = " class=\"flagged\"" if entry in flagged else ""
+        mark = ' class="flagged"' if entry in flagged else ""
         cells = [escape(entry["layer"]), escape(entry["method"]), _class_name(entry["class"], class_names)]
         cells += [_number(entry.get(key)) for key, _ in _STAT_HEADERS]
         rows.append(f"<tr data-map=\"{entry['key']}\"{mark}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     body = (
         f"<nav>{' · '.join(links)}</nav>\n<h1>{escape(summary['name'])}{badge if flagged else ''}</h1>\n"
-        + (f"<p class=\"summary\">Dice: {dice}</p>\n" if dice else "")
-        + "<div id=\"viewer\"></div>\n"
+        + (f'<p class="summary">Dice: {dice}</p>\n' if dice else "")
+        + '<div id="viewer"></div>\n'
         + f"<table class=\"maps\"><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>\n"
-        + f"<p class=\"note\">Flagged (⚑): relevance mass in the explained region below {threshold:g}. Click a row "
+        + f'<p class="note">Flagged (⚑): relevance mass in the explained region below {threshold:g}. Click a row '
         "to show its map. Statistics from the handler's rows where given, else computed on this report's grid with "
         "the segmented class as the region.</p>\n"
-        + "<script src=\"../assets/viewer.js\"></script>\n"
+        + '<script src="../assets/viewer.js"></script>\n'
         + f"<script src=\"{escape(summary['token'])}.js\"></script>\n"
-        + "<script>SegCAMViewer.start(document.getElementById(\"viewer\"), window.SEGCAM_CASE);</script>"
+        + '<script>SegCAMViewer.start(document.getElementById("viewer"), window.SEGCAM_CASE);</script>'
     )
     return _page(f"{summary['name']} · Seg-CAM report", body, "../")
 
 
 def epochs_page(title: str, epochs: list[tuple[str, int, int]]) -> str:
-    """A page linking the reports of several epochs: ``(folder, number of cases, flagged cases)`` each."""
+    """A page linking the reports of several epochs: ``(folder, number of cases, flagged cases)`` each.
+
+    Example:
+        .. code-block:: python
+
+            html = epochs_page("Seg-CAM review report: epochs", [("epoch_0001", 2, 1), ("epoch_0002", 2, 0)])
+    """
     items = "".join(
-        f"<li><a href=\"{escape(folder)}/index.html\">{escape(folder)}</a>: {n} cases, {flagged} flagged</li>"
+        f'<li><a href="{escape(folder)}/index.html">{escape(folder)}</a>: {n} cases, {flagged} flagged</li>'
         for folder, n, flagged in epochs
     )
     root = f"{epochs[0][0]}/" if epochs else ""  # the style sheet of an epoch's report
-    return _page(title, f"<h1>{escape(title)}</h1>\n<ul class=\"epochs\">{items}</ul>", root)
+    return _page(title, f'<h1>{escape(title)}</h1>\n<ul class="epochs">{items}</ul>', root)

@@ -19,12 +19,26 @@ COLORMAPS: dict[str, list[tuple[int, int, int]]] = {
     "jet": [(0, 0, 143), (0, 0, 255), (0, 255, 255), (255, 255, 0), (255, 0, 0), (128, 0, 0)],
     "hot": [(10, 0, 0), (255, 0, 0), (255, 255, 0), (255, 255, 255)],
     "inferno": [
-        (0, 0, 4), (33, 12, 74), (87, 16, 110), (138, 34, 106), (188, 55, 84),
-        (228, 90, 49), (249, 142, 9), (249, 203, 53), (252, 255, 164),
+        (0, 0, 4),
+        (33, 12, 74),
+        (87, 16, 110),
+        (138, 34, 106),
+        (188, 55, 84),
+        (228, 90, 49),
+        (249, 142, 9),
+        (249, 203, 53),
+        (252, 255, 164),
     ],  # fmt: skip
     "viridis": [
-        (68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 140),
-        (40, 174, 128), (94, 201, 98), (173, 220, 48), (253, 231, 37),
+        (68, 1, 84),
+        (71, 45, 123),
+        (59, 82, 139),
+        (44, 114, 142),
+        (33, 145, 140),
+        (40, 174, 128),
+        (94, 201, 98),
+        (173, 220, 48),
+        (253, 231, 37),
     ],  # fmt: skip
     "red": [(64, 0, 0), (255, 0, 0), (255, 160, 160)],
 }
@@ -36,12 +50,23 @@ _PALETTE = [
 
 
 def class_color(index: int) -> tuple[int, int, int]:
-    """The display colour of class (label value or multi-label channel) ``index``, cycling through 10 colours."""
+    """The display colour of class ``index`` (a label value; multi-label channel ``c`` uses ``c + 1``), cycling
+    through 10 colours.
+
+    Example:
+        >>> class_color(1)
+        (0, 200, 255)
+    """
     return _PALETTE[(max(index, 1) - 1) % len(_PALETTE)]
 
 
 def lookup(values: np.ndarray, name: str = DEFAULT_COLORMAP) -> np.ndarray:
-    """RGB ``uint8`` colours ``(*values.shape, 3)`` of ``values`` in ``[0, 1]`` through colour map ``name``."""
+    """RGB ``uint8`` colours ``(*values.shape, 3)`` of ``values`` in ``[0, 1]`` through colour map ``name``.
+
+    Example:
+        >>> lookup(np.array([0.0, 1.0]), "hot").tolist()
+        [[10, 0, 0], [255, 255, 255]]
+    """
     stops = np.array(COLORMAPS[name], dtype=np.float64)
     position = np.clip(values, 0, 1) * (len(stops) - 1)
     low = np.minimum(np.floor(position).astype(int), len(stops) - 2)
@@ -70,6 +95,11 @@ def thumbnail(
 
     The slice arrays are ``(X, Y)`` on the RAS-ordered report grid; the picture shows anterior at the top and the
     patient's right on the right, like the viewer's axial plane.
+
+    Example:
+        .. code-block:: python
+
+            picture = thumbnail(image[:, :, k], cam[:, :, k] / cam.max(), [(seg[:, :, k] == 1, (0, 200, 255))])
     """
     grey = np.repeat((np.clip(image, 0, 1) * 255)[..., None], 3, axis=-1)
     if cam is not None:

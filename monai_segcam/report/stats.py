@@ -25,7 +25,12 @@ DEFAULT_FLAG_THRESHOLD = 0.5
 
 
 def finite_or_none(value: Any) -> float | None:
-    """``value`` as a float, or ``None`` when it is missing, not a number, NaN or infinite (JSON has no NaN)."""
+    """``value`` as a float, or ``None`` when it is missing, not a number, NaN or infinite (JSON has no NaN).
+
+    Example:
+        >>> finite_or_none("0.25"), finite_or_none("nan"), finite_or_none("")
+        (0.25, None, None)
+    """
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -51,6 +56,10 @@ def map_statistics(cam: np.ndarray, region: np.ndarray | None, label: np.ndarray
 
     Relevance mass is the share of the map's positive mass inside a mask (``None`` for a map without positive
     mass); the pointing game is 1 when the map's maximum lies inside the label.
+
+    Example:
+        >>> map_statistics(np.array([[[1.0, 3.0]]]), np.array([[[True, False]]]), None)["relevance_mass_region"]
+        0.25
     """
     cam = np.nan_to_num(cam.astype(np.float64))
     positive = np.clip(cam, 0, None)
@@ -96,6 +105,11 @@ def merge_rows(
 
 
 def is_flagged(entry: Mapping[str, Any], threshold: float) -> bool:
-    """Whether a map's relevance mass in the explained region is below ``threshold`` (unknown: not flagged)."""
+    """Whether a map's relevance mass in the explained region is below ``threshold`` (unknown: not flagged).
+
+    Example:
+        >>> is_flagged({"relevance_mass_region": 0.3}, 0.5), is_flagged({"relevance_mass_region": None}, 0.5)
+        (True, False)
+    """
     value = finite_or_none(entry.get("relevance_mass_region"))
     return value is not None and value < threshold

@@ -54,6 +54,11 @@ def as_volume(data: torch.Tensor | np.ndarray, reference: Grid | None = None) ->
 
     Raises:
         ValueError: for data that is not 3D, or a plain array whose shape differs from ``reference``'s.
+
+    Example:
+        .. code-block:: python
+
+            array, grid = as_volume(image)  # image: (1, X, Y, Z) MetaTensor -> its values and its affine
     """
     array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
     if array.ndim == 3:
@@ -121,6 +126,11 @@ def resample(array: np.ndarray, grid: Grid, target: Grid, nearest: bool = False)
     """``array`` ``(C, *grid.shape)`` on ``target``: trilinear after block averaging, or nearest for labels.
 
     Voxels of ``target`` outside the source volume get 0.
+
+    Example:
+        .. code-block:: python
+
+            on_report = resample(cam, cam_grid, report_grid(image_grid, 96))  # cam: (1, *cam_grid.shape)
     """
     if not nearest:
         array, grid = _area_prefilter(array.astype(np.float32, copy=False), grid, target)
@@ -156,7 +166,7 @@ def quantize(values: np.ndarray, kind: str) -> tuple[np.ndarray, float, float]:
             raise ValueError(f"Label maps in a report hold 0-255, got values {finite.min()}-{finite.max()}.")
         return np.rint(finite).astype(np.uint8), 1.0, 0.0
     if kind == "image":
-        low, high = (np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0))
+        low, high = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
     else:
         low, high = min(0.0, float(finite.min(initial=0.0))), float(finite.max(initial=0.0))
     low, high = float(low), float(high)
@@ -167,7 +177,14 @@ def quantize(values: np.ndarray, kind: str) -> tuple[np.ndarray, float, float]:
 
 
 def encode_nifti_gz(codes: np.ndarray, grid: Grid, slope: float = 1.0, inter: float = 0.0) -> bytes:
-    """The gzipped NIfTI-1 bytes of a ``uint8`` volume on ``grid`` (little endian, deterministic)."""
+    """The gzipped NIfTI-1 bytes of a ``uint8`` volume on ``grid`` (little endian, deterministic).
+
+    Example:
+        .. code-block:: python
+
+            codes, slope, inter = quantize(cam, "cam")
+            open("cam.nii.gz", "wb").write(encode_nifti_gz(codes, grid, slope, inter))
+    """
     if codes.dtype != np.uint8 or codes.shape != grid.shape:
         raise ValueError(f"Expected uint8 codes of shape {grid.shape}, got {codes.dtype} {codes.shape}.")
     header = nib.Nifti1Header(endianness="<")
@@ -180,7 +197,12 @@ def encode_nifti_gz(codes: np.ndarray, grid: Grid, slope: float = 1.0, inter: fl
 
 
 def bitmask(channels: np.ndarray) -> np.ndarray:
-    """One byte per voxel from up to 8 binary channels ``(C, *spatial)``: bit ``c`` is channel ``c``."""
+    """One byte per voxel from up to 8 binary channels ``(C, *spatial)``: bit ``c`` is channel ``c``.
+
+    Example:
+        >>> int(bitmask(np.array([[1.0], [0.0], [1.0]]))[0])
+        5
+    """
     if channels.shape[0] > MAX_BITMASK_CLASSES:
         raise ValueError(
             f"A multi-label segmentation in a report holds at most {MAX_BITMASK_CLASSES} channels, got "
@@ -195,6 +217,10 @@ def label_channels(segmentation: np.ndarray, multi_label: bool) -> np.ndarray:
 
     A single channel is a label map; several channels are one-hot or scores (argmax), or with ``multi_label``
     independent binary masks (``> 0.5``).
+
+    Example:
+        >>> label_channels(np.array([[0.2, 0.9], [0.8, 0.1]]), multi_label=False).tolist()
+        [1, 0]
     """
     if segmentation.shape[0] == 1:
         return np.rint(segmentation[0]).astype(np.int64) if not multi_label else bitmask(segmentation)
@@ -202,7 +228,12 @@ def label_channels(segmentation: np.ndarray, multi_label: bool) -> np.ndarray:
 
 
 def class_masks(labels: np.ndarray, classes: Sequence[int], multi_label: bool) -> np.ndarray:
-    """Boolean masks ``(n, X, Y, Z)`` of ``classes`` in a label map or bitmask."""
+    """Boolean masks ``(n, X, Y, Z)`` of ``classes`` in a label map or bitmask.
+
+    Example:
+        >>> class_masks(np.array([0, 1, 2]), [1, 2], multi_label=False).tolist()
+        [[False, True, False], [False, False, True]]
+    """
     if multi_label:
         return np.stack([(labels.astype(np.int64) >> c) & 1 > 0 for c in classes])
     return np.stack([labels == c for c in classes])

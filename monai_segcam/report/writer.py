@@ -27,7 +27,17 @@ from ..utils.io import atomic_output, safe_token
 from . import pages
 from .pictures import COLORMAPS, DEFAULT_COLORMAP, class_color, encode_png, thumbnail
 from .stats import DEFAULT_FLAG_THRESHOLD, dice, is_flagged, map_statistics, merge_rows
-from .volumes import MAX_BITMASK_CLASSES, Grid, as_volume, class_masks, encode_nifti_gz, label_channels, quantize, report_grid, resample
+from .volumes import (
+    MAX_BITMASK_CLASSES,
+    Grid,
+    as_volume,
+    class_masks,
+    encode_nifti_gz,
+    label_channels,
+    quantize,
+    report_grid,
+    resample,
+)
 
 __all__ = ["SegCAMReport", "cams_from_layers", "report_size", "write_epochs_index"]
 
@@ -58,7 +68,13 @@ def cams_from_layers(
 
 
 def report_size(folder: str | os.PathLike) -> int:
-    """The bytes of every file under ``folder``."""
+    """The bytes of every file under ``folder``.
+
+    Example:
+        .. code-block:: python
+
+            print(f"{report_size('report') / 1e6:.1f} MB")
+    """
     return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
 
 
@@ -84,9 +100,10 @@ class SegCAMReport:
         title: the title of the index page.
         flag_threshold: the default flag threshold on ``relevance_mass_region`` (see
             :py:data:`~monai_segcam.report.stats.DEFAULT_FLAG_THRESHOLD`, 0.5).
-        max_size: the largest side of the stored image, segmentation and label, in voxels (default 128).
+        max_size: the largest side of the stored image, segmentation and label, in voxels (default 96; the image
+            is most of a report's size: see the figures in ``docs/report.md``).
         cam_max_size: the largest side of the stored CAMs (default: half of ``max_size``; the viewer interpolates
-            them trilinearly). CAMs cost most of a report's size; their detail is coarser than the image's anyway.
+            them trilinearly, and their detail is coarser than the image's anyway).
         class_names: names of the classes (label values, or channels of a multi-label output) by index.
         multi_label: segmentations and labels with several channels are independent binary masks (sigmoid
             outputs) rather than one-hot or scores (argmax).
@@ -107,7 +124,7 @@ class SegCAMReport:
         output_dir: str | os.PathLike,
         title: str = "Seg-CAM review report",
         flag_threshold: float = DEFAULT_FLAG_THRESHOLD,
-        max_size: int = 128,
+        max_size: int = 96,
         cam_max_size: int | None = None,
         class_names: Mapping[int, str] | Sequence[str] | None = None,
         multi_label: bool = False,
@@ -160,7 +177,8 @@ class SegCAMReport:
             raise ValueError(f"Case {name!r} was added already.")
         image_array, image_grid = as_volume(image)
         if not 0 <= self.image_channel < image_array.shape[0]:
-            raise ValueError(f"image_channel {self.image_channel} is not a channel of an image with {image_array.shape[0]}.")
+            channels = image_array.shape[0]
+            raise ValueError(f"image_channel {self.image_channel} is not a channel of an image with {channels}.")
         grid = report_grid(image_grid, self.max_size)
         shown = resample(image_array[self.image_channel : self.image_channel + 1], image_grid, grid)[0]
         volumes = {"image": _encoded(shown, grid, "image")}
@@ -219,9 +237,13 @@ class SegCAMReport:
         path = os.path.join(self.output_dir, "index.html")
         if os.path.exists(path):
             os.remove(path)
-        size = report_size(self.output_dir)
-        html = pages.index_page(self.title, index, size)
-        self._write_text("index.html", pages.index_page(self.title, index, size + len(html.encode("utf-8"))))
+        others, size = report_size(self.output_dir), 0
+        for _ in range(5):  # the page states the folder's size, its own bytes included: find the fixed point
+            html = pages.index_page(self.title, index, size)
+            if others + len(html.encode("utf-8")) == size:
+                break
+            size = others + len(html.encode("utf-8"))
+        self._write_text("index.html", html)
         return path
 
     # helpers -------------------------------------------------------------------------------------------------------
@@ -263,8 +285,9 @@ class SegCAMReport:
                 present |= {c for c in range(MAX_BITMASK_CLASSES) if bits >> c & 1}
             else:
                 present |= {int(v) for v in np.unique(value[2]) if v != 0}
+        shift = int(self.multi_label)  # multi-label channel 0 is a class, not the background
         return [
-            {"index": c, "name": self.class_names.get(c, f"class {c}"), "color": list(class_color(c + self.multi_label))}
+            {"index": c, "name": self.class_names.get(c, f"class {c}"), "color": list(class_color(c + shift))}
             for c in sorted(present)
         ]
 
@@ -312,7 +335,13 @@ class SegCAMReport:
 
 
 def write_epochs_index(root: str | os.PathLike, title: str = "Seg-CAM review report") -> str:
-    """Write ``root/index.html`` linking the reports ``root/epoch_NNNN/`` (one per validation epoch); returns it."""
+    """Write ``root/index.html`` linking the reports ``root/epoch_NNNN/`` (one per validation epoch); returns it.
+
+    Example:
+        .. code-block:: python
+
+            write_epochs_index("cams/report")  # cams/report/index.html -> epoch_0001/index.html, ...
+    """
     root = os.fspath(root)
     epochs = []
     for folder in sorted(os.listdir(root)):

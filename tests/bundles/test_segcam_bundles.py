@@ -216,6 +216,9 @@ def test_train_with_cams_per_validation_epoch(tmp_path):
                 assert (folder / f"image002_cam_hirescam_{layer}_class{c}.png").stat().st_size > 1000
         rows = read_csv(folder / "segcam_stats.csv")
         assert {row["epoch"] for row in rows if row["status"] == "ok"} == {str(epoch)}
+        report = tmp_path / "eval" / "cams" / "report" / f"epoch_{epoch:04d}"  # the review report of the epoch
+        assert (report / "cases" / "image002.js").stat().st_size > 1000 and (report / "index.html").exists()
+    assert 'href="epoch_0002/index.html"' in (tmp_path / "eval" / "cams" / "report" / "index.html").read_text()
 
 
 # generic overlay on a model-zoo style bundle -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ trained UNet like ``inference.json`` does (sliding windows 64x64x48, Seg-HiRes-G
 ``pre_head``, classes 1 and 2: four maps per case), with its prediction and label. Prints the report's size, the
 size per case and volume kind, and the size of the folder zipped.
 
-Run: ``python benchmarks/bench_report_size.py --cases 100`` (demo-sized 80x80x56 volumes, about 3 minutes on 2 CPU
+Run: ``python benchmarks/bench_report_size.py --cases 100`` (demo-sized 80x80x56 volumes, about 10 minutes on 2 CPU
 cores); ``--shape 192 192 128 --cases 10`` for CT-sized volumes (report grid 96x96x64).
 """
 

@@ -45,7 +45,8 @@ class SegCAMReportHandler:
     classes, keys and multi-label setting are used, and its statistics rows (:py:attr:`SegCAMHandler.rows`) fill the
     report's table; attach this handler *after* it (later in ``val_handlers``).
 
-    Under ``torch.distributed`` each rank stores its own cases and ``save_rank`` writes the pages of all of them.
+    Under ``torch.distributed`` each rank stores its own cases and ``save_rank`` writes the pages of all of them,
+    in the order of their names (in one process: in the order of the data).
 
     Args:
         output_dir: the report folder (``index.html`` inside); with ``epoch_subdir`` one report per epoch in
@@ -177,6 +178,7 @@ class SegCAMReportHandler:
                 return
             for summary in summaries:
                 report.add_summary(summary)
+            report.cases = {name: report.cases[name] for name in sorted(report.cases)}  # ranks interleave the data
         if rank != self.save_rank or not report.cases:
             return
         if self.segcam_handler is not None:

@@ -63,12 +63,12 @@ def screenshots(report: Path) -> dict[str, np.ndarray]:
     """The README's two pictures: the index with the flagged map's statistics, and the flagged map of image000."""
     browser = Browser()
     try:
-        page = browser.open(report / "index.html", width=1100, height=420)
+        page = browser.open(report / "index.html", width=1240, height=430)
         page.select_option("#map", label="bottleneck · hirescam · class 2")
         pictures = {"index": screenshot(page)}
         page.click("#cases a[href='cases/image000.html'] >> nth=1")
         page.wait_for_selector("#viewer[data-rendered]")
-        page.set_viewport_size({"width": 1300, "height": 960})
+        page.set_viewport_size({"width": 1300, "height": 790})
         settle(page, lambda: page.click("table.maps tbody tr[data-map='cam1']"))  # bottleneck, class 2: flagged
         settle(page, lambda: page.click("#peak"))
         pictures["case"] = screenshot(page)

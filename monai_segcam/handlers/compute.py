@@ -1,0 +1,336 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""The compute handler: Seg-CAMs of an evaluator's batch at ``FORWARD_COMPLETED``, into ``engine.state.output``, and
+the cases (:py:class:`CAMCase`) the saver, statistics and TensorBoard handlers read."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from monai.data import MetaTensor
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer
+from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_version, optional_import
+from torch import nn
+
+from ..cam import Region, SegCAM, SlidingWindowSegCAM
+from ..cam.regions import as_region, region_weights
+from ..inferers.segcam_inferer import make_segcam, region_source
+from ..outputs import cam_output_keys, safe_case_name
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
+
+__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "rank_and_world"]
+
+
+class OnError(StrEnum):
+    """What the handlers do when a case fails: ``"raise"`` (naming the case) or ``"skip"`` (record the case and its
+    error in the CSV and :py:attr:`SegCAMHandler.failed`, and continue)."""
+
+    RAISE = "raise"
+    SKIP = "skip"
+
+
+@dataclass
+class CAMCase:
+    """One case of a batch, from :py:class:`SegCAMComputeHandler` to the saver, statistics and TensorBoard handlers.
+
+    Attributes:
+        index: the case's position in the batch.
+        name: the file-name-safe case name, unique within the epoch.
+        epoch: the engine's epoch.
+        status: ``"ok"``, ``"failed"`` or ``"resumed"`` (its outputs exist from an earlier run).
+        error: why it failed.
+        image: the network input ``(C, *spatial)``.
+        cams: the maps per layer, ``MetaTensor`` ``(n_classes, *spatial)`` on the network input grid with the
+            image's metadata.
+        region: the explained region per class ``(n_classes, *spatial)`` (bool).
+        label: the case's ground truth as the engine output holds it (``None`` without one).
+        files: the files written per ``(layer, class)``.
+        named_by: the batch key whose source file named the case when the image has no source-file metadata of
+            its own (e.g. the first of several loaded images a bundle concatenates), else ``None``.
+    """
+
+    index: int
+    name: str
+    epoch: int
+    status: str = "ok"
+    error: str = ""
+    image: torch.Tensor | None = None
+    cams: dict[str, MetaTensor] = field(default_factory=dict)
+    region: torch.Tensor | None = None
+    label: Any = None
+    files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    named_by: str | None = None
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of ``torch.distributed``, ``(0, 1)`` outside it.
+
+    Example:
+        .. code-block:: python
+
+            rank, world = rank_and_world()
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Logger) -> None:
+    """Apply the error policy to a failed case: raise naming it (``"raise"``), or mark it failed and log (``"skip"``).
+
+    Example:
+        .. code-block:: python
+
+            try:
+                save(case)
+            except Exception as error:
+                fail_case(case, error, "skip", logger)
+    """
+    if look_up_option(on_error, OnError) == OnError.RAISE:
+        raise RuntimeError(f"SegCAMHandler: case {case.name!r} failed: {type(error).__name__}: {error}") from error
+    case.status, case.error = "failed", f"{type(error).__name__}: {error}".replace("\n", " ")
+    case.cams, case.files = {}, {}
+    logger.warning(f"SegCAMHandler: skipping case {case.name!r}: {case.error}")
+
+
+class SegCAMComputeHandler:
+    """Compute Seg-CAMs at ``IterationEvents.FORWARD_COMPLETED`` of a ``SupervisedEvaluator``, reusing its prediction.
+
+    At ``FORWARD_COMPLETED`` ``engine.state.output`` is the batch-first dict ``{"image", "label", "pred"}``
+    (``output_transform`` reads other layouts). The handler computes the CAM of each selected case from its
+    prediction (no extra prediction pass for prediction-based regions) and, when every case of the batch has one,
+    writes it batch first into ``engine.state.output`` under the keys of
+    :py:func:`~monai_segcam.outputs.cam_output_keys` (``cam_key``, or ``f"{cam_key}_{layer}"`` per layer when
+    ``layers`` is a list), on the network input grid with the image's metadata, so that the engine's postprocessing
+    (``Invertd``, ``SaveImaged``) handles it like the prediction. The batch's cases (:py:class:`CAMCase`) are
+    :py:meth:`cases`, for the saver, statistics and TensorBoard handlers.
+
+    Cases are named after their source file (``filename_or_obj`` of the image, or of the first loaded key of
+    ``engine.state.batch`` when the image has none, e.g. when a bundle concatenates several loaded images).
+
+    Args:
+        network: the network to explain; defaults to the engine's ``network``.
+        layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
+        method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
+        classes: the explained class index or indices.
+        region: the explained region (``"pred"``, ``"label"``, ``"fp"``, ``"fn"``, ``"all"``, a region object, a
+            mask shared by every case...).
+        inferer: the inferer whose windows the CAM uses; defaults to the engine's ``inferer``.
+        cam_key: the output key of the CAM.
+        image_key: the output key of the network input.
+        pred_key: the output key of the prediction (``None``: the CAM engine predicts again).
+        label_key: the output key of the ground truth (``None``: no label).
+        output_transform: ``engine.state.output -> (image, pred, label)`` (batch first); replaces the three keys.
+        interval: run every ``interval`` epochs (``epoch_level=True``) or iterations (``epoch_level=False``).
+        epoch_level: see ``interval``.
+        cases: the case names or a predicate on them choosing the cases; ``None``: all.
+        max_cases: at most this many cases per epoch and rank.
+        on_error: ``"raise"`` or ``"skip"``, see :py:class:`OnError`.
+        done: ``(case name, engine) -> bool``: the case's outputs exist already (resume); it is not computed again.
+        name: the logger name.
+        cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
+
+    Example:
+        .. code-block:: python
+
+            compute = SegCAMComputeHandler(layers="pre_head", classes=1)
+            compute.attach(evaluator)  # then evaluator.state.output["cam"] after each forward pass
+    """
+
+    def __init__(
+        self,
+        network: nn.Module | None = None,
+        layers: str | Sequence[str] = "pre_head",
+        method: str = "hirescam",
+        classes: int | Sequence[int] = 1,
+        region: str | Region | torch.Tensor = "pred",
+        inferer: Inferer | None = None,
+        cam_key: str = "cam",
+        image_key: str = "image",
+        pred_key: str | None = "pred",
+        label_key: str | None = "label",
+        output_transform: Callable[[Any], tuple[Any, Any, Any]] | None = None,
+        interval: int = 1,
+        epoch_level: bool = True,
+        cases: Sequence[str] | Callable[[str], bool] | None = None,
+        max_cases: int | None = None,
+        on_error: str = OnError.RAISE,
+        done: Callable[[str, Engine], bool] | None = None,
+        name: str | None = None,
+        **cam_kwargs: Any,
+    ) -> None:
+        if interval < 1:
+            raise ValueError(f"interval must be a positive integer, got {interval}.")
+        if max_cases is not None and max_cases < 0:
+            raise ValueError(f"max_cases must be None or non-negative, got {max_cases}.")
+        self.network, self.inferer = network, inferer
+        self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
+        self.output_keys = cam_output_keys(cam_key, layers)
+        self.layers = list(self.output_keys)
+        self.method = method if isinstance(method, str) else type(method).__name__
+        self.classes = tuple(int(c) for c in ensure_tuple(classes))
+        self.region = region
+        self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
+        self.output_transform = output_transform or self._from_output
+        self.interval, self.epoch_level = interval, epoch_level
+        self.case_filter, self.max_cases = cases, max_cases
+        self.on_error = look_up_option(on_error, OnError)
+        self.done = done
+        self.multi_label = bool(cam_kwargs.get("multi_label", False))
+        self.logger = logging.getLogger(name or __name__)
+        self.segcam: SegCAM | SlidingWindowSegCAM | None = None
+        self.batch: list[CAMCase] = []
+        self._sources: dict[str, str] = {}
+        self._count = 0
+
+    def attach(self, engine: Engine) -> None:
+        """Register the handler's events on ``engine``; the CAM engine is built at ``STARTED`` (workflows attach
+        handlers before they set their ``network`` and ``inferer``).
+
+        Example:
+            .. code-block:: python
+
+                SegCAMComputeHandler(classes=1).attach(evaluator)
+        """
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
+        engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self)
+
+    def cases(self, engine: Engine) -> list[CAMCase]:
+        """The cases of the current batch (the ``source`` of the saver, statistics and TensorBoard handlers)."""
+        return self.batch
+
+    def active(self, engine: Engine) -> bool:
+        """Whether this epoch (``epoch_level``) or iteration is one of every ``interval``."""
+        count = engine.state.epoch if self.epoch_level else engine.state.iteration
+        return count % self.interval == 0
+
+    def started(self, engine: Engine) -> None:
+        """``STARTED``: build the CAM engine from the engine's network and inferer."""
+        network = self.network if self.network is not None else getattr(engine, "network", None)
+        if not isinstance(network, nn.Module):
+            raise ValueError("SegCAMHandler needs a network: pass `network=` or attach it to an engine with one.")
+        inferer = self.inferer if self.inferer is not None else getattr(engine, "inferer", None)
+        if self.segcam is None or self.segcam.network is not network:
+            self.segcam = make_segcam(network, inferer, **self.cam_kwargs)
+
+    def epoch_started(self, engine: Engine) -> None:
+        """``EPOCH_STARTED``: forget the previous epoch's case names and count."""
+        self.batch, self._sources, self._count = [], {}, 0
+
+    def __call__(self, engine: Engine) -> None:
+        """``FORWARD_COMPLETED``: the CAMs of the batch's selected cases, into ``engine.state.output``."""
+        self.batch = []
+        if not self.active(engine):
+            return
+        image, pred, label = self.output_transform(engine.state.output)
+        for i in range(image.shape[0]):
+            name, named_by = self._case_name(image[i], i, engine)
+            case = CAMCase(i, name, engine.state.epoch, named_by=named_by)
+            if not self._selected(case.name):
+                continue
+            self._count += 1
+            self.batch.append(case)
+            if self.done is not None and self.done(case.name, engine):
+                case.status = "resumed"
+                continue
+            try:
+                self._compute(case, image[i], pred, label)
+            except Exception as error:  # noqa: BLE001 -- recorded or re-raised with the case name
+                fail_case(case, error, self.on_error, self.logger)
+        if len(self.batch) == image.shape[0] and all(case.status == "ok" for case in self.batch):
+            for layer, key in self.output_keys.items():
+                stacked = MetaTensor(torch.stack([case.cams[layer].as_tensor() for case in self.batch]))
+                engine.state.output[key] = stacked.copy_meta_from(image) if isinstance(image, MetaTensor) else stacked
+
+    def _from_output(self, output: Any) -> tuple[Any, Any, Any]:
+        if not isinstance(output, Mapping) or self.image_key not in output:
+            raise KeyError(
+                f"SegCAMHandler expects engine.state.output to be a dict with {self.image_key!r} at FORWARD_COMPLETED "
+                "(a SupervisedEvaluator's output); check image_key or give output_transform."
+            )
+        pred = output.get(self.pred_key) if self.pred_key is not None else None
+        return output[self.image_key], pred, output.get(self.label_key) if self.label_key is not None else None
+
+    def _selected(self, name: str) -> bool:
+        if self.max_cases is not None and self._count >= self.max_cases:
+            return False
+        if self.case_filter is None:
+            return True
+        return bool(self.case_filter(name)) if callable(self.case_filter) else name in self.case_filter
+
+    def _case_name(self, item: torch.Tensor, index: int, engine: Engine) -> tuple[str, str | None]:
+        """The case name from the source file's metadata, unique within the epoch, and the key that named it."""
+        named_by, meta = _source_meta(item, index, engine, self.label_key)
+        rank, world = rank_and_world()
+        fallback = f"case_it{engine.state.iteration}_{index}" + (f"_rank{rank}" if world > 1 else "")
+        name = safe_case_name(meta, default=fallback)
+        source = str(meta.get("filename_or_obj") or fallback)
+        if self._sources.setdefault(name, source) != source:  # two sources with one base name
+            name = f"{name}_{hashlib.sha1(source.encode()).hexdigest()[:8]}"
+            self._sources.setdefault(name, source)
+        return name, named_by
+
+    def _compute(self, case: CAMCase, item: torch.Tensor, pred: Any, label: torch.Tensor | None) -> None:
+        if self.segcam is None:
+            raise RuntimeError("SegCAMHandler is not attached to an engine.")
+        index = case.index
+        item_pred = region_source(pred[index : index + 1], self.multi_label) if pred is not None else None
+        case.label = label[index] if isinstance(label, (torch.Tensor, list, tuple)) else label
+        item_label = label[index : index + 1].detach() if isinstance(label, torch.Tensor) else None
+        if isinstance(item_label, MetaTensor):
+            item_label = item_label.as_tensor()
+        result = self.segcam(item[None], classes=self.classes, region=self.region, pred=item_pred, label=item_label)
+        per_layer = result if isinstance(result, Mapping) else {self.layers[0]: result}
+        case.cams = {layer: _on_grid(per_layer[layer], item) for layer in self.layers}
+        case.image, case.region = item.detach(), self._region(item, item_pred, item_label)
+
+    def _region(self, item, item_pred, item_label) -> torch.Tensor | None:
+        """The explained region ``(n_classes, *spatial)`` (bool), or ``None`` when it cannot be built here."""
+        region = as_region(self.region)
+        if region.needs_prediction and item_pred is None:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            weights = region_weights(
+                region, item_pred, self.classes, item.shape[1:], 1, item_label, self.multi_label, device="cpu",
+                warn_empty=False,
+            )  # fmt: skip
+        return weights[0].cpu() > 0
+
+
+def _source_meta(
+    item: torch.Tensor, index: int, engine: Engine, label_key: str | None
+) -> tuple[str | None, Mapping[str, Any]]:
+    """The metadata naming a case: the image's (key ``None``), else that of the first key of the engine's batch
+    loaded from a file (with that key)."""
+    meta = item.meta if isinstance(item, MetaTensor) else {}
+    if meta.get("filename_or_obj"):
+        return None, meta
+    batch = getattr(engine.state, "batch", None)
+    for key, value in batch.items() if isinstance(batch, Mapping) else ():
+        if key != label_key and isinstance(value, MetaTensor) and value.is_batch and index < len(value):
+            if value[index].meta.get("filename_or_obj"):
+                return str(key), value[index].meta
+    return None, meta
+
+
+def _on_grid(cam: torch.Tensor, item: torch.Tensor) -> MetaTensor:
+    """The item's CAM ``(n, *spatial)`` (batch dim dropped) with the item's metadata."""
+    value = cam.as_tensor() if isinstance(cam, MetaTensor) else cam
+    out = MetaTensor(value[0].detach())
+    return out.copy_meta_from(item) if isinstance(item, MetaTensor) else out

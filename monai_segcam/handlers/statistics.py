@@ -1,0 +1,178 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""The statistics handler: one CSV row per case, layer and class (:py:func:`~monai_segcam.metrics.cam_statistics`),
+gathered across ranks and written once per epoch; label statistics are optional and never fatal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from monai.utils import IgniteInfo, ensure_tuple, min_version, optional_import
+from monai.utils.dist import string_list_all_gather
+
+from ..metrics import cam_statistics, label_masks
+from ..outputs import RowJournal, cam_output_keys, merge_rows, read_table, safe_path, table_rows, write_table
+from .compute import CAMCase, rank_and_world
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
+
+__all__ = ["SegCAMStatsHandler"]
+
+
+class SegCAMStatsHandler:
+    """Record the statistics of each case (after the saver, at ``ITERATION_COMPLETED``) and write them as a CSV at
+    ``EPOCH_COMPLETED``.
+
+    One row per case, layer and class (:py:data:`~monai_segcam.outputs.CSV_COLUMNS`): CAM maximum, mean, standard
+    deviation, size of the explained region and relevance mass inside it, relevance mass and pointing game inside the
+    label, the files written; failed cases with their error; ``mean``/``std`` summary rows per layer and class
+    (``n`` is the number of cases summarised). Label statistics need a label on the network grid: a label that is
+    missing, not loaded, not channel first, on another grid or of another kind leaves those columns empty, and the
+    handler says once why.
+
+    Under ``torch.distributed`` the rows are gathered to ``save_rank``, which writes the CSV (duplicates that a
+    sampler's padding creates are dropped). Each rank also appends its finished rows to a hidden journal beside the
+    CSV, so that a run killed before ``EPOCH_COMPLETED`` loses no finished case: :py:meth:`recorded` tells a resumed
+    run which cases are done, and their rows are restored from the journal or the previous CSV.
+
+    Args:
+        source: ``engine -> cases``, e.g. :py:meth:`~monai_segcam.handlers.SegCAMComputeHandler.cases`.
+        method: the CAM method's name.
+        layers: the layer(s), as given to the compute handler.
+        classes: the explained class indices.
+        output_dir: the folder of the CSV; ``None`` keeps the rows in :py:attr:`rows` only.
+        csv_name: the CSV file name; ``None`` writes none.
+        epoch_subdir: write into ``output_dir/epoch_NNNN``.
+        interval: write every ``interval`` epochs (``epoch_level``).
+        epoch_level: see ``interval``.
+        save_rank: the rank that writes the CSV.
+        name: the logger name.
+
+    Example:
+        .. code-block:: python
+
+            compute = SegCAMComputeHandler(classes=1)
+            stats = SegCAMStatsHandler(compute.cases, classes=1, output_dir="cams")
+            for handler in (compute, stats):
+                handler.attach(evaluator)
+    """
+
+    def __init__(
+        self,
+        source: Callable[[Engine], Sequence[CAMCase]],
+        method: str = "hirescam",
+        layers: str | Sequence[str] = "pre_head",
+        classes: int | Sequence[int] = 1,
+        output_dir: str | os.PathLike | None = None,
+        csv_name: str | None = "segcam_stats.csv",
+        epoch_subdir: bool = False,
+        interval: int = 1,
+        epoch_level: bool = True,
+        save_rank: int = 0,
+        name: str | None = None,
+    ) -> None:
+        self.source = source
+        self.method = method
+        self.layers = list(cam_output_keys("cam", layers))
+        self.classes = tuple(int(c) for c in ensure_tuple(classes))
+        self.output_dir = None if output_dir is None else os.fspath(output_dir)
+        self.csv_name = csv_name if self.output_dir is not None else None
+        self.epoch_subdir, self.interval, self.epoch_level = epoch_subdir, interval, epoch_level
+        self.save_rank = save_rank
+        self.logger = logging.getLogger(name or __name__)
+        self.rows: list[dict[str, Any]] = []
+        self.failed: dict[str, str] = {}
+        self._previous: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._said_label = False
+
+    def attach(self, engine: Engine) -> None:
+        """Register the handler's events on ``engine``."""
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+
+    def started(self, engine: Engine) -> None:
+        """``STARTED``: check ``save_rank``."""
+        _, world = rank_and_world()
+        if not 0 <= self.save_rank < world:
+            raise ValueError(f"save_rank {self.save_rank} is not a rank of this run (world size {world}).")
+
+    def epoch_started(self, engine: Engine) -> None:
+        """``EPOCH_STARTED``: forget the previous epoch's rows; read what an earlier run recorded (CSV, journals)."""
+        self.rows, self.failed, self._previous = [], {}, {}
+        journal = self._journal(engine)
+        if journal is not None:
+            previous = read_table(os.path.join(journal.folder, journal.csv_name))
+            self._previous = {**previous, **journal.read(engine.state.epoch)}
+
+    def recorded(self, name: str, engine: Engine) -> bool:
+        """Whether an earlier run recorded every row of case ``name`` with status ``ok`` (for ``resume``)."""
+        if self.csv_name is None:
+            return True
+        keys = [(name, layer, self.method, str(c)) for layer in self.layers for c in self.classes]
+        return all(self._previous.get(key, {}).get("status") == "ok" for key in keys)
+
+    def __call__(self, engine: Engine) -> None:
+        """``ITERATION_COMPLETED``: the rows of the batch's cases."""
+        rows = []
+        for case in self.source(engine):
+            if case.status == "failed":
+                self.failed[case.name] = case.error
+            rows += self._case_rows(case)
+        self.rows += rows
+        journal = self._journal(engine)
+        if journal is not None:
+            journal.append([row for row in rows if row["status"] == "ok"], engine.state.epoch, rank_and_world()[0])
+
+    def epoch_completed(self, engine: Engine) -> None:
+        """``EPOCH_COMPLETED``: gather the rows to ``save_rank`` and write the CSV there."""
+        if self.epoch_level and engine.state.epoch % self.interval:
+            return
+        texts = string_list_all_gather([json.dumps(row) for row in self.rows])
+        gathered = [json.loads(text) for text in texts if text]  # a rank without rows sends ""
+        if rank_and_world()[0] != self.save_rank:
+            return
+        self.rows = merge_rows(gathered, self._previous)
+        failed = sorted({f"{row['case']}: {row['error']}" for row in self.rows if row["status"] == "failed"})
+        if failed:
+            self.logger.warning(f"SegCAMHandler: {len(failed)} case(s) failed: " + "; ".join(failed))
+        journal = self._journal(engine)
+        if journal is not None:
+            write_table(safe_path(journal.folder, journal.csv_name), self.rows)
+            journal.remove(engine.state.epoch)
+
+    def _journal(self, engine: Engine) -> RowJournal | None:
+        if self.output_dir is None or self.csv_name is None:
+            return None
+        folder = self.output_dir
+        if self.epoch_subdir:
+            folder = os.path.join(folder, f"epoch_{engine.state.epoch:04d}")
+        return RowJournal(folder, self.csv_name)
+
+    def _case_rows(self, case: CAMCase) -> list[dict[str, Any]]:
+        if case.status != "ok":
+            return [row for layer in self.layers for row in self._rows(case, layer, None)]
+        label, reason = label_masks(case.label, self.classes, case.image)
+        if label is None and not self._said_label:  # once per run, not per case
+            self._said_label = True
+            log = self.logger.info if case.label is None else self.logger.warning
+            log(f"SegCAMHandler: label statistics left empty: {reason} (first seen in case {case.name!r}).")
+        return [
+            row
+            for layer, cam in case.cams.items()
+            for row in self._rows(case, layer, cam_statistics(cam, case.region, label))
+        ]
+
+    def _rows(self, case: CAMCase, layer: str, stats: Any) -> list[dict[str, Any]]:
+        return table_rows(case.name, self.method, layer, self.classes, stats, case.status, case.error, case.epoch,
+                          case.files)  # fmt: skip

@@ -36,9 +36,9 @@ from ..cam.regions import region_weights
 from ..metrics import cam_statistics, label_masks
 from ..outputs import (
     CAMWriter,
+    CaseNamer,
     merge_rows,
     table_rows,
-    unique_case_names,
     write_nifti,
     write_png,
     write_table,
@@ -403,7 +403,8 @@ def run_explain(args: Namespace) -> int:
         raise CLIError(f"--output {args.output} exists and is not a folder")
     os.makedirs(output, exist_ok=True)
     settings = _settings(args, predictor, device)
-    cases = list(zip(args.images, labels, unique_case_names(args.images)))
+    namer = CaseNamer()  # the handlers' names: one input, one name by every front door
+    cases = [(path, label, namer(path)) for path, label in zip(args.images, labels)]
     if has_tqdm and not args.quiet and len(cases) > 1:
         cases = tqdm(cases, desc="cases", unit="case")
     failed, rows = 0, []

@@ -4,15 +4,12 @@ the cases (:py:class:`CAMCase`) the saver, statistics and TensorBoard handlers r
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer
@@ -20,11 +17,11 @@ from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_v
 from torch import nn
 
 from ..cam import Region, SegCAM, SlidingWindowSegCAM
-from ..cam.regions import as_region, region_weights
-from ..inferers.segcam_inferer import make_segcam, region_source
-from ..outputs import cam_output_keys, safe_case_name
+from ..inferers.segcam_inferer import item_maps, make_segcam, region_source
+from ..outputs import CaseNamer, cam_output_keys
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
@@ -32,7 +29,7 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "rank_and_world"]
+__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case"]
 
 
 class OnError(StrEnum):
@@ -45,23 +42,12 @@ class OnError(StrEnum):
 
 @dataclass
 class CAMCase:
-    """One case of a batch, from :py:class:`SegCAMComputeHandler` to the saver, statistics and TensorBoard handlers.
-
-    Attributes:
-        index: the case's position in the batch.
-        name: the file-name-safe case name, unique within the epoch.
-        epoch: the engine's epoch.
-        status: ``"ok"``, ``"failed"`` or ``"resumed"`` (its outputs exist from an earlier run).
-        error: why it failed.
-        image: the network input ``(C, *spatial)``.
-        cams: the maps per layer, ``MetaTensor`` ``(n_classes, *spatial)`` on the network input grid with the
-            image's metadata.
-        region: the explained region per class ``(n_classes, *spatial)`` (bool).
-        label: the case's ground truth as the engine output holds it (``None`` without one).
-        files: the files written per ``(layer, class)``.
-        named_by: the batch key whose source file named the case when the image has no source-file metadata of
-            its own (e.g. the first of several loaded images a bundle concatenates), else ``None``.
-    """
+    """One case of a batch, from :py:class:`SegCAMComputeHandler` to the saver, statistics and TensorBoard handlers:
+    its position in the batch, name, epoch, status (``"ok"``, ``"failed"`` with an ``error``, or ``"resumed"``: its
+    outputs exist), network input ``image`` ``(C, *spatial)``, maps per layer ``cams`` (``MetaTensor``
+    ``(n_classes, *spatial)`` on the network input grid with the image's metadata), explained ``region`` per class
+    (bool), ``label`` as the engine output holds it, the ``files`` written per ``(layer, class)``, and ``named_by``:
+    the batch key whose source file named the case when the image has no source-file metadata of its own."""
 
     index: int
     name: str
@@ -74,19 +60,6 @@ class CAMCase:
     label: Any = None
     files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     named_by: str | None = None
-
-
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` of ``torch.distributed``, ``(0, 1)`` outside it.
-
-    Example:
-        .. code-block:: python
-
-            rank, world = rank_and_world()
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Logger) -> None:
@@ -123,26 +96,10 @@ class SegCAMComputeHandler:
     ``engine.state.batch`` when the image has none, e.g. when a bundle concatenates several loaded images).
 
     Args:
-        network: the network to explain; defaults to the engine's ``network``.
-        layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
-        method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
-        classes: the explained class index or indices.
-        region: the explained region (``"pred"``, ``"label"``, ``"fp"``, ``"fn"``, ``"all"``, a region object, a
-            mask shared by every case...).
-        inferer: the inferer whose windows the CAM uses; defaults to the engine's ``inferer``.
-        cam_key: the output key of the CAM.
-        image_key: the output key of the network input.
-        pred_key: the output key of the prediction (``None``: the CAM engine predicts again).
-        label_key: the output key of the ground truth (``None``: no label).
+        network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key, interval,
+        epoch_level, cases, max_cases, on_error, name, cam_kwargs: as for :py:class:`SegCAMHandler`.
         output_transform: ``engine.state.output -> (image, pred, label)`` (batch first); replaces the three keys.
-        interval: run every ``interval`` epochs (``epoch_level=True``) or iterations (``epoch_level=False``).
-        epoch_level: see ``interval``.
-        cases: the case names or a predicate on them choosing the cases; ``None``: all.
-        max_cases: at most this many cases per epoch and rank.
-        on_error: ``"raise"`` or ``"skip"``, see :py:class:`OnError`.
         done: ``(case name, engine) -> bool``: the case's outputs exist already (resume); it is not computed again.
-        name: the logger name.
-        cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
 
     Example:
         .. code-block:: python
@@ -194,7 +151,7 @@ class SegCAMComputeHandler:
         self.logger = logging.getLogger(name or __name__)
         self.segcam: SegCAM | SlidingWindowSegCAM | None = None
         self.batch: list[CAMCase] = []
-        self._sources: dict[str, str] = {}
+        self._names = CaseNamer()
         self._count = 0
 
     def attach(self, engine: Engine) -> None:
@@ -230,7 +187,8 @@ class SegCAMComputeHandler:
 
     def epoch_started(self, engine: Engine) -> None:
         """``EPOCH_STARTED``: forget the previous epoch's case names and count."""
-        self.batch, self._sources, self._count = [], {}, 0
+        self.batch, self._count = [], 0
+        self._names.reset()
 
     def __call__(self, engine: Engine) -> None:
         """``FORWARD_COMPLETED``: the CAMs of the batch's selected cases, into ``engine.state.output``."""
@@ -276,14 +234,9 @@ class SegCAMComputeHandler:
     def _case_name(self, item: torch.Tensor, index: int, engine: Engine) -> tuple[str, str | None]:
         """The case name from the source file's metadata, unique within the epoch, and the key that named it."""
         named_by, meta = _source_meta(item, index, engine, self.label_key)
-        rank, world = rank_and_world()
-        fallback = f"case_it{engine.state.iteration}_{index}" + (f"_rank{rank}" if world > 1 else "")
-        name = safe_case_name(meta, default=fallback)
-        source = str(meta.get("filename_or_obj") or fallback)
-        if self._sources.setdefault(name, source) != source:  # two sources with one base name
-            name = f"{name}_{hashlib.sha1(source.encode()).hexdigest()[:8]}"
-            self._sources.setdefault(name, source)
-        return name, named_by
+        rank = f"_rank{idist.get_rank()}" if idist.get_world_size() > 1 else ""
+        fallback = f"case_it{engine.state.iteration}_{index}{rank}"
+        return self._names(meta, default=fallback), named_by
 
     def _compute(self, case: CAMCase, item: torch.Tensor, pred: Any, label: torch.Tensor | None) -> None:
         if self.segcam is None:
@@ -295,22 +248,10 @@ class SegCAMComputeHandler:
         if isinstance(item_label, MetaTensor):
             item_label = item_label.as_tensor()
         result = self.segcam(item[None], classes=self.classes, region=self.region, pred=item_pred, label=item_label)
-        per_layer = result if isinstance(result, Mapping) else {self.layers[0]: result}
-        case.cams = {layer: _on_grid(per_layer[layer], item) for layer in self.layers}
-        case.image, case.region = item.detach(), self._region(item, item_pred, item_label)
-
-    def _region(self, item, item_pred, item_label) -> torch.Tensor | None:
-        """The explained region ``(n_classes, *spatial)`` (bool), or ``None`` when it cannot be built here."""
-        region = as_region(self.region)
-        if region.needs_prediction and item_pred is None:
-            return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            weights = region_weights(
-                region, item_pred, self.classes, item.shape[1:], 1, item_label, self.multi_label, device="cpu",
-                warn_empty=False,
-            )  # fmt: skip
-        return weights[0].cpu() > 0
+        result = result if isinstance(result, Mapping) else {self.layers[0]: result}
+        case.cams, case.region = item_maps(result, item, self.layers, region=self.region, pred=item_pred,
+                                           classes=self.classes, label=item_label, multi_label=self.multi_label)
+        case.image = item.detach()
 
 
 def _source_meta(
@@ -327,10 +268,3 @@ def _source_meta(
             if value[index].meta.get("filename_or_obj"):
                 return str(key), value[index].meta
     return None, meta
-
-
-def _on_grid(cam: torch.Tensor, item: torch.Tensor) -> MetaTensor:
-    """The item's CAM ``(n, *spatial)`` (batch dim dropped) with the item's metadata."""
-    value = cam.as_tensor() if isinstance(cam, MetaTensor) else cam
-    out = MetaTensor(value[0].detach())
-    return out.copy_meta_from(item) if isinstance(item, MetaTensor) else out

@@ -5,67 +5,47 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from monai.inferers import Inferer
-from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
 from ..cam import Region
 from ..metrics import STAT_COLUMNS
 from ..outputs import CSV_COLUMNS
-from .compute import OnError, SegCAMComputeHandler
+from .compute import Engine, OnError, SegCAMComputeHandler
 from .saver import SegCAMSaver
 from .statistics import SegCAMStatsHandler
 from .tensorboard import SegCAMTensorBoardHandler
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
 
 __all__ = ["SegCAMHandler", "OnError", "CSV_COLUMNS", "STAT_COLUMNS"]
 
 
 class SegCAMHandler:
-    """Seg-CAMs of a ``SupervisedEvaluator``'s cases (also a trainer's validation), saved and recorded: the
-    composition of :py:class:`~monai_segcam.handlers.SegCAMComputeHandler` (CAMs at ``FORWARD_COMPLETED`` from the
-    evaluator's prediction, into ``engine.state.output``), :py:class:`~monai_segcam.handlers.SegCAMSaver` (NIfTI and
-    PNG files after postprocessing), :py:class:`~monai_segcam.handlers.SegCAMStatsHandler` (the statistics CSV) and
-    :py:class:`~monai_segcam.handlers.SegCAMTensorBoardHandler` that bundles use as one handler.
+    """Seg-CAMs of a ``SupervisedEvaluator``'s cases (also a trainer's validation), saved and recorded: the one
+    handler bundles use, composing :py:class:`~monai_segcam.handlers.SegCAMComputeHandler`,
+    :py:class:`~monai_segcam.handlers.SegCAMSaver`, :py:class:`~monai_segcam.handlers.SegCAMStatsHandler` and
+    :py:class:`~monai_segcam.handlers.SegCAMTensorBoardHandler` (:py:attr:`handlers`).
 
-    At ``FORWARD_COMPLETED`` the CAM of each selected case is written batch first into ``engine.state.output``
-    (``cam_key``, or ``f"{cam_key}_{layer}"`` per layer when ``layers`` is a list: see
-    :py:func:`~monai_segcam.outputs.cam_output_keys`) on the network input grid with the image's metadata: the
-    engine's postprocessing (``Invertd(keys=["pred", "cam"], nearest_interp=False)``, ``SaveImaged``) then handles it
-    like the prediction. Batches where a case was not selected, failed or was resumed get no CAM key (use
-    ``allow_missing_keys=True`` in such postprocessing).
+    - ``FORWARD_COMPLETED``: the CAM of each selected case, from the evaluator's prediction, batch first into
+      ``engine.state.output`` (``cam_key``, or ``f"{cam_key}_{layer}"`` per layer when ``layers`` is a list) on the
+      network input grid with the image's metadata, so that the postprocessing (``Invertd(keys=["pred", "cam"],
+      nearest_interp=False)``, ``SaveImaged``) handles it like the prediction. A batch where a case was not
+      selected, failed or was resumed gets no CAM key (use ``allow_missing_keys=True`` there).
+    - ``ITERATION_COMPLETED``: per case, layer and class, ``{case}_cam_{method}_{layer}_class{c}.nii.gz`` (the
+      postprocessed CAM when it is a ``MetaTensor``, e.g. inverted onto the original grid, else the network-grid
+      one, with its own affine) and ``.png`` (orthogonal slices with the region's contour) in ``output_dir``; and
+      TensorBoard images tagged ``segcam/{case}/{layer}/class{c}``.
+    - ``EPOCH_COMPLETED``: ``csv_name`` in ``output_dir``: a row per case, layer and class (CAM maximum, mean,
+      standard deviation, explained region size and relevance mass inside it, relevance mass and pointing game
+      inside a usable label, else empty; the files), failed cases with their error, ``mean``/``std`` summaries.
 
-    At ``ITERATION_COMPLETED`` (after postprocessing) it saves, per case, layer and class, into ``output_dir``:
-
-    - NIfTI files ``{case}_cam_{method}_{layer}_class{c}.nii.gz``; when the postprocessing kept the CAM key as a
-      ``MetaTensor`` (e.g. after ``Invertd``) that version is saved, on the original image grid, otherwise the network
-      input grid version; either way with its own affine (never an identity affine standing in for a geometry the
-      network input lost, see :py:class:`~monai_segcam.handlers.SegCAMSaver`);
-    - PNG files of orthogonal slices through the CAM peak with the explained region's contour (``save_png``);
-    - TensorBoard images (``summary_writer`` or ``tensorboard_dir``), tagged ``segcam/{case}/{layer}/class{c}``.
-
-    At ``EPOCH_COMPLETED`` it writes ``csv_name`` in ``output_dir``: one row per case, layer and class (CAM maximum,
-    mean, standard deviation, size of the explained region, relevance mass inside it, relevance mass and pointing game
-    inside the label when a usable label is given, else empty, files written), failed cases with their error, and
-    ``mean``/``std`` summary rows per layer and class (``n`` is the number of cases summarised).
-
-    Under ``torch.distributed`` each rank handles the cases of its data partition (``DistributedSampler``) and writes
-    their files; the CSV rows are gathered to ``save_rank``, which writes the CSV (duplicates that the sampler's
-    padding creates are dropped). Every file is written atomically and finished rows are journaled, so a run killed
-    at any point and started again with ``resume=True`` completes the outputs without duplicates.
-
-    The handler never changes training: the network's train/eval state and ``requires_grad`` flags are restored
-    (CAMs are computed in ``eval()`` mode), only activations are differentiated (no parameter ``.grad``) and no random
-    number generator is used.
+    Under ``torch.distributed`` each rank explains and writes the cases of its partition and the rows are gathered
+    to ``save_rank``. Files are written atomically and finished rows journaled, so a run killed at any point and
+    started again with ``resume=True`` completes the outputs without duplicates. Training is never changed: the
+    network's train/eval state and ``requires_grad`` flags are restored, no parameter ``.grad`` is written and no
+    random number generator is used.
 
     Args:
         network: the network to explain; defaults to the engine's ``network``.

@@ -8,61 +8,40 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from monai.utils import IgniteInfo, ensure_tuple, min_version, optional_import
+from monai.utils import ensure_tuple
 from monai.utils.dist import string_list_all_gather
 
 from ..metrics import cam_statistics, label_masks
 from ..outputs import RowJournal, cam_output_keys, merge_rows, read_table, safe_path, table_rows, write_table
-from .compute import CAMCase, rank_and_world
-
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
+from .compute import CAMCase, Engine, Events, idist
 
 __all__ = ["SegCAMStatsHandler"]
 
 
 class SegCAMStatsHandler:
-    """Record the statistics of each case (after the saver, at ``ITERATION_COMPLETED``) and write them as a CSV at
-    ``EPOCH_COMPLETED``.
+    """Record each case's rows at ``ITERATION_COMPLETED`` (after the saver) and write the CSV at ``EPOCH_COMPLETED``.
 
-    One row per case, layer and class (:py:data:`~monai_segcam.outputs.CSV_COLUMNS`): CAM maximum, mean, standard
-    deviation, size of the explained region and relevance mass inside it, relevance mass and pointing game inside the
-    label, the files written; failed cases with their error; ``mean``/``std`` summary rows per layer and class
-    (``n`` is the number of cases summarised). Label statistics need a label on the network grid: a label that is
-    missing, not loaded, not channel first, on another grid or of another kind leaves those columns empty, and the
-    handler says once why.
-
-    Under ``torch.distributed`` the rows are gathered to ``save_rank``, which writes the CSV (duplicates that a
-    sampler's padding creates are dropped). Each rank also appends its finished rows to a hidden journal beside the
-    CSV, so that a run killed before ``EPOCH_COMPLETED`` loses no finished case: :py:meth:`recorded` tells a resumed
-    run which cases are done, and their rows are restored from the journal or the previous CSV.
+    One row per case, layer and class (:py:data:`~monai_segcam.outputs.CSV_COLUMNS`, values of
+    :py:func:`~monai_segcam.metrics.cam_statistics` on the network grid), failed cases with their error, and
+    ``mean``/``std`` summary rows (:py:func:`~monai_segcam.outputs.write_table`). A label that is missing, not loaded,
+    not channel first, on another grid or of another kind (:py:func:`~monai_segcam.metrics.label_masks`) leaves the
+    label columns empty, and the handler says once why. Under ``torch.distributed`` the rows are gathered to
+    ``save_rank``, which writes the CSV (duplicates of a sampler's padding dropped). Finished rows also go to a
+    journal (:py:class:`~monai_segcam.outputs.RowJournal`), so a killed run loses none: :py:meth:`recorded` tells a
+    resumed run which cases are done, and their rows are restored.
 
     Args:
         source: ``engine -> cases``, e.g. :py:meth:`~monai_segcam.handlers.SegCAMComputeHandler.cases`.
-        method: the CAM method's name.
-        layers: the layer(s), as given to the compute handler.
-        classes: the explained class indices.
-        output_dir: the folder of the CSV; ``None`` keeps the rows in :py:attr:`rows` only.
-        csv_name: the CSV file name; ``None`` writes none.
-        epoch_subdir: write into ``output_dir/epoch_NNNN``.
-        interval: write every ``interval`` epochs (``epoch_level``).
-        epoch_level: see ``interval``.
-        save_rank: the rank that writes the CSV.
-        name: the logger name.
+        method, layers, classes, output_dir, csv_name, epoch_subdir, interval, epoch_level, save_rank, name: as for
+            :py:class:`~monai_segcam.handlers.SegCAMHandler` (``output_dir=None``: rows in :py:attr:`rows` only).
 
     Example:
         .. code-block:: python
 
             compute = SegCAMComputeHandler(classes=1)
-            stats = SegCAMStatsHandler(compute.cases, classes=1, output_dir="cams")
-            for handler in (compute, stats):
+            for handler in (compute, SegCAMStatsHandler(compute.cases, classes=1, output_dir="cams")):
                 handler.attach(evaluator)
     """
 
@@ -103,7 +82,7 @@ class SegCAMStatsHandler:
 
     def started(self, engine: Engine) -> None:
         """``STARTED``: check ``save_rank``."""
-        _, world = rank_and_world()
+        world = idist.get_world_size()
         if not 0 <= self.save_rank < world:
             raise ValueError(f"save_rank {self.save_rank} is not a rank of this run (world size {world}).")
 
@@ -132,7 +111,7 @@ class SegCAMStatsHandler:
         self.rows += rows
         journal = self._journal(engine)
         if journal is not None:
-            journal.append([row for row in rows if row["status"] == "ok"], engine.state.epoch, rank_and_world()[0])
+            journal.append([row for row in rows if row["status"] == "ok"], engine.state.epoch, idist.get_rank())
 
     def epoch_completed(self, engine: Engine) -> None:
         """``EPOCH_COMPLETED``: gather the rows to ``save_rank`` and write the CSV there."""
@@ -140,7 +119,7 @@ class SegCAMStatsHandler:
             return
         texts = string_list_all_gather([json.dumps(row) for row in self.rows])
         gathered = [json.loads(text) for text in texts if text]  # a rank without rows sends ""
-        if rank_and_world()[0] != self.save_rank:
+        if idist.get_rank() != self.save_rank:
             return
         self.rows = merge_rows(gathered, self._previous)
         failed = sorted({f"{row['case']}: {row['error']}" for row in self.rows if row["status"] == "failed"})

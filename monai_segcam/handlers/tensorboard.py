@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from monai.utils import IgniteInfo, ensure_tuple, min_version, optional_import
+from monai.utils import ensure_tuple, optional_import
 
 from ..visualize import log_cam_to_tensorboard
-from .compute import CAMCase, rank_and_world
+from .compute import CAMCase, Engine, Events, idist
 
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
 
 __all__ = ["SegCAMTensorBoardHandler"]
 
@@ -83,8 +76,7 @@ class SegCAMTensorBoardHandler:
 
     def _writer(self) -> Any:
         if self.summary_writer is None:
-            rank, world = rank_and_world()
-            suffix = f".rank{rank}" if world > 1 else ""
+            suffix = f".rank{idist.get_rank()}" if idist.get_world_size() > 1 else ""
             self.summary_writer = SummaryWriter(log_dir=os.fspath(self.log_dir), filename_suffix=suffix)
             self._own_writer = True
         return self.summary_writer

@@ -8,7 +8,7 @@ prediction pass. The CAM engines enable gradients themselves, so the inferer wor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from torch import nn
 
 from ..cam import Region, SegCAM, SlidingWindowSegCAM
 
-__all__ = ["SegCAMInferer", "make_segcam", "region_source"]
+__all__ = ["SegCAMInferer", "make_segcam", "region_source", "item_maps"]
 
 
 def make_segcam(
@@ -68,6 +68,37 @@ def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch
     if pred.shape[1] == 1 and pred.is_floating_point() and not multi_label:
         return pred.round().long()
     return pred
+
+
+def item_maps(
+    result: Mapping[str, torch.Tensor], item: torch.Tensor, layers: Sequence[str], **region_args: Any
+) -> tuple[dict[str, MetaTensor], torch.Tensor]:
+    """The maps of a one-item engine result as the item's: ``{layer: MetaTensor (n, *spatial)}`` with ``item``'s
+    metadata and device, and the explained region ``(n, *spatial)`` (bool), for the handlers and transforms.
+
+    Example:
+        .. code-block:: python
+
+            maps, region = item_maps(SegCAM(net)(item[None], classes=[1]), item, ["pre_head"])
+    """
+    maps = {}
+    for layer in layers:
+        value = result[layer].as_tensor() if isinstance(result[layer], MetaTensor) else result[layer]
+        maps[layer] = MetaTensor(value[0].detach().to(item.device))
+        if isinstance(item, MetaTensor):
+            maps[layer].copy_meta_from(item)
+    if hasattr(result, "region"):
+        return maps, result.region[0].cpu() > 0
+    import warnings  # TEMPORARY until the engines return CAMResult: rebuild the region
+
+    from ..cam.regions import region_weights
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = region_args
+        weights = region_weights(a["region"], a["pred"], a["classes"], item.shape[1:], 1, a["label"],
+                                 a["multi_label"], device="cpu", warn_empty=False)  # fmt: skip
+    return maps, weights[0].cpu() > 0
 
 
 class SegCAMInferer(Inferer):

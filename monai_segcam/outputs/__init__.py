@@ -5,21 +5,23 @@ files (:py:mod:`.files`), the writer of NIfTI maps and PNG views (:py:mod:`.writ
 
 from __future__ import annotations
 
+from .geometry import check_cam_geometry
 from .files import atomic_output, remove_stale_temporaries, safe_path
-from .names import cam_file_name, cam_keys, cam_output_keys, safe_case_name, safe_token, unique_case_names
+from .names import CaseNamer, cam_file_name, cam_keys, cam_output_keys, safe_case_name, safe_token
 from .table import CSV_COLUMNS, RowJournal, merge_rows, read_table, row_key, summary_rows, table_rows, write_table
 from .writer import CAMWriter, write_nifti, write_png, write_text
 
 __all__ = [
     "safe_token",
     "safe_case_name",
-    "unique_case_names",
+    "CaseNamer",
     "cam_file_name",
     "cam_output_keys",
     "cam_keys",
     "safe_path",
     "atomic_output",
     "remove_stale_temporaries",
+    "check_cam_geometry",
     "write_nifti",
     "write_png",
     "write_text",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -10,7 +11,7 @@ from typing import Any
 
 from monai.utils import ensure_tuple
 
-__all__ = ["safe_token", "safe_case_name", "unique_case_names", "cam_file_name", "cam_output_keys", "cam_keys"]
+__all__ = ["safe_token", "safe_case_name", "CaseNamer", "cam_file_name", "cam_output_keys", "cam_keys"]
 
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gz", ".npy", ".npz", ".png")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -62,23 +63,34 @@ def safe_case_name(
     return safe_token(name, default, max_length)
 
 
-def unique_case_names(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """:py:func:`safe_case_name` of each path, made unique with ``_2``, ``_3``... suffixes (in order).
+class CaseNamer:
+    """Case names unique within a run (or an epoch: :py:meth:`reset`): :py:func:`safe_case_name` of each source,
+    and when two different sources share that name, the later one gets ``_`` and 8 hex digits of its path's hash.
+    The handlers and the command line name cases with it, so one input gets one name by every front door.
 
     Example:
         .. code-block:: python
 
-            unique_case_names(["/a/ct 1.nii.gz", "/b/ct 1.nii.gz", "dicom/"])  # ['ct_1', 'ct_1_2', 'dicom']
+            namer = CaseNamer()
+            namer("/a/ct 1.nii.gz"), namer("/b/ct 1.nii.gz")  # ('ct_1', 'ct_1_1c3e...')
     """
-    names: list[str] = []
-    for path in paths:
-        base = safe_case_name(path)
-        name, n = base, 1
-        while name in names:
-            n += 1
-            name = f"{base}_{n}"
-        names.append(name)
-    return names
+
+    def __init__(self) -> None:
+        self._sources: dict[str, str] = {}
+
+    def reset(self) -> None:
+        """Forget the names given so far."""
+        self._sources.clear()
+
+    def __call__(self, source: Mapping[str, Any] | str | os.PathLike | None, default: str = "case") -> str:
+        """The name of ``source`` (metadata with ``filename_or_obj``, or a path); ``default`` without a source."""
+        name = safe_case_name(source, default=default)
+        origin = source.get("filename_or_obj") if isinstance(source, Mapping) else source
+        origin = str(origin) if origin else default
+        if self._sources.setdefault(name, origin) != origin:
+            name = f"{name}_{hashlib.sha1(origin.encode()).hexdigest()[:8]}"
+            self._sources.setdefault(name, origin)
+        return name
 
 
 def cam_file_name(case: str, method: str, layer: str, class_index: int, extension: str = ".nii.gz") -> str:

@@ -7,13 +7,16 @@ import os
 
 import pytest
 
-from monai_segcam.outputs import CAMWriter, safe_token, unique_case_names, write_text
+from monai_segcam.outputs import CAMWriter, CaseNamer, safe_token, write_text
 
 
 def test_case_names_stay_inside_output():
     paths = ["../../etc/passwd", "/data/ct scan #1.nii.gz", "/x/ct scan #1.nii.gz", "dicom/", ".hidden.nrrd", "..."]
-    names = unique_case_names(paths)
-    assert names == ["passwd", "ct_scan_1", "ct_scan_1_2", "dicom", "hidden", "case"]
+    namer = CaseNamer()  # the handlers' convention: a second source with the same name gets a hash of its path
+    names = [namer(path) for path in paths]
+    assert names[:2] == ["passwd", "ct_scan_1"] and names[3:] == ["dicom", "hidden", "case"]
+    assert names[2].startswith("ct_scan_1_") and len(names[2]) == len("ct_scan_1_") + 8
+    assert namer("/data/ct scan #1.nii.gz") == "ct_scan_1"  # the same source keeps its name
     for name in names:
         assert os.path.basename(name) == name and not name.startswith(".")
     # one convention for every front door: the handler's (a layer ``decoder.0`` keeps its dot in file names)

@@ -38,9 +38,8 @@ from ..outputs import (
     CAMWriter,
     CaseNamer,
     merge_rows,
+    segmentation_file_name,
     table_rows,
-    write_nifti,
-    write_png,
     write_table,
     write_text,
 )
@@ -265,7 +264,7 @@ def _explain_case(
     inverted = {key: grid[tag] for tag, key in keys.items()}
     writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
     with writer.all_or_nothing():
-        masks = _write_segmentation(writer, name, grid["pred"], affine, model.multi_label)
+        masks = writer.write_segmentation(name, grid["pred"], affine, model.multi_label)
         layer_modules = {layer.key: layer.module_name for layer in predictor.layers}
         files, rows = _write_cams(writer, name, original, inverted, masks[classes], stats, classes, model, args)
         for entry in files:
@@ -285,27 +284,13 @@ def _explain_case(
             "region_on_network_grid": region_summary,
             "classes": {str(c): model.class_names.get(c) for c in classes},
             "predicted_voxels": {str(c): int(mask.sum()) for c, mask in enumerate(masks)},
-            "files": [{"file": f"{name}_seg.nii.gz", "kind": "segmentation"}, *files],
+            "files": [{"file": segmentation_file_name(name), "kind": "segmentation"}, *files],
             "seconds": round(time.perf_counter() - start, 3),
         }
         summary.update(model=model.description, settings=settings)
         text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
         writer.record(write_text(text, os.path.join(writer.output_dir, f"{name}_segcam.json")))
     return summary, rows
-
-
-def _write_segmentation(writer: CAMWriter, name: str, pred: np.ndarray, affine: np.ndarray, multi_label: bool):
-    """Write ``{name}_seg.nii.gz`` (argmax, or for multi-label networks one channel per class, logit > 0, stored as
-    ``(X, Y, Z, C)``); returns the predicted mask of every class ``(C, *spatial)``."""
-    path = os.path.join(writer.output_dir, f"{name}_seg.nii.gz")
-    if multi_label:
-        masks = pred > 0
-        writer.record(write_nifti(masks.astype(np.uint8), path, affine, channel_dim=0, output_dtype=np.uint8))
-        return masks
-    seg = pred.argmax(0)
-    dtype = np.uint8 if pred.shape[0] <= 255 else np.int16
-    writer.record(write_nifti(seg, path, affine, channel_dim=None, output_dtype=dtype))
-    return np.stack([seg == c for c in range(pred.shape[0])])
 
 
 def _write_cams(writer, name, original, maps, masks, stats, classes, model, args) -> tuple[list[dict], list[dict]]:
@@ -328,7 +313,8 @@ def _write_cams(writer, name, original, maps, masks, stats, classes, model, args
             peak = _peak(shown[layer][classes.index(c)], affine)
             entries += [_entry(path, c, layer, method, row, peak, model, args) for path in paths]
     if args.png and len(maps) > 1:
-        entries += _write_panels(writer, name, original[0], maps, masks, classes)
+        for path, c in zip(writer.write_panels(name, original[0], maps, classes, masks), classes):
+            entries.append({"file": os.path.basename(path), "kind": "png", "class": c, "layer": None, "method": None})
     return entries, rows
 
 
@@ -340,24 +326,6 @@ def _entry(path: str, c: int, layer: str, method: str, row: dict, peak: dict, mo
         stats = {key: None if isinstance(v, float) and np.isnan(v) else v for key, v in row.items()}
         entry.update(class_name=model.class_names.get(c), stats={**stats, **peak}, normalized=args.normalize)
     return entry
-
-
-def _write_panels(writer: CAMWriter, name: str, image: Any, maps: dict, masks: np.ndarray, classes: list[int]):
-    """One ``{name}_cam_class{c}_panel.png`` (layers x methods) per class; returns their JSON entries."""
-    from monai_segcam.visualize import plot_cam_panel
-
-    entries = []
-    for j, c in enumerate(classes):
-        panel: dict[str, dict[str, np.ndarray]] = {}
-        for (layer, method), cam in maps.items():
-            panel.setdefault(layer, {})[method] = cam[j]
-        region = masks[j] if masks[j].any() else None
-        figure = plot_cam_panel(image, panel, region=region, title=f"{name} | class {c}")
-        file = f"{name}_cam_class{c}_panel.png"
-        writer.record(write_png(figure, os.path.join(writer.output_dir, file)))
-        figure.clear()
-        entries.append({"file": file, "kind": "png", "class": c, "layer": None, "method": None})
-    return entries
 
 
 def _peak(cam: np.ndarray, affine: np.ndarray) -> dict[str, list]:

@@ -63,16 +63,7 @@ class CAMCase:
 
 
 def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Logger) -> None:
-    """Apply the error policy to a failed case: raise naming it (``"raise"``), or mark it failed and log (``"skip"``).
-
-    Example:
-        .. code-block:: python
-
-            try:
-                save(case)
-            except Exception as error:
-                fail_case(case, error, "skip", logger)
-    """
+    """Apply the error policy to a failed case: raise naming it (``"raise"``), or mark it failed and log (``"skip"``)."""
     if look_up_option(on_error, OnError) == OnError.RAISE:
         raise RuntimeError(f"SegCAMHandler: case {case.name!r} failed: {type(error).__name__}: {error}") from error
     case.status, case.error = "failed", f"{type(error).__name__}: {error}".replace("\n", " ")
@@ -81,31 +72,22 @@ def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Lo
 
 
 class SegCAMComputeHandler:
-    """Compute Seg-CAMs at ``IterationEvents.FORWARD_COMPLETED`` of a ``SupervisedEvaluator``, reusing its prediction.
-
-    At ``FORWARD_COMPLETED`` ``engine.state.output`` is the batch-first dict ``{"image", "label", "pred"}``
-    (``output_transform`` reads other layouts). The handler computes the CAM of each selected case from its
-    prediction (no extra prediction pass for prediction-based regions) and, when every case of the batch has one,
-    writes it batch first into ``engine.state.output`` under the keys of
-    :py:func:`~monai_segcam.outputs.cam_output_keys` (``cam_key``, or ``f"{cam_key}_{layer}"`` per layer when
-    ``layers`` is a list), on the network input grid with the image's metadata, so that the engine's postprocessing
-    (``Invertd``, ``SaveImaged``) handles it like the prediction. The batch's cases (:py:class:`CAMCase`) are
-    :py:meth:`cases`, for the saver, statistics and TensorBoard handlers.
-
-    Cases are named after their source file (``filename_or_obj`` of the image, or of the first loaded key of
-    ``engine.state.batch`` when the image has none, e.g. when a bundle concatenates several loaded images).
+    """Seg-CAMs at ``IterationEvents.FORWARD_COMPLETED`` of a ``SupervisedEvaluator``, from its prediction, into
+    ``engine.state.output`` (batch first, under :py:func:`~monai_segcam.outputs.cam_output_keys`, on the network input
+    grid with the image's metadata, for the postprocessing's ``Invertd``/``SaveImaged``; only when every case of the
+    batch has one), and the batch's :py:meth:`cases` for the saver, statistics and TensorBoard handlers. Cases are
+    named after their source file (``filename_or_obj`` of the image, or of the first loaded key of
+    ``engine.state.batch`` when the image has none, e.g. several loaded images concatenated by a bundle).
 
     Args:
-        network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key, interval,
-        epoch_level, cases, max_cases, on_error, name, cam_kwargs: as for :py:class:`SegCAMHandler`.
-        output_transform: ``engine.state.output -> (image, pred, label)`` (batch first); replaces the three keys.
+        network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key, output_transform,
+        interval, epoch_level, cases, max_cases, on_error, name, cam_kwargs: as for :py:class:`SegCAMHandler`.
         done: ``(case name, engine) -> bool``: the case's outputs exist already (resume); it is not computed again.
 
     Example:
         .. code-block:: python
 
-            compute = SegCAMComputeHandler(layers="pre_head", classes=1)
-            compute.attach(evaluator)  # then evaluator.state.output["cam"] after each forward pass
+            SegCAMComputeHandler(layers="pre_head", classes=1).attach(evaluator)  # evaluator.state.output["cam"]
     """
 
     def __init__(
@@ -156,13 +138,7 @@ class SegCAMComputeHandler:
 
     def attach(self, engine: Engine) -> None:
         """Register the handler's events on ``engine``; the CAM engine is built at ``STARTED`` (workflows attach
-        handlers before they set their ``network`` and ``inferer``).
-
-        Example:
-            .. code-block:: python
-
-                SegCAMComputeHandler(classes=1).attach(evaluator)
-        """
+        handlers before they set their ``network`` and ``inferer``)."""
         engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self)

@@ -22,30 +22,26 @@ from .tensorboard import SegCAMTensorBoardHandler
 __all__ = ["SegCAMHandler", "OnError", "CSV_COLUMNS", "STAT_COLUMNS"]
 
 
-class SegCAMHandler:
+class SegCAMHandler(SegCAMComputeHandler):
     """Seg-CAMs of a ``SupervisedEvaluator``'s cases (also a trainer's validation), saved and recorded: the one
-    handler bundles use, composing :py:class:`~monai_segcam.handlers.SegCAMComputeHandler`,
-    :py:class:`~monai_segcam.handlers.SegCAMSaver`, :py:class:`~monai_segcam.handlers.SegCAMStatsHandler` and
+    handler bundles use, a :py:class:`~monai_segcam.handlers.SegCAMComputeHandler` composed with a
+    :py:class:`~monai_segcam.handlers.SegCAMSaver`, a :py:class:`~monai_segcam.handlers.SegCAMStatsHandler` and a
     :py:class:`~monai_segcam.handlers.SegCAMTensorBoardHandler` (:py:attr:`handlers`).
 
-    - ``FORWARD_COMPLETED``: the CAM of each selected case, from the evaluator's prediction, batch first into
+    - ``FORWARD_COMPLETED``: each selected case's CAM, from the evaluator's prediction, batch first into
       ``engine.state.output`` (``cam_key``, or ``f"{cam_key}_{layer}"`` per layer when ``layers`` is a list) on the
-      network input grid with the image's metadata, so that the postprocessing (``Invertd(keys=["pred", "cam"],
-      nearest_interp=False)``, ``SaveImaged``) handles it like the prediction. A batch where a case was not
-      selected, failed or was resumed gets no CAM key (use ``allow_missing_keys=True`` there).
-    - ``ITERATION_COMPLETED``: per case, layer and class, ``{case}_cam_{method}_{layer}_class{c}.nii.gz`` (the
-      postprocessed CAM when it is a ``MetaTensor``, e.g. inverted onto the original grid, else the network-grid
-      one, with its own affine) and ``.png`` (orthogonal slices with the region's contour) in ``output_dir``; and
-      TensorBoard images tagged ``segcam/{case}/{layer}/class{c}``.
-    - ``EPOCH_COMPLETED``: ``csv_name`` in ``output_dir``: a row per case, layer and class (CAM maximum, mean,
-      standard deviation, explained region size and relevance mass inside it, relevance mass and pointing game
-      inside a usable label, else empty; the files), failed cases with their error, ``mean``/``std`` summaries.
+      network input grid with the image's metadata, for the postprocessing (``Invertd(keys=["pred", "cam"],
+      nearest_interp=False)``); a batch where a case was not selected, failed or was resumed gets no CAM key.
+    - ``ITERATION_COMPLETED``: per case, layer and class ``{case}_cam_{method}_{layer}_class{c}.nii.gz`` (the
+      postprocessed CAM when it is a ``MetaTensor``, e.g. on the original grid, else the network-grid one) and
+      ``.png`` in ``output_dir``, and TensorBoard images ``segcam/{case}/{layer}/class{c}``.
+    - ``EPOCH_COMPLETED``: ``csv_name``, a row per case, layer and class (maximum, mean, standard deviation, region
+      size and relevance mass, label relevance mass and pointing game when the label is usable, else empty; files),
+      failed cases with their error, ``mean``/``std`` summaries; gathered to ``save_rank`` across ranks.
 
-    Under ``torch.distributed`` each rank explains and writes the cases of its partition and the rows are gathered
-    to ``save_rank``. Files are written atomically and finished rows journaled, so a run killed at any point and
-    started again with ``resume=True`` completes the outputs without duplicates. Training is never changed: the
-    network's train/eval state and ``requires_grad`` flags are restored, no parameter ``.grad`` is written and no
-    random number generator is used.
+    Files are written atomically and finished rows journaled: a run killed at any point and started again with
+    ``resume=True`` completes the outputs without duplicates. Training is never changed (train/eval state and
+    ``requires_grad`` restored, no parameter ``.grad``, no random number generator used).
 
     Args:
         network: the network to explain; defaults to the engine's ``network``.
@@ -133,27 +129,26 @@ class SegCAMHandler:
         saving = output_dir is not None and (save_nifti or save_png)
         if resume and not saving:
             raise ValueError("resume=True needs files to resume from: give output_dir with save_nifti or save_png.")
-        self.compute = SegCAMComputeHandler(
+        super().__init__(
             network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key,
             output_transform, interval, epoch_level, cases, max_cases, on_error, self._done if resume else None,
             name, **cam_kwargs,
         )  # fmt: skip
-        method_name = self.compute.method
         self.saver = None
         if saving:
-            self.saver = SegCAMSaver(self.compute.cases, output_dir, method_name, layers, classes, cam_key, pred_key,
+            self.saver = SegCAMSaver(self.cases, output_dir, self.method, layers, classes, cam_key, pred_key,
                                      save_nifti, save_png, epoch_subdir, on_error, name)  # fmt: skip
-        self.stats = SegCAMStatsHandler(self.compute.cases, method_name, layers, classes, output_dir, csv_name,
-                                        epoch_subdir, interval, epoch_level, save_rank, name)  # fmt: skip
+        self.stats = SegCAMStatsHandler(self.cases, self.method, layers, classes, output_dir, csv_name, epoch_subdir,
+                                        interval, epoch_level, save_rank, name)  # fmt: skip
         self.tensorboard = None
         if summary_writer is not None or tensorboard_dir is not None:
-            self.tensorboard = SegCAMTensorBoardHandler(self.compute.cases, classes, summary_writer, tensorboard_dir,
+            self.tensorboard = SegCAMTensorBoardHandler(self.cases, classes, summary_writer, tensorboard_dir,
                                                         global_step_transform)  # fmt: skip
 
     @property
     def handlers(self) -> list[Any]:
-        """The composed handlers, in the order they run at each event."""
-        return [h for h in (self.compute, self.saver, self.stats, self.tensorboard) if h is not None]
+        """The handlers composed with the compute step, in the order they run at each event."""
+        return [h for h in (self.saver, self.stats, self.tensorboard) if h is not None]
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -166,13 +161,14 @@ class SegCAMHandler:
         return self.stats.failed
 
     def attach(self, engine: Engine) -> None:
-        """Attach the composed handlers to ``engine``.
+        """Attach the compute step and the composed handlers to ``engine``.
 
         Example:
             .. code-block:: python
 
                 SegCAMHandler(classes=1, output_dir="cams").attach(evaluator)
         """
+        super().attach(engine)
         for handler in self.handlers:
             handler.attach(engine)
 

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from .geometry import check_cam_geometry
 from .files import atomic_output, remove_stale_temporaries, safe_path
-from .names import CaseNamer, cam_file_name, cam_keys, cam_output_keys, safe_case_name, safe_token
+from .names import (
+    CaseNamer,
+    cam_file_name,
+    cam_keys,
+    cam_output_keys,
+    panel_file_name,
+    safe_case_name,
+    safe_token,
+    segmentation_file_name,
+)
 from .table import CSV_COLUMNS, RowJournal, merge_rows, read_table, row_key, summary_rows, table_rows, write_table
 from .writer import CAMWriter, write_nifti, write_png, write_text
 
@@ -16,6 +25,8 @@ __all__ = [
     "safe_case_name",
     "CaseNamer",
     "cam_file_name",
+    "panel_file_name",
+    "segmentation_file_name",
     "cam_output_keys",
     "cam_keys",
     "safe_path",

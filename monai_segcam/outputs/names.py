@@ -11,7 +11,16 @@ from typing import Any
 
 from monai.utils import ensure_tuple
 
-__all__ = ["safe_token", "safe_case_name", "CaseNamer", "cam_file_name", "cam_output_keys", "cam_keys"]
+__all__ = [
+    "safe_token",
+    "safe_case_name",
+    "CaseNamer",
+    "cam_file_name",
+    "panel_file_name",
+    "segmentation_file_name",
+    "cam_output_keys",
+    "cam_keys",
+]
 
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gz", ".npy", ".npz", ".png")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -103,6 +112,28 @@ def cam_file_name(case: str, method: str, layer: str, class_index: int, extensio
             cam_file_name("spleen_12", "hirescam", "decoder.0", 1)  # 'spleen_12_cam_hirescam_decoder.0_class1.nii.gz'
     """
     return f"{case}_cam_{safe_token(method)}_{safe_token(layer)}_class{int(class_index)}{extension}"
+
+
+def panel_file_name(case: str, class_index: int) -> str:
+    """The file name of a case's panel of maps (layers x methods) of one class: ``{case}_cam_class{c}_panel.png``.
+
+    Example:
+        .. code-block:: python
+
+            panel_file_name("spleen_12", 1)  # 'spleen_12_cam_class1_panel.png'
+    """
+    return f"{case}_cam_class{int(class_index)}_panel.png"
+
+
+def segmentation_file_name(case: str) -> str:
+    """The file name of a case's segmentation: ``{case}_seg.nii.gz``.
+
+    Example:
+        .. code-block:: python
+
+            segmentation_file_name("spleen_12")  # 'spleen_12_seg.nii.gz'
+    """
+    return f"{case}_seg.nii.gz"
 
 
 def cam_output_keys(cam_key: str, layers: str | Sequence[str]) -> dict[str, str]:

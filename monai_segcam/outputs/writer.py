@@ -16,7 +16,7 @@ from monai.data import MetaTensor
 from monai.utils import optional_import
 
 from .files import atomic_output, safe_path
-from .names import cam_file_name
+from .names import cam_file_name, panel_file_name, segmentation_file_name
 
 nib, _ = optional_import("nibabel")
 if TYPE_CHECKING:
@@ -192,6 +192,36 @@ class CAMWriter:
                     title = f"{case} {method} {layer} class {c}{name}"
                     written.append(self.record(self._view(image, (shown or maps)[layer][j], region, title, path)))
         return files
+
+    def write_panels(
+        self, case: str, image: Any, maps: Mapping[tuple[str, str], Any], classes: Sequence[int], regions: Any = None
+    ) -> list[str]:
+        """One PNG per class, ``{case}_cam_class{c}_panel.png``, of every map of a case, layers x methods
+        (:py:func:`~monai_segcam.visualize.plot_cam_panel`); ``maps`` by ``(layer, method)``, ``(n, *spatial)``."""
+        from monai_segcam.visualize import plot_cam_panel
+
+        paths = []
+        for j, c in enumerate(classes):
+            panel: dict[str, dict[str, Any]] = {}
+            for (layer, method), cam in maps.items():
+                panel.setdefault(layer, {})[method] = cam[j]
+            region = None if regions is None or not regions[j].any() else regions[j]
+            figure = plot_cam_panel(image, panel, region=region, title=f"{case} | class {c}")
+            paths.append(self.record(write_png(figure, safe_path(self.output_dir, panel_file_name(case, c)), self.dpi)))
+            figure.clear()
+        return paths
+
+    def write_segmentation(self, case: str, logits: np.ndarray, affine: ArrayLike, multi_label: bool) -> np.ndarray:
+        """Write ``{case}_seg.nii.gz`` from logits ``(C, *spatial)``: the argmax, or for multi-label networks one
+        channel per class (logit > 0) stored as ``(X, Y, Z, C)``; returns every class's mask ``(C, *spatial)``."""
+        path = safe_path(self.output_dir, segmentation_file_name(case))
+        if multi_label:
+            masks = logits > 0
+            self.record(write_nifti(masks.astype(np.uint8), path, affine, channel_dim=0, output_dtype=np.uint8))
+            return masks
+        seg = logits.argmax(0)
+        self.record(write_nifti(seg, path, affine, None, output_dtype=np.uint8 if len(logits) <= 255 else np.int16))
+        return np.stack([seg == c for c in range(len(logits))])
 
     def _view(self, image: Any, cam: Any, region: Any, title: str, path: str) -> str:
         from monai_segcam.visualize import plot_orthogonal_slices

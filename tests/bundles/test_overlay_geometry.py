@@ -42,7 +42,8 @@ def cect_like(tmp_path) -> Path:
         for phase in ("art", "ven"):
             volume = rng.normal(50, 60, SHAPE).astype(np.float32)
             nib.save(nib.Nifti1Image(volume, AFFINE), root / "data" / f"patient{i}_{phase}.nii.gz")
-        nib.save(nib.Nifti1Image((rng.random(SHAPE) > 0.8).astype(np.uint8), AFFINE), root / "data" / f"patient{i}_seg.nii.gz")
+        label = (rng.random(SHAPE) > 0.8).astype(np.uint8)
+        nib.save(nib.Nifti1Image(label, AFFINE), root / "data" / f"patient{i}_seg.nii.gz")
     return root
 
 

@@ -90,14 +90,14 @@ def test_overlay_follows_the_bundles_activation():
     spleen_like = str(SPLEEN_LIKE / "configs" / "inference.json")
     parser = ConfigParser()
     parser.read_config([spleen_like, str(OVERLAY)])
-    assert parser.get_parsed_content("cam_handler").compute.multi_label is False  # softmax + argmax
+    assert parser.get_parsed_content("cam_handler").multi_label is False  # softmax + argmax
     parser = ConfigParser()
     parser.read_config([spleen_like, str(OVERLAY)])
     parser["postprocessing"]["transforms"] = [
         {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
         {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
     ]
-    assert parser.get_parsed_content("cam_handler").compute.multi_label is True
+    assert parser.get_parsed_content("cam_handler").multi_label is True
 
 
 @pytest.mark.slow

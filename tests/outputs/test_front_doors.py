@@ -31,7 +31,7 @@ from monai_segcam.metrics import STAT_COLUMNS
 from monai_segcam.outputs import read_table
 from monai_segcam.transforms import SaveSegCAMd, SegCAMd
 
-NET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
+NET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8, 16], "strides": [2, 2]}
 AFFINE = np.array([[0.0, -1.2, 0.0, 30.0], [0.9, 0.0, 0.0, -10.0], [0.0, 0.0, 2.5, 5.0], [0.0, 0.0, 0.0, 1.0]])
 SHAPE = (26, 22, 12)
 LAYER, CLASSES = "encoder.0", [1, 2]  # a layer key with a dot: "encoder.0" in every file name
@@ -101,8 +101,9 @@ def by_handler(case, out) -> tuple[dict, dict]:
     data = [{"image": str(case / "case 7.nii.gz"), "label": str(case / "case 7_seg.nii.gz")}]
     handler = SegCAMHandler(layers=[LAYER], classes=CLASSES, output_dir=out)
     post = Invertd(handler.saver.output_keys[LAYER], pre, orig_keys="image", nearest_interp=False)
-    SupervisedEvaluator("cpu", DataLoader(Dataset(data, pre)), network(case), inferer=SlidingWindowInferer(ROI, 2, 0.25),
-                        postprocessing=post, val_handlers=[handler]).run()  # fmt: skip
+    inferer = SlidingWindowInferer(ROI, 2, 0.25)
+    SupervisedEvaluator("cpu", DataLoader(Dataset(data, pre)), network(case), inferer=inferer, postprocessing=post,
+                        val_handlers=[handler]).run()  # fmt: skip
     return {p.name: p for p in out.glob("*_cam_*.nii.gz")}, read_table(out / "segcam_stats.csv")
 
 

@@ -33,7 +33,8 @@ def test_names_and_keys():
     assert cam_file_name("case 1", "hirescam", "encoder.0", 2) == "case 1_cam_hirescam_encoder.0_class2.nii.gz"
     assert cam_file_name("c", "gradcam", "swinViT[4]", 1, ".png") == "c_cam_gradcam_swinViT_4_class1.png"
     assert cam_output_keys("cam", "pre_head") == {"pre_head": "cam"}
-    assert cam_output_keys("cam", ["bottleneck", "pre_head"]) == {"bottleneck": "cam_bottleneck", "pre_head": "cam_pre_head"}
+    keys = {"bottleneck": "cam_bottleneck", "pre_head": "cam_pre_head"}
+    assert cam_output_keys("cam", ["bottleneck", "pre_head"]) == keys
     assert cam_keys("cam_fp", ("pre_head",)) == ["cam_fp_pre_head"]
 
 

@@ -53,7 +53,8 @@ def test_killed_evaluation_resumes_to_complete_outputs(tmp_path):
     """The demo bundle's evaluation (CAMs of the prediction, false positives and false negatives) over 40 cases,
     killed with SIGKILL once some cases are written, then run again with resume=True."""
     data, out = tmp_path / "data", tmp_path / "eval"
-    cases = [Path(item["image"]).name.removesuffix(".nii.gz") for item in write_phantom_dataset(data, NUM_CASES, SHAPE, seed=3000)]
+    items = write_phantom_dataset(data, NUM_CASES, SHAPE, seed=3000)
+    cases = [Path(item["image"]).name.removesuffix(".nii.gz") for item in items]
     killed = subprocess.Popen(_command(data, out), cwd=BUNDLE, env=_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cam.regions import region_weights
 from ..metrics import cam_statistics, label_masks
 from ..outputs import (
     CAMWriter,
@@ -227,16 +226,16 @@ def _classes(num_classes: int, model: LoadedModel, args: Namespace) -> list[int]
     return classes
 
 
-def _maps(engines: dict[str, Any], x: torch.Tensor, path: str, **call: Any) -> dict[tuple[str, str], torch.Tensor]:
-    """The maps ``(n_classes, *spatial)`` on the network grid by ``(layer, method)``."""
+def _maps(engines: dict[str, Any], x: torch.Tensor, path: str, **call: Any) -> tuple[dict, torch.Tensor]:
+    """The maps ``(n_classes, *spatial)`` on the network grid by ``(layer, method)``, and the explained region."""
     maps = {}
     for method, engine in engines.items():
         try:
             result = engine(x, **call)
         except ValueError as exc:
             raise CLIError(f"{path}: {exc}") from exc
-        maps.update({(layer, method): torch.as_tensor(cam)[0] for layer, cam in result.items()})
-    return maps
+        maps.update({(layer, method): cam.as_tensor()[0] for layer, cam in result.items()})
+    return maps, result.region[0] > 0
 
 
 def _explain_case(
@@ -252,10 +251,9 @@ def _explain_case(
     logits = predictor.predict(x).cpu()
     classes = _classes(logits.shape[1], model, args)
     region, region_summary = _region(parse_region(args.region), original, image)
-    maps = _maps(engines, x, path, classes=classes, region=region, pred=logits, label=label)
-    weights = region_weights(region, logits, classes, x.shape[2:], 1, label, model.multi_label, warn_empty=False)
+    maps, explained = _maps(engines, x, path, classes=classes, region=region, pred=logits, label=label)
     truth, _ = label_masks(None if label is None else label[0], classes, image)
-    stats = {key: cam_statistics(cam, weights[0] > 0, truth) for key, cam in maps.items()}
+    stats = {key: cam_statistics(cam, explained, truth) for key, cam in maps.items()}
     keys = {f"cam{i}": key for i, key in enumerate(maps)}
     grid = _to_original_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, model)
     shape, affine = tuple(original.shape[1:]), original.affine.numpy().astype(np.float64)

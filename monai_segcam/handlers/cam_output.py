@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from monai.engines.utils import IterationEvents
@@ -62,8 +61,6 @@ class SegCAMOutputHandler:
             raise RuntimeError("The SegCAMInferer has no CAM for this iteration: was it the engine's inferer?")
         if not isinstance(engine.state.output, dict):
             raise TypeError(f"engine.state.output is a {type(engine.state.output).__name__}, expected a dict.")
-        keys = cam_output_keys(self.cam_key, inferer.cam_kwargs["layers"])
-        maps = cam if isinstance(cam, Mapping) else {layer: cam for layer in keys}
-        for layer, key in keys.items():
-            engine.state.output[key] = maps[layer]
+        for layer, key in cam_output_keys(self.cam_key, inferer.cam_kwargs["layers"]).items():
+            engine.state.output[key] = cam[layer]
         inferer.last_cam = None

@@ -224,9 +224,7 @@ class SegCAMComputeHandler:
         if isinstance(item_label, MetaTensor):
             item_label = item_label.as_tensor()
         result = self.segcam(item[None], classes=self.classes, region=self.region, pred=item_pred, label=item_label)
-        result = result if isinstance(result, Mapping) else {self.layers[0]: result}
-        case.cams, case.region = item_maps(result, item, self.layers, region=self.region, pred=item_pred,
-                                           classes=self.classes, label=item_label, multi_label=self.multi_label)
+        case.cams, case.region = item_maps(result, item, self.layers)
         case.image = item.detach()
 
 

@@ -8,7 +8,7 @@ prediction pass. The CAM engines enable gradients themselves, so the inferer wor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -16,7 +16,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
-from ..cam import Region, SegCAM, SlidingWindowSegCAM
+from ..cam import CAMResult, Region, SegCAM, SlidingWindowSegCAM
 
 __all__ = ["SegCAMInferer", "make_segcam", "region_source", "item_maps"]
 
@@ -70,9 +70,7 @@ def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch
     return pred
 
 
-def item_maps(
-    result: Mapping[str, torch.Tensor], item: torch.Tensor, layers: Sequence[str], **region_args: Any
-) -> tuple[dict[str, MetaTensor], torch.Tensor]:
+def item_maps(result: CAMResult, item: torch.Tensor, layers: Sequence[str]) -> tuple[dict[str, MetaTensor], torch.Tensor]:
     """The maps of a one-item engine result as the item's: ``{layer: MetaTensor (n, *spatial)}`` with ``item``'s
     metadata and device, and the explained region ``(n, *spatial)`` (bool), for the handlers and transforms.
 
@@ -83,30 +81,18 @@ def item_maps(
     """
     maps = {}
     for layer in layers:
-        value = result[layer].as_tensor() if isinstance(result[layer], MetaTensor) else result[layer]
-        maps[layer] = MetaTensor(value[0].detach().to(item.device))
+        maps[layer] = MetaTensor(result[layer].as_tensor()[0].detach().to(item.device))
         if isinstance(item, MetaTensor):
             maps[layer].copy_meta_from(item)
-    if hasattr(result, "region"):
-        return maps, result.region[0].cpu() > 0
-    import warnings  # TEMPORARY until the engines return CAMResult: rebuild the region
-
-    from ..cam.regions import region_weights
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        a = region_args
-        weights = region_weights(a["region"], a["pred"], a["classes"], item.shape[1:], 1, a["label"],
-                                 a["multi_label"], device="cpu", warn_empty=False)  # fmt: skip
-    return maps, weights[0].cpu() > 0
+    return maps, result.region[0].cpu() > 0
 
 
 class SegCAMInferer(Inferer):
     """Run an inferer and compute the Seg-CAMs of the same inputs, reusing its prediction.
 
     ``__call__`` returns the wrapped inferer's prediction (a ``MetaTensor`` with the input's metadata), unchanged, and
-    stores the CAM (a ``MetaTensor`` ``(B, n_classes, *spatial)`` on the input grid with the input's metadata, or a
-    dict ``{layer: MetaTensor}`` when ``layers`` is a list) in :py:attr:`last_cam`. In an Ignite engine, attach a
+    stores the CAMs (a :py:class:`~monai_segcam.cam.CAMResult`: per layer a ``MetaTensor`` ``(B, n_classes,
+    *spatial)`` on the input grid with the input's metadata) in :py:attr:`last_cam`. In an Ignite engine, attach a
     :py:class:`~monai_segcam.handlers.SegCAMOutputHandler` to copy it into ``engine.state.output["cam"]`` at
     ``IterationEvents.FORWARD_COMPLETED``, ready for postprocessing (``Invertd``, ``SaveImaged``).
 
@@ -146,7 +132,7 @@ class SegCAMInferer(Inferer):
         self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
         self.classes = classes
         self.region = region
-        self.last_cam: MetaTensor | dict[str, MetaTensor] | None = None
+        self.last_cam: CAMResult | None = None
         self._engine: SegCAM | SlidingWindowSegCAM | None = None
         self._network: nn.Module | None = None
         if not isinstance(self.inferer, (SimpleInferer, SlidingWindowInferer)):
@@ -180,7 +166,6 @@ class SegCAMInferer(Inferer):
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)
         multi_label = bool(self.cam_kwargs.get("multi_label", False))
-        self.last_cam = self.engine(network)(
-            inputs, classes=self.classes, region=self.region, pred=region_source(pred, multi_label)
-        )
+        source = region_source(pred, multi_label)
+        self.last_cam = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source)
         return pred

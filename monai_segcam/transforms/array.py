@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import Transform
-from monai.utils import TransformBackends, ensure_tuple, look_up_option
+from monai.utils import TransformBackends, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
@@ -100,9 +100,7 @@ class ComputeSegCAM(Transform):
         source = region_source(pred[None], self.multi_label).to(device) if pred is not None else None
         truth = torch.as_tensor(label)[None].to(device) if label is not None else None
         result = self.engine(img[None].to(device), classes=self.classes, region=self.region, pred=source, label=truth)
-        result = result if isinstance(result, Mapping) else {self.layer_keys[0]: result}
-        return item_maps(result, img, self.layer_keys, region=self.region, pred=source, label=truth,
-                         classes=ensure_tuple(self.classes), multi_label=self.multi_label)  # fmt: skip
+        return item_maps(result, img, self.layer_keys)
 
 
 class NormalizeSegCAM(Transform):

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 
 from ..metrics import cam_statistics, label_masks
 from ..outputs import (
@@ -202,7 +203,7 @@ def _to_original_grid(outputs: dict[str, torch.Tensor], image: Any, model: Loade
     invert = Invertd(keys=list(outputs), transform=model.preprocessing, orig_keys="image", nearest_interp=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inverted = invert({"image": image, **{k: v.detach().cpu() for k, v in outputs.items()}})
+        inverted = invert({"image": image, **{k: MetaTensor(v.detach().cpu()) for k, v in outputs.items()}})
     return {key: np.asarray(torch.as_tensor(inverted[key]).cpu().numpy()) for key in outputs}
 
 
@@ -257,8 +258,9 @@ def _explain_case(
     keys = {f"cam{i}": key for i, key in enumerate(maps)}
     grid = _to_original_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, model)
     shape, affine = tuple(original.shape[1:]), original.affine.numpy().astype(np.float64)
-    if tuple(grid["pred"].shape[1:]) != shape:
-        raise CLIError(f"{path}: outputs came back on a {tuple(grid['pred'].shape[1:])} grid, not the input's {shape}")
+    for value in grid.values():
+        if tuple(value.shape[1:]) != shape:
+            raise CLIError(f"{path}: outputs came back on a {tuple(value.shape[1:])} grid, not the input's {shape}")
     inverted = {key: grid[tag] for tag, key in keys.items()}
     writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
     with writer.all_or_nothing():

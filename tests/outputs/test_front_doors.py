@@ -100,7 +100,7 @@ def by_handler(case, out) -> tuple[dict, dict]:
     pre = preprocessing()
     data = [{"image": str(case / "case 7.nii.gz"), "label": str(case / "case 7_seg.nii.gz")}]
     handler = SegCAMHandler(layers=[LAYER], classes=CLASSES, output_dir=out)
-    post = Invertd(handler.saver.output_keys[LAYER], pre, orig_keys="image", nearest_interp=False)
+    post = Invertd([handler.output_keys[LAYER], "pred"], pre, orig_keys="image", nearest_interp=False)
     inferer = SlidingWindowInferer(ROI, 2, 0.25)
     SupervisedEvaluator("cpu", DataLoader(Dataset(data, pre)), network(case), inferer=inferer, postprocessing=post,
                         val_handlers=[handler]).run()  # fmt: skip

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..cam import Region, SegCAM, SlidingWindowSegCAM
 from ..inferers.segcam_inferer import item_maps, make_segcam, region_source
-from ..outputs import CaseNamer, cam_output_keys
+from ..outputs import CaseNamer, cam_output_keys, source_meta
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -209,7 +209,7 @@ class SegCAMComputeHandler:
 
     def _case_name(self, item: torch.Tensor, index: int, engine: Engine) -> tuple[str, str | None]:
         """The case name from the source file's metadata, unique within the epoch, and the key that named it."""
-        named_by, meta = _source_meta(item, index, engine, self.label_key)
+        named_by, meta = source_meta(item, getattr(engine.state, "batch", None), index, skip=[self.label_key])
         rank = f"_rank{idist.get_rank()}" if idist.get_world_size() > 1 else ""
         fallback = f"case_it{engine.state.iteration}_{index}{rank}"
         return self._names(meta, default=fallback), named_by
@@ -226,19 +226,3 @@ class SegCAMComputeHandler:
         result = self.segcam(item[None], classes=self.classes, region=self.region, pred=item_pred, label=item_label)
         case.cams, case.region = item_maps(result, item, self.layers)
         case.image = item.detach()
-
-
-def _source_meta(
-    item: torch.Tensor, index: int, engine: Engine, label_key: str | None
-) -> tuple[str | None, Mapping[str, Any]]:
-    """The metadata naming a case: the image's (key ``None``), else that of the first key of the engine's batch
-    loaded from a file (with that key)."""
-    meta = item.meta if isinstance(item, MetaTensor) else {}
-    if meta.get("filename_or_obj"):
-        return None, meta
-    batch = getattr(engine.state, "batch", None)
-    for key, value in batch.items() if isinstance(batch, Mapping) else ():
-        if key != label_key and isinstance(value, MetaTensor) and value.is_batch and index < len(value):
-            if value[index].meta.get("filename_or_obj"):
-                return str(key), value[index].meta
-    return None, meta

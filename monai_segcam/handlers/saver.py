@@ -11,7 +11,7 @@ from typing import Any
 from monai.data import MetaTensor
 from monai.utils import ensure_tuple
 
-from ..outputs import CAMWriter, cam_output_keys, check_cam_geometry, remove_stale_temporaries
+from ..outputs import CAMWriter, cam_output_keys, check_cam_geometry, epoch_folder, remove_stale_temporaries
 from .compute import CAMCase, Engine, Events, OnError, fail_case
 
 __all__ = ["SegCAMSaver"]
@@ -71,8 +71,8 @@ class SegCAMSaver:
 
     def writer(self, engine: Engine) -> CAMWriter:
         """The writer of this epoch's folder."""
-        folder = os.path.join(self.output_dir, f"epoch_{engine.state.epoch:04d}") if self.epoch_subdir else None
-        return CAMWriter(folder or self.output_dir, nifti=self.save_nifti, png=self.save_png)
+        folder = epoch_folder(self.output_dir, engine.state.epoch, self.epoch_subdir)
+        return CAMWriter(folder, nifti=self.save_nifti, png=self.save_png)
 
     def complete(self, name: str, engine: Engine) -> bool:
         """Whether every file of case ``name`` exists (for ``resume``)."""

@@ -14,7 +14,7 @@ from monai.utils import ensure_tuple
 from monai.utils.dist import string_list_all_gather
 
 from ..metrics import cam_statistics, label_masks
-from ..outputs import RowJournal, cam_output_keys, merge_rows, read_table, safe_path, table_rows, write_table
+from ..outputs import StatsTable, cam_output_keys, epoch_folder, merge_rows, table_rows
 from .compute import CAMCase, Engine, Events, idist
 
 __all__ = ["SegCAMStatsHandler"]
@@ -29,7 +29,7 @@ class SegCAMStatsHandler:
     not channel first, on another grid or of another kind (:py:func:`~monai_segcam.metrics.label_masks`) leaves the
     label columns empty, and the handler says once why. Under ``torch.distributed`` the rows are gathered to
     ``save_rank``, which writes the CSV (duplicates of a sampler's padding dropped). Finished rows also go to a
-    journal (:py:class:`~monai_segcam.outputs.RowJournal`), so a killed run loses none: :py:meth:`recorded` tells a
+    journal (:py:class:`~monai_segcam.outputs.StatsTable`), so a killed run loses none: :py:meth:`recorded` tells a
     resumed run which cases are done, and their rows are restored.
 
     Args:
@@ -88,11 +88,9 @@ class SegCAMStatsHandler:
 
     def epoch_started(self, engine: Engine) -> None:
         """``EPOCH_STARTED``: forget the previous epoch's rows; read what an earlier run recorded (CSV, journals)."""
-        self.rows, self.failed, self._previous = [], {}, {}
-        journal = self._journal(engine)
-        if journal is not None:
-            previous = read_table(os.path.join(journal.folder, journal.csv_name))
-            self._previous = {**previous, **journal.read(engine.state.epoch)}
+        table = self._table(engine)
+        self.rows, self.failed = [], {}
+        self._previous = table.recorded(engine.state.epoch) if table is not None else {}
 
     def recorded(self, name: str, engine: Engine) -> bool:
         """Whether an earlier run recorded every row of case ``name`` with status ``ok`` (for ``resume``)."""
@@ -109,9 +107,9 @@ class SegCAMStatsHandler:
                 self.failed[case.name] = case.error
             rows += self._case_rows(case)
         self.rows += rows
-        journal = self._journal(engine)
-        if journal is not None:
-            journal.append([row for row in rows if row["status"] == "ok"], engine.state.epoch, idist.get_rank())
+        table = self._table(engine)
+        if table is not None:
+            table.append([row for row in rows if row["status"] == "ok"], engine.state.epoch, idist.get_rank())
 
     def epoch_completed(self, engine: Engine) -> None:
         """``EPOCH_COMPLETED``: gather the rows to ``save_rank`` and write the CSV there."""
@@ -125,18 +123,14 @@ class SegCAMStatsHandler:
         failed = sorted({f"{row['case']}: {row['error']}" for row in self.rows if row["status"] == "failed"})
         if failed:
             self.logger.warning(f"SegCAMHandler: {len(failed)} case(s) failed: " + "; ".join(failed))
-        journal = self._journal(engine)
-        if journal is not None:
-            write_table(safe_path(journal.folder, journal.csv_name), self.rows)
-            journal.remove(engine.state.epoch)
+        table = self._table(engine)
+        if table is not None:
+            table.write(self.rows, engine.state.epoch)
 
-    def _journal(self, engine: Engine) -> RowJournal | None:
+    def _table(self, engine: Engine) -> StatsTable | None:
         if self.output_dir is None or self.csv_name is None:
             return None
-        folder = self.output_dir
-        if self.epoch_subdir:
-            folder = os.path.join(folder, f"epoch_{engine.state.epoch:04d}")
-        return RowJournal(folder, self.csv_name)
+        return StatsTable(epoch_folder(self.output_dir, engine.state.epoch, self.epoch_subdir), self.csv_name)
 
     def _case_rows(self, case: CAMCase) -> list[dict[str, Any]]:
         if case.status != "ok":

@@ -12,12 +12,14 @@ from .names import (
     cam_file_name,
     cam_keys,
     cam_output_keys,
+    epoch_folder,
     panel_file_name,
     safe_case_name,
     safe_token,
     segmentation_file_name,
+    source_meta,
 )
-from .table import CSV_COLUMNS, RowJournal, merge_rows, read_table, row_key, summary_rows, table_rows, write_table
+from .table import CSV_COLUMNS, StatsTable, merge_rows, read_table, row_key, summary_rows, table_rows, write_table
 from .writer import CAMWriter, write_nifti, write_png, write_text
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "cam_file_name",
     "panel_file_name",
     "segmentation_file_name",
+    "epoch_folder",
+    "source_meta",
     "cam_output_keys",
     "cam_keys",
     "safe_path",
@@ -44,5 +48,5 @@ __all__ = [
     "summary_rows",
     "read_table",
     "write_table",
-    "RowJournal",
+    "StatsTable",
 ]

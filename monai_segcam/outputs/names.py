@@ -18,6 +18,8 @@ __all__ = [
     "cam_file_name",
     "panel_file_name",
     "segmentation_file_name",
+    "epoch_folder",
+    "source_meta",
     "cam_output_keys",
     "cam_keys",
 ]
@@ -134,6 +136,40 @@ def segmentation_file_name(case: str) -> str:
             segmentation_file_name("spleen_12")  # 'spleen_12_seg.nii.gz'
     """
     return f"{case}_seg.nii.gz"
+
+
+def epoch_folder(output_dir: str | os.PathLike, epoch: int, epoch_subdir: bool = True) -> str:
+    """The folder of an epoch's outputs: ``output_dir/epoch_NNNN`` with ``epoch_subdir``, else ``output_dir``.
+
+    Example:
+        .. code-block:: python
+
+            epoch_folder("cams", 2)  # 'cams/epoch_0002'
+    """
+    return os.path.join(output_dir, f"epoch_{epoch:04d}") if epoch_subdir else os.fspath(output_dir)
+
+
+def source_meta(
+    item: Any, batch: Any = None, index: int = 0, skip: Sequence[str | None] = ()
+) -> tuple[str | None, Mapping[str, Any]]:
+    """The metadata that names a case: ``item``'s own when it has a source file (``filename_or_obj``), else that of
+    the first key of the collated ``batch`` loaded from a file (not in ``skip``, e.g. the label), with that key; the
+    first loaded image names the case as a bundle's ``SaveImaged`` names its outputs when the network input is not
+    a loaded image (several loaded phases concatenated).
+
+    Example:
+        .. code-block:: python
+
+            key, meta = source_meta(batch["image"][0], batch, 0, skip=["label"])  # ('artery', {...}) or (None, ...)
+    """
+    meta = getattr(item, "meta", None) or {}
+    if meta.get("filename_or_obj"):
+        return None, meta
+    for key, value in batch.items() if isinstance(batch, Mapping) else ():
+        if key not in skip and getattr(value, "is_batch", False) and index < len(value):
+            if value[index].meta.get("filename_or_obj"):
+                return str(key), value[index].meta
+    return None, meta
 
 
 def cam_output_keys(cam_key: str, layers: str | Sequence[str]) -> dict[str, str]:

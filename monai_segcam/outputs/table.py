@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics.statistics import STAT_COLUMNS
+from .files import safe_path
 from .writer import write_text
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
     "summary_rows",
     "read_table",
     "write_table",
-    "RowJournal",
+    "StatsTable",
 ]
 
 CSV_COLUMNS = ("case", "epoch", "layer", "method", "class", "status", "error", *STAT_COLUMNS, "files", "n")
@@ -153,45 +154,46 @@ def write_table(path: str | os.PathLike, rows: Sequence[Row]) -> str:
     return write_text(stream.getvalue(), path)
 
 
-class RowJournal:
-    """Rows appended to a hidden JSON-lines file as cases finish, so that a run killed before it writes its CSV
-    (even by ``SIGKILL``) loses no finished case: a resumed run reads them back. A line cut short by the kill is
-    ignored (that case is computed again).
-
-    Args:
-        folder: where the CSV goes.
-        csv_name: the CSV's name; the journals are ``.{csv_name}.epoch{E}.rank{R}.jsonl`` beside it.
+class StatsTable:
+    """The statistics CSV of a folder, kill-safe: finished rows are appended to hidden JSON-lines journals beside it
+    (``.{csv_name}.epoch{E}.rank{R}.jsonl``, one per epoch and rank) until :py:meth:`write` writes the CSV and removes
+    them, so a run killed before (even by ``SIGKILL``) loses no finished case: :py:meth:`recorded` gives a resumed
+    run the rows of the CSV and of the journals. A journal line cut short by the kill is ignored.
 
     Example:
         .. code-block:: python
 
-            journal = RowJournal("cams", "segcam_stats.csv")
-            journal.append(rows, epoch=1, rank=0)
-            journal.read(epoch=1)  # {row_key: row} of every rank
-            journal.remove(epoch=1)  # once the CSV is written
+            table = StatsTable("cams", "segcam_stats.csv")
+            table.append(rows, epoch=1, rank=0)  # as cases finish
+            previous = table.recorded(epoch=1)  # after a restart
+            table.write(merge_rows(rows, previous), epoch=1)
     """
 
-    def __init__(self, folder: str | os.PathLike, csv_name: str) -> None:
+    def __init__(self, folder: str | os.PathLike, csv_name: str = "segcam_stats.csv") -> None:
         self.folder, self.csv_name = os.fspath(folder), csv_name
 
-    def path(self, epoch: int, rank: int | str) -> str:
+    @property
+    def path(self) -> str:
+        """The CSV file."""
+        return safe_path(self.folder, self.csv_name)
+
+    def journal(self, epoch: int, rank: int | str) -> str:
         """The journal of one epoch and rank."""
         return os.path.join(self.folder, f".{self.csv_name}.epoch{epoch}.rank{rank}.jsonl")
 
     def append(self, rows: Sequence[Row], epoch: int, rank: int) -> None:
-        """Append ``rows`` and flush them to disk."""
-        if not rows:
-            return
-        os.makedirs(self.folder, exist_ok=True)
-        with open(self.path(epoch, rank), "a", encoding="utf-8") as stream:
-            stream.write("".join(json.dumps(row) + "\n" for row in rows))
-            stream.flush()
-            os.fsync(stream.fileno())
+        """Append finished ``rows`` to this rank's journal and flush them to disk."""
+        if rows:
+            os.makedirs(self.folder, exist_ok=True)
+            with open(self.journal(epoch, rank), "a", encoding="utf-8") as stream:
+                stream.write("".join(json.dumps(row) + "\n" for row in rows))
+                stream.flush()
+                os.fsync(stream.fileno())
 
-    def read(self, epoch: int) -> dict[tuple[str, str, str, str], Row]:
-        """The rows of every rank's journal of ``epoch`` by :py:func:`row_key` (later lines win)."""
-        rows: dict[tuple[str, str, str, str], Row] = {}
-        for path in self._paths(epoch):
+    def recorded(self, epoch: int) -> dict[tuple[str, str, str, str], Row]:
+        """The rows an earlier run recorded, by :py:func:`row_key`: the CSV's, then every rank's journal's."""
+        rows = read_table(self.path)
+        for path in self._journals(epoch):
             with open(path, encoding="utf-8") as stream:
                 for line in stream:
                     try:
@@ -201,13 +203,15 @@ class RowJournal:
                         continue
         return rows
 
-    def remove(self, epoch: int) -> None:
-        """Remove every rank's journal of ``epoch``."""
-        for path in self._paths(epoch):
-            os.unlink(path)
+    def write(self, rows: Sequence[Row], epoch: int) -> str:
+        """Write the CSV (:py:func:`write_table`) and remove the journals of ``epoch``; returns its path."""
+        path = write_table(self.path, rows)
+        for journal in self._journals(epoch):
+            os.unlink(journal)
+        return path
 
-    def _paths(self, epoch: int) -> list[str]:
-        return sorted(glob.glob(glob.escape(self.path(epoch, "")[: -len(".jsonl")]) + "*.jsonl"))
+    def _journals(self, epoch: int) -> list[str]:
+        return sorted(glob.glob(glob.escape(self.journal(epoch, "")[: -len(".jsonl")]) + "*.jsonl"))
 
 
 def _missing(value: Any) -> bool:

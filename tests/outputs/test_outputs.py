@@ -16,7 +16,7 @@ from monai.data import MetaTensor
 
 from monai_segcam.metrics import cam_statistics, label_masks
 from monai_segcam.outputs import (
-    RowJournal,
+    StatsTable,
     cam_file_name,
     cam_keys,
     cam_output_keys,
@@ -24,7 +24,6 @@ from monai_segcam.outputs import (
     read_table,
     remove_stale_temporaries,
     table_rows,
-    write_table,
 )
 from monai_segcam.outputs.files import _HOST
 
@@ -83,17 +82,16 @@ def test_table_merge_journal_and_csv(tmp_path):
     ok = table_rows("a", "hirescam", "pre_head", [1], stats, epoch=1, files={("pre_head", 1): ["a.nii.gz"]})
     again = table_rows("a", "hirescam", "pre_head", [1], stats, status="failed", error="late duplicate")
     resumed = table_rows("b", "hirescam", "pre_head", [1], status="resumed")
-    journal = RowJournal(tmp_path, "stats.csv")
-    journal.append(table_rows("b", "hirescam", "pre_head", [1], stats), epoch=1, rank=1)
-    with open(journal.path(1, 1), "a") as stream:
+    table = StatsTable(tmp_path, "stats.csv")
+    table.append(table_rows("b", "hirescam", "pre_head", [1], stats), epoch=1, rank=1)
+    with open(table.journal(1, 1), "a") as stream:
         stream.write('{"case": "c", "layer": "pre_he')  # a line cut short by a kill
-    previous = journal.read(epoch=1)
+    previous = table.recorded(epoch=1)
     assert list(previous) == [("b", "pre_head", "hirescam", "1")]
     rows = merge_rows(ok + again + resumed, previous)
     assert [(r["case"], r["status"]) for r in rows] == [("a", "ok"), ("b", "ok")]
-    write_table(tmp_path / "stats.csv", rows)
-    journal.remove(epoch=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.csv"]
+    table.write(rows, epoch=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.csv"]  # the journal removed
     table = read_table(tmp_path / "stats.csv")
     assert table[("a", "pre_head", "hirescam", "1")]["files"] == "a.nii.gz"
     assert table[("a", "pre_head", "hirescam", "1")]["relevance_mass_label"] == ""  # missing values left empty

@@ -26,6 +26,15 @@ class CAMEngine:
     Subclasses implement ``_explain(image, classes, region, pred, label) -> (maps, weights, crop, prediction)``;
     calling the engine leaves ``torch.inference_mode`` for the call (CAMs need autograd), zeroes the maps of empty
     regions exactly, applies the ReLU and wraps the maps with the image's metadata.
+
+    Example:
+        .. code-block:: python
+
+            class MyEngine(CAMEngine):  # an engine computing maps some other way
+                def _explain(self, image, classes, region, pred, label):
+                    ...  # -> (maps {layer: (B, n, *grid)}, region weights, crop or None, prediction)
+
+            result = MyEngine(net, "pre_head", "hirescam", "logits", True, False, None)(image, classes=1)
     """
 
     def __init__(

@@ -94,8 +94,8 @@ class WindowGrid:
             diff = max(r - s, 0)
             pad += [diff // 2, diff - diff // 2]
         importance = compute_importance_map(
-            get_valid_patch_size(padded_size, roi), look_up_option(mode, BlendMode), sigma_scale, device=device,
-            dtype=dtype,
+            get_valid_patch_size(padded_size, roi), look_up_option(mode, BlendMode), sigma_scale,
+            device=torch.device("cpu") if device is None else device, dtype=dtype,
         )[None, None]  # fmt: skip
         return cls(spatial, roi, pad, slices, importance, look_up_option(padding_mode, PytorchPadMode), cval)
 

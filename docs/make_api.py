@@ -18,6 +18,7 @@ MODULES = [
     "monai_segcam.inferers",
     "monai_segcam.handlers",
     "monai_segcam.metrics",
+    "monai_segcam.outputs",
     "monai_segcam.visualize",
     "monai_segcam.data",
     "monai_segcam.utils",

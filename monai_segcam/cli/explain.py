@@ -33,10 +33,11 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from ..metrics import cam_statistics, label_masks
+from ..metrics import STAT_COLUMNS
 from ..outputs import (
     CAMWriter,
     CaseNamer,
+    case_rows,
     merge_rows,
     segmentation_file_name,
     table_rows,
@@ -253,8 +254,10 @@ def _explain_case(
     classes = _classes(logits.shape[1], model, args)
     region, region_summary = _region(parse_region(args.region), original, image)
     maps, explained = _maps(engines, x, path, classes=classes, region=region, pred=logits, label=label)
-    truth, _ = label_masks(None if label is None else label[0], classes, image)
-    stats = {key: cam_statistics(cam, explained, truth) for key, cam in maps.items()}
+    rows = []
+    for method in engines:
+        by_layer = {layer: cam for (layer, m), cam in maps.items() if m == method}
+        rows += case_rows(name, method, by_layer, classes, explained, None if label is None else label[0], image)[0]
     keys = {f"cam{i}": key for i, key in enumerate(maps)}
     grid = _to_original_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, model)
     shape, affine = tuple(original.shape[1:]), original.affine.numpy().astype(np.float64)
@@ -266,7 +269,7 @@ def _explain_case(
     with writer.all_or_nothing():
         masks = writer.write_segmentation(name, grid["pred"], affine, model.multi_label)
         layer_modules = {layer.key: layer.module_name for layer in predictor.layers}
-        files, rows = _write_cams(writer, name, original, inverted, masks[classes], stats, classes, model, args)
+        files = _write_cams(writer, name, original, inverted, masks[classes], rows, classes, model, args)
         for entry in files:
             if entry["kind"] == "cam":
                 entry.update(module=layer_modules[entry["layer"]])
@@ -293,38 +296,38 @@ def _explain_case(
     return summary, rows
 
 
-def _write_cams(writer, name, original, maps, masks, stats, classes, model, args) -> tuple[list[dict], list[dict]]:
-    """Write the maps (inverted onto the input grid) as NIfTI/PNG and the panels; returns the JSON entries of the
-    files and the statistics rows."""
+def _write_cams(writer, name, original, maps, masks, rows, classes, model, args) -> list[dict]:
+    """Write the maps (inverted onto the input grid) as NIfTI/PNG and the panels; records the files in the
+    statistics ``rows``; returns the JSON entries of the files."""
     from monai_segcam.cam import normalize_cam
 
     affine = original.affine.numpy().astype(np.float64)
     if args.normalize:
         maps = {key: normalize_cam(torch.from_numpy(cam)[None])[0].numpy() for key, cam in maps.items()}
     maps = {key: cam.astype(np.float32) for key, cam in maps.items()}
-    entries, rows = [], []
+    rows = {(row["layer"], row["method"], row["class"]): row for row in rows}
+    entries = []
     for method in dict.fromkeys(method for _, method in maps):
         shown = {layer: cam for (layer, m), cam in maps.items() if m == method}
         files = writer.write(name, method, shown, classes, affine, original[0], masks, class_names=model.class_names)
         for (layer, c), paths in files.items():
-            row = stats[(layer, method)][classes.index(c)]
-            relative = [os.path.join(name, os.path.basename(path)) for path in paths]
-            rows += table_rows(name, method, layer, [c], [row], files={(layer, c): relative})
-            peak = _peak(shown[layer][classes.index(c)], affine)
-            entries += [_entry(path, c, layer, method, row, peak, model, args) for path in paths]
+            row = rows[(layer, method, c)]
+            row["files"] = ";".join(os.path.join(name, os.path.basename(path)) for path in paths)
+            stats = {key: row[key] if row[key] == row[key] else None for key in STAT_COLUMNS}  # NaN: none
+            stats.update(_peak(shown[layer][classes.index(c)], affine))
+            entries += [_entry(path, c, layer, method, stats, model, args) for path in paths]
     if args.png and len(maps) > 1:
         for path, c in zip(writer.write_panels(name, original[0], maps, classes, masks), classes):
             entries.append({"file": os.path.basename(path), "kind": "png", "class": c, "layer": None, "method": None})
-    return entries, rows
+    return entries
 
 
-def _entry(path: str, c: int, layer: str, method: str, row: dict, peak: dict, model: LoadedModel, args: Namespace):
+def _entry(path: str, c: int, layer: str, method: str, stats: dict, model: LoadedModel, args: Namespace) -> dict:
     """The JSON summary's entry of one written CAM file (a NIfTI map with its statistics, or a PNG)."""
     entry = {"file": os.path.basename(path), "kind": "png" if path.endswith(".png") else "cam"}
     entry.update({"class": c, "layer": layer, "method": method})
     if entry["kind"] == "cam":
-        stats = {key: None if isinstance(v, float) and np.isnan(v) else v for key, v in row.items()}
-        entry.update(class_name=model.class_names.get(c), stats={**stats, **peak}, normalized=args.normalize)
+        entry.update(class_name=model.class_names.get(c), stats=stats, normalized=args.normalize)
     return entry
 
 
@@ -380,8 +383,8 @@ def run_explain(args: Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                summary, case_rows = _explain_case(path, label_path, name, model, engines, args, output, settings)
-                rows += case_rows
+                summary, found = _explain_case(path, label_path, name, model, engines, args, output, settings)
+                rows += found
             except Exception as exc:  # one failed case leaves nothing behind, is recorded and does not stop the others
                 if len(args.images) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError, ValueError)):
                     raise

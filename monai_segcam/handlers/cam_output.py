@@ -3,20 +3,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from monai.engines.utils import IterationEvents
-from monai.utils import IgniteInfo, min_version, optional_import
 
 from ..inferers import SegCAMInferer
 from ..outputs import cam_output_keys
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
+from .compute import Engine
 
 __all__ = ["SegCAMOutputHandler"]
 

@@ -63,7 +63,7 @@ class CAMCase:
 
 
 def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Logger) -> None:
-    """Apply the error policy to a failed case: raise naming it (``"raise"``), or mark it failed and log (``"skip"``)."""
+    """Apply the error policy to a failed case: raise naming it (``"raise"``), or mark it failed and log it."""
     if look_up_option(on_error, OnError) == OnError.RAISE:
         raise RuntimeError(f"SegCAMHandler: case {case.name!r} failed: {type(error).__name__}: {error}") from error
     case.status, case.error = "failed", f"{type(error).__name__}: {error}".replace("\n", " ")

@@ -13,8 +13,7 @@ from typing import Any
 from monai.utils import ensure_tuple
 from monai.utils.dist import string_list_all_gather
 
-from ..metrics import cam_statistics, label_masks
-from ..outputs import StatsTable, cam_output_keys, epoch_folder, merge_rows, table_rows
+from ..outputs import StatsTable, cam_output_keys, case_rows, epoch_folder, merge_rows, table_rows
 from .compute import CAMCase, Engine, Events, idist
 
 __all__ = ["SegCAMStatsHandler"]
@@ -134,18 +133,14 @@ class SegCAMStatsHandler:
 
     def _case_rows(self, case: CAMCase) -> list[dict[str, Any]]:
         if case.status != "ok":
-            return [row for layer in self.layers for row in self._rows(case, layer, None)]
-        label, reason = label_masks(case.label, self.classes, case.image)
-        if label is None and not self._said_label:  # once per run, not per case
+            return [row for layer in self.layers for row in self._rows(case, layer)]
+        rows, reason = case_rows(case.name, self.method, case.cams, self.classes, case.region, case.label, case.image,
+                                 case.epoch, case.files)  # fmt: skip
+        if reason and not self._said_label:  # once per run, not per case
             self._said_label = True
             log = self.logger.info if case.label is None else self.logger.warning
             log(f"SegCAMHandler: label statistics left empty: {reason} (first seen in case {case.name!r}).")
-        return [
-            row
-            for layer, cam in case.cams.items()
-            for row in self._rows(case, layer, cam_statistics(cam, case.region, label))
-        ]
+        return rows
 
-    def _rows(self, case: CAMCase, layer: str, stats: Any) -> list[dict[str, Any]]:
-        return table_rows(case.name, self.method, layer, self.classes, stats, case.status, case.error, case.epoch,
-                          case.files)  # fmt: skip
+    def _rows(self, case: CAMCase, layer: str) -> list[dict[str, Any]]:
+        return table_rows(case.name, self.method, layer, self.classes, None, case.status, case.error, case.epoch)

@@ -70,7 +70,9 @@ def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch
     return pred
 
 
-def item_maps(result: CAMResult, item: torch.Tensor, layers: Sequence[str]) -> tuple[dict[str, MetaTensor], torch.Tensor]:
+def item_maps(
+    result: CAMResult, item: torch.Tensor, layers: Sequence[str]
+) -> tuple[dict[str, MetaTensor], torch.Tensor]:
     """The maps of a one-item engine result as the item's: ``{layer: MetaTensor (n, *spatial)}`` with ``item``'s
     metadata and device, and the explained region ``(n, *spatial)`` (bool), for the handlers and transforms.
 

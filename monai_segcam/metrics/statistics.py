@@ -53,7 +53,8 @@ def label_masks(
     if not isinstance(label, torch.Tensor):
         return None, f"the label is a {type(label).__name__}, not an image (was it loaded and transformed?)"
     if label.ndim != len(grid) + 1:
-        return None, f"the label's shape {tuple(label.shape)} is not channel first like the image's {tuple(image.shape)}"
+        shapes = f"{tuple(label.shape)} vs the image's {tuple(image.shape)}"
+        return None, f"the label's shape is not channel first like the image's ({shapes})"
     if tuple(label.shape[1:]) != grid:
         return None, f"the label lies on another grid ({tuple(label.shape[1:])}) than the network input ({grid})"
     if isinstance(label, MetaTensor) and isinstance(image, MetaTensor):

@@ -19,7 +19,17 @@ from .names import (
     segmentation_file_name,
     source_meta,
 )
-from .table import CSV_COLUMNS, StatsTable, merge_rows, read_table, row_key, summary_rows, table_rows, write_table
+from .table import (
+    CSV_COLUMNS,
+    StatsTable,
+    case_rows,
+    merge_rows,
+    read_table,
+    row_key,
+    summary_rows,
+    table_rows,
+    write_table,
+)
 from .writer import CAMWriter, write_nifti, write_png, write_text
 
 __all__ = [
@@ -43,6 +53,7 @@ __all__ = [
     "CAMWriter",
     "CSV_COLUMNS",
     "table_rows",
+    "case_rows",
     "row_key",
     "merge_rows",
     "summary_rows",

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics.statistics import STAT_COLUMNS
+from ..metrics.statistics import STAT_COLUMNS, cam_statistics, label_masks
 from .files import safe_path
 from .writer import write_text
 
 __all__ = [
     "CSV_COLUMNS",
     "table_rows",
+    "case_rows",
     "row_key",
     "merge_rows",
     "summary_rows",
@@ -64,6 +65,38 @@ def table_rows(
         row["files"] = ";".join((files or {}).get((layer, c), []))  # type: ignore[call-overload]
         rows.append(row)
     return rows
+
+
+def case_rows(
+    case: str,
+    method: str,
+    maps: Mapping[str, Any],
+    classes: Sequence[int],
+    region: Any = None,
+    label: Any = None,
+    image: Any = None,
+    epoch: int | str = "",
+    files: Mapping[tuple[str, int], Sequence[str]] | None = None,
+) -> tuple[list[Row], str]:
+    """The rows of one case, per layer and class, as every front door computes them: the
+    :py:func:`~monai_segcam.metrics.cam_statistics` of each map ``(len(classes), *spatial)`` in the explained
+    ``region`` and, when :py:func:`~monai_segcam.metrics.label_masks` accepts ``label`` on ``image``'s grid, in the
+    label (else those columns stay empty).
+
+    Returns:
+        the rows, and why the label was not used (``""`` when it was).
+
+    Example:
+        .. code-block:: python
+
+            rows, reason = case_rows("case1", "hirescam", {"pre_head": cam}, [1, 2], region, item["label"], image)
+    """
+    grid = image if image is not None else next(iter(maps.values()))
+    truth, reason = label_masks(label, classes, grid)
+    rows = []
+    for layer, cam in maps.items():
+        rows += table_rows(case, method, layer, classes, cam_statistics(cam, region, truth), epoch=epoch, files=files)
+    return rows, reason
 
 
 def row_key(row: Mapping[str, Any]) -> tuple[str, str, str, str]:

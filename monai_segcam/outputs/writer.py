@@ -220,7 +220,8 @@ class CAMWriter:
             self.record(write_nifti(masks.astype(np.uint8), path, affine, channel_dim=0, output_dtype=np.uint8))
             return masks
         seg = logits.argmax(0)
-        self.record(write_nifti(seg, path, affine, None, output_dtype=np.uint8 if len(logits) <= 255 else np.int16))
+        dtype = np.uint8 if len(logits) <= 255 else np.int16
+        self.record(write_nifti(seg, path, affine, channel_dim=None, output_dtype=dtype))
         return np.stack([seg == c for c in range(len(logits))])
 
     def _view(self, image: Any, cam: Any, region: Any, title: str, path: str) -> str:

@@ -17,8 +17,7 @@ from monai.utils import ensure_tuple, ensure_tuple_rep
 from torch import nn
 
 from ..cam import Region
-from ..metrics import cam_statistics, label_masks
-from ..outputs import CAMWriter, cam_keys, cam_output_keys, safe_case_name, table_rows
+from ..outputs import CAMWriter, cam_keys, cam_output_keys, case_rows, safe_case_name
 from .array import ComputeSegCAM, NormalizeSegCAM
 
 __all__ = [
@@ -128,11 +127,8 @@ class SegCAMd(MapTransform):
         return d
 
     def _rows(self, img: torch.Tensor, maps: dict[str, torch.Tensor], region: torch.Tensor, label: Any) -> list[dict]:
-        classes = ensure_tuple(self.cam.classes)
-        truth, _ = label_masks(label, classes, img)
         case = safe_case_name(img.meta if isinstance(img, MetaTensor) else None)
-        stats = {layer: cam_statistics(cam, region, truth) for layer, cam in maps.items()}
-        return [row for layer in maps for row in table_rows(case, self.cam.method, layer, classes, stats[layer])]
+        return case_rows(case, self.cam.method, maps, ensure_tuple(self.cam.classes), region, label, img)[0]
 
 
 class SaveSegCAMd(MapTransform):

@@ -73,11 +73,9 @@ def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Lo
 
 class SegCAMComputeHandler:
     """Seg-CAMs at ``IterationEvents.FORWARD_COMPLETED`` of a ``SupervisedEvaluator``, from its prediction, into
-    ``engine.state.output`` (batch first, under :py:func:`~monai_segcam.outputs.cam_output_keys`, on the network input
-    grid with the image's metadata, for the postprocessing's ``Invertd``/``SaveImaged``; only when every case of the
-    batch has one), and the batch's :py:meth:`cases` for the saver, statistics and TensorBoard handlers. Cases are
-    named after their source file (``filename_or_obj`` of the image, or of the first loaded key of
-    ``engine.state.batch`` when the image has none, e.g. several loaded images concatenated by a bundle).
+    ``engine.state.output`` (see :py:class:`SegCAMHandler`), and the batch's :py:meth:`cases` for the saver,
+    statistics and TensorBoard handlers. Cases are named after the image's source file, or the first loaded key's
+    when the image has none (several loaded images concatenated by a bundle).
 
     Args:
         network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key, output_transform,

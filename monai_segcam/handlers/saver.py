@@ -18,15 +18,10 @@ __all__ = ["SegCAMSaver"]
 
 
 class SegCAMSaver:
-    """At ``ITERATION_COMPLETED`` (after the engine's postprocessing), write each computed case's CAMs with
-    :py:class:`~monai_segcam.outputs.CAMWriter` into ``output_dir`` (``output_dir/epoch_NNNN`` with
-    ``epoch_subdir``): per layer and class ``{case}_cam_{method}_{layer}_class{c}.nii.gz`` and ``.png``, each file
-    atomically, a case's files all or none. The NIfTI is the CAM as the postprocessing left it under its output key
-    when that is a ``MetaTensor`` (e.g. after ``Invertd``), else the network-input-grid CAM, with its own affine; the
-    PNG shows the network-grid CAM over the network input with the explained region's contour. The geometry is
-    checked by :py:func:`~monai_segcam.outputs.check_cam_geometry` against the postprocessed prediction (another grid
-    is said once; a CAM that lost its geometry is refused). Stale temporary files of a killed run are removed at
-    ``EPOCH_STARTED``.
+    """At ``ITERATION_COMPLETED`` (after postprocessing), write each computed case's CAMs with
+    :py:class:`~monai_segcam.outputs.CAMWriter`, a case's files all or none: the NIfTI of the postprocessed CAM when it
+    is a ``MetaTensor`` (e.g. after ``Invertd``), else of the network-grid CAM, with its own affine, checked by
+    :py:func:`~monai_segcam.outputs.check_cam_geometry`; the PNG of the network-grid CAM over the network input.
 
     Args:
         source: ``engine -> cases``, e.g. :py:meth:`~monai_segcam.handlers.SegCAMComputeHandler.cases`.

@@ -30,29 +30,22 @@ class SegCAMHandler(SegCAMComputeHandler):
 
     - ``FORWARD_COMPLETED``: each selected case's CAM, from the evaluator's prediction, batch first into
       ``engine.state.output`` (``cam_key``, or ``f"{cam_key}_{layer}"`` per layer when ``layers`` is a list) on the
-      network input grid with the image's metadata, for the postprocessing (``Invertd(keys=["pred", "cam"],
-      nearest_interp=False)``); a batch where a case was not selected, failed or was resumed gets no CAM key.
+      network input grid, for the postprocessing (``Invertd(keys=["pred", "cam"], nearest_interp=False)``).
     - ``ITERATION_COMPLETED``: per case, layer and class ``{case}_cam_{method}_{layer}_class{c}.nii.gz`` (the
-      postprocessed CAM when it is a ``MetaTensor``, e.g. on the original grid, else the network-grid one) and
-      ``.png`` in ``output_dir``, and TensorBoard images ``segcam/{case}/{layer}/class{c}``.
-    - ``EPOCH_COMPLETED``: ``csv_name``, a row per case, layer and class (maximum, mean, standard deviation, region
-      size and relevance mass, label relevance mass and pointing game when the label is usable, else empty; files),
-      failed cases with their error, ``mean``/``std`` summaries; gathered to ``save_rank`` across ranks.
+      postprocessed CAM, e.g. inverted) and ``.png`` in ``output_dir``; TensorBoard images.
+    - ``EPOCH_COMPLETED``: the statistics CSV ``csv_name`` (a row per case, layer and class), gathered across ranks.
 
-    Files are written atomically and finished rows journaled: a run killed at any point and started again with
-    ``resume=True`` completes the outputs without duplicates. Training is never changed (train/eval state and
-    ``requires_grad`` restored, no parameter ``.grad``, no random number generator used).
+    Files are written atomically and rows journaled: a run killed at any point and started again with
+    ``resume=True`` completes the outputs without duplicates. Training is never changed.
 
     Args:
         network: the network to explain; defaults to the engine's ``network``.
         layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
         method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
         classes: the explained class index or indices.
-        region: the explained region: ``"pred"``, ``"label"``, ``"fp"``, ``"fn"``, ``"all"``, a
-            :py:class:`~monai_segcam.Voxel`, a mask ``(1, n, *spatial)`` shared by every case...
-        inferer: the inferer whose windows the CAM uses; defaults to the engine's ``inferer``. A
-            ``SlidingWindowInferer`` gives :py:class:`~monai_segcam.SlidingWindowSegCAM` with its settings, a
-            ``SimpleInferer`` gives whole-volume :py:class:`~monai_segcam.SegCAM`.
+        region: the explained region: ``"pred"``, ``"label"``, ``"fp"``, ``"fn"``, ``"all"``, a region object...
+        inferer: the inferer whose windows the CAM uses (see :py:func:`~monai_segcam.inferers.make_segcam`);
+            defaults to the engine's ``inferer``.
         cam_key: the output key of the CAM.
         image_key: the output key of the network input.
         pred_key: the output key of the prediction (``None``: the CAM engine predicts again).
@@ -64,23 +57,17 @@ class SegCAMHandler(SegCAMComputeHandler):
         epoch_subdir: save into ``output_dir/epoch_NNNN`` (for a trainer's validation every few epochs).
         summary_writer: a TensorBoard ``SummaryWriter`` to log slices to.
         tensorboard_dir: a folder for a ``SummaryWriter`` the handler creates (and closes at ``COMPLETED``).
-        global_step_transform: the TensorBoard step from the engine; defaults to ``engine.state.epoch`` (in a
-            trainer's validation evaluator this is the trainer's epoch).
+        global_step_transform: the TensorBoard step from the engine; defaults to ``engine.state.epoch``.
         interval: run every ``interval`` epochs (``epoch_level=True``) or iterations (``epoch_level=False``).
         epoch_level: see ``interval``.
         cases: the case names (as in the file names) or a predicate on them choosing the cases; ``None``: all.
         max_cases: at most this many cases per epoch and rank.
         on_error: ``"raise"`` (default) or ``"skip"``, see :py:class:`OnError`.
-        resume: skip the cases whose files all exist and whose rows were recorded (in the CSV, or the journal of a
-            killed run); their rows are kept.
+        resume: skip the cases whose files exist and whose rows were recorded (CSV or journal); keep their rows.
         save_rank: the rank that writes the CSV.
         name: the logger name; defaults to each handler module's name.
-        output_transform: ``engine.state.output -> (image, pred, label)`` batch first, like MONAI handlers'
-            ``output_transform``; replaces ``image_key``, ``pred_key`` and ``label_key`` for reading.
+        output_transform: ``engine.state.output -> (image, pred, label)`` (batch first), like MONAI handlers'.
         cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
-
-    Raises:
-        ValueError: for invalid options (e.g. ``resume`` without files to resume from).
 
     Example:
         .. code-block:: python

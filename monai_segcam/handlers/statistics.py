@@ -20,16 +20,10 @@ __all__ = ["SegCAMStatsHandler"]
 
 
 class SegCAMStatsHandler:
-    """Record each case's rows at ``ITERATION_COMPLETED`` (after the saver) and write the CSV at ``EPOCH_COMPLETED``.
-
-    One row per case, layer and class (:py:data:`~monai_segcam.outputs.CSV_COLUMNS`, values of
-    :py:func:`~monai_segcam.metrics.cam_statistics` on the network grid), failed cases with their error, and
-    ``mean``/``std`` summary rows (:py:func:`~monai_segcam.outputs.write_table`). A label that is missing, not loaded,
-    not channel first, on another grid or of another kind (:py:func:`~monai_segcam.metrics.label_masks`) leaves the
-    label columns empty, and the handler says once why. Under ``torch.distributed`` the rows are gathered to
-    ``save_rank``, which writes the CSV (duplicates of a sampler's padding dropped). Finished rows also go to a
-    journal (:py:class:`~monai_segcam.outputs.StatsTable`), so a killed run loses none: :py:meth:`recorded` tells a
-    resumed run which cases are done, and their rows are restored.
+    """Record each case's rows (:py:func:`~monai_segcam.outputs.case_rows`) at ``ITERATION_COMPLETED``, after the
+    saver, and write the CSV (:py:class:`~monai_segcam.outputs.StatsTable`) at ``EPOCH_COMPLETED`` on ``save_rank``,
+    the rows of every rank gathered (a sampler's padding dropped). A label the statistics cannot use leaves its
+    columns empty, and the handler says once why. :py:meth:`recorded` tells a resumed run which cases are done.
 
     Args:
         source: ``engine -> cases``, e.g. :py:meth:`~monai_segcam.handlers.SegCAMComputeHandler.cases`.

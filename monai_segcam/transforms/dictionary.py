@@ -52,20 +52,13 @@ class SegCAMd(MapTransform):
         pred_key: the prediction key (one per image key, or one for all). ``None`` makes the CAM engine predict.
         label_key: the ground-truth key, needed by ``"label"``, ``"fp"`` and ``"fn"`` regions.
         cam_key: where the CAM is written (one per image key, or one for all when there is one image key).
-        layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
-        method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
-        classes: the explained class index or indices.
-        region: the explained region (``"pred"``, ``"label"``, ``"fp"``, ``"fn"``, a mask, a
-            :py:class:`~monai_segcam.Voxel`...).
-        inferer: a ``SlidingWindowInferer`` (e.g. the evaluator's) for sliding-window CAMs with the same windows;
-            ``None`` or a ``SimpleInferer`` for whole-volume CAMs.
-        device: where the CAM is computed (the item comes back on its own device), see ``ComputeSegCAM``.
+        layers, method, classes, region, inferer, device, cam_kwargs: as for
+            :py:class:`~monai_segcam.transforms.ComputeSegCAM` (``inferer``: e.g. the evaluator's).
         stats_key: when given, the item also gets the statistics rows of its CAMs under this key (one
             :py:data:`~monai_segcam.outputs.CSV_COLUMNS` dict per layer and class, from
             :py:func:`~monai_segcam.metrics.cam_statistics`, as the handlers' CSV: collect them and
             :py:func:`~monai_segcam.outputs.write_table`); a label that cannot be used leaves its columns empty.
         allow_missing_keys: skip image keys missing from the item instead of raising.
-        cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
 
     Example:
         .. code-block:: python

@@ -8,7 +8,6 @@ and when the inversion cannot be determined, a clear error naming the override, 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from monai.bundle import ConfigParser
-from test_segcam_bundles import OVERLAY, _env, read_csv
+from test_segcam_bundles import OVERLAY, _env, copy_fixture_bundle, read_csv
 
 CECT_LIKE = Path(__file__).resolve().parent / "cect_like"
 # the phases' grid: array axes (i, j, k) -> world (-1.2 j, -1.0 i, 2.0 k): permuted, flipped, anisotropic
@@ -29,13 +26,7 @@ SHAPE = (30, 26, 14)
 @pytest.fixture
 def cect_like(tmp_path) -> Path:
     """The fixture bundle with random weights and two cases of two phases and a label each."""
-    root = tmp_path / "cect_like"
-    shutil.copytree(CECT_LIKE, root)
-    parser = ConfigParser()
-    parser.read_config(root / "configs" / "inference.json")
-    torch.manual_seed(0)
-    (root / "models").mkdir()
-    torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    root = copy_fixture_bundle(CECT_LIKE, tmp_path / "cect_like")
     (root / "data").mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):

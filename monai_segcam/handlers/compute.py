@@ -16,8 +16,8 @@ from monai.inferers import Inferer
 from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_version, optional_import
 from torch import nn
 
-from ..cam import Region, SegCAM, SlidingWindowSegCAM
-from ..inferers.segcam_inferer import item_maps, make_segcam, region_source
+from ..cam import Region
+from ..transforms.array import ComputeSegCAM
 from ..outputs import CaseNamer, cam_output_keys, source_meta
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -129,7 +129,7 @@ class SegCAMComputeHandler:
         self.done = done
         self.multi_label = bool(cam_kwargs.get("multi_label", False))
         self.logger = logging.getLogger(name or __name__)
-        self.segcam: SegCAM | SlidingWindowSegCAM | None = None
+        self.cam: ComputeSegCAM | None = None
         self.batch: list[CAMCase] = []
         self._names = CaseNamer()
         self._count = 0
@@ -156,8 +156,9 @@ class SegCAMComputeHandler:
         if not isinstance(network, nn.Module):
             raise ValueError("SegCAMHandler needs a network: pass `network=` or attach it to an engine with one.")
         inferer = self.inferer if self.inferer is not None else getattr(engine, "inferer", None)
-        if self.segcam is None or self.segcam.network is not network:
-            self.segcam = make_segcam(network, inferer, **self.cam_kwargs)
+        if self.cam is None or self.cam.engine.network is not network:
+            kwargs = {"classes": self.classes, "region": self.region, **self.cam_kwargs}
+            self.cam = ComputeSegCAM(network, inferer=inferer, **kwargs)
 
     def epoch_started(self, engine: Engine) -> None:
         """``EPOCH_STARTED``: forget the previous epoch's case names and count."""
@@ -212,15 +213,13 @@ class SegCAMComputeHandler:
         fallback = f"case_it{engine.state.iteration}_{index}{rank}"
         return self._names(meta, default=fallback), named_by
 
-    def _compute(self, case: CAMCase, item: torch.Tensor, pred: Any, label: torch.Tensor | None) -> None:
-        if self.segcam is None:
+    def _compute(self, case: CAMCase, item: torch.Tensor, pred: Any, label: Any) -> None:
+        """The case's CAMs by the transform's path (:py:meth:`ComputeSegCAM.explain`), on the item's grid; a label
+        on another grid is not given to the engine (only label regions need it, and they then say so)."""
+        if self.cam is None:
             raise RuntimeError("SegCAMHandler is not attached to an engine.")
-        index = case.index
-        item_pred = region_source(pred[index : index + 1], self.multi_label) if pred is not None else None
-        case.label = label[index] if isinstance(label, (torch.Tensor, list, tuple)) else label
-        item_label = label[index : index + 1].detach() if isinstance(label, torch.Tensor) else None
-        if isinstance(item_label, MetaTensor):
-            item_label = item_label.as_tensor()
-        result = self.segcam(item[None], classes=self.classes, region=self.region, pred=item_pred, label=item_label)
-        case.cams, case.region = item_maps(result, item, self.layers)
+        case.label = label[case.index] if isinstance(label, (torch.Tensor, list, tuple)) else label
+        usable = isinstance(case.label, torch.Tensor) and tuple(case.label.shape[1:]) == tuple(item.shape[1:])
+        item_pred = pred[case.index] if pred is not None else None
+        case.cams, case.region = self.cam.explain(item, item_pred, case.label.detach() if usable else None)
         case.image = item.detach()

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..cam import CAMResult, Region, SegCAM, SlidingWindowSegCAM
 
-__all__ = ["SegCAMInferer", "make_segcam", "region_source", "item_maps"]
+__all__ = ["SegCAMInferer", "make_segcam", "region_source"]
 
 
 def make_segcam(
@@ -68,25 +68,6 @@ def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch
     if pred.shape[1] == 1 and pred.is_floating_point() and not multi_label:
         return pred.round().long()
     return pred
-
-
-def item_maps(
-    result: CAMResult, item: torch.Tensor, layers: Sequence[str]
-) -> tuple[dict[str, MetaTensor], torch.Tensor]:
-    """The maps of a one-item engine result as the item's: ``{layer: MetaTensor (n, *spatial)}`` with ``item``'s
-    metadata and device, and the explained region ``(n, *spatial)`` (bool), for the handlers and transforms.
-
-    Example:
-        .. code-block:: python
-
-            maps, region = item_maps(SegCAM(net)(item[None], classes=[1]), item, ["pre_head"])
-    """
-    maps = {}
-    for layer in layers:
-        maps[layer] = MetaTensor(result[layer].as_tensor()[0].detach().to(item.device))
-        if isinstance(item, MetaTensor):
-            maps[layer].copy_meta_from(item)
-    return maps, result.region[0].cpu() > 0
 
 
 class SegCAMInferer(Inferer):

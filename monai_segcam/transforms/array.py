@@ -14,7 +14,7 @@ from monai.utils import TransformBackends, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
-from ..inferers.segcam_inferer import item_maps, make_segcam, region_source
+from ..inferers.segcam_inferer import make_segcam, region_source
 from ..outputs import cam_output_keys
 
 __all__ = ["ComputeSegCAM", "NormalizeSegCAM"]
@@ -100,7 +100,11 @@ class ComputeSegCAM(Transform):
         source = region_source(pred[None], self.multi_label).to(device) if pred is not None else None
         truth = torch.as_tensor(label)[None].to(device) if label is not None else None
         result = self.engine(img[None].to(device), classes=self.classes, region=self.region, pred=source, label=truth)
-        return item_maps(result, img, self.layer_keys)
+        maps = {layer: MetaTensor(result[layer].as_tensor()[0].detach().to(img.device)) for layer in self.layer_keys}
+        for cam in maps.values():
+            if isinstance(img, MetaTensor):
+                cam.copy_meta_from(img)
+        return maps, result.region[0].cpu() > 0
 
 
 class NormalizeSegCAM(Transform):

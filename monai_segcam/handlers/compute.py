@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer
@@ -21,7 +22,6 @@ from ..transforms.array import ComputeSegCAM
 from ..outputs import CaseNamer, cam_output_keys, source_meta
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
@@ -29,7 +29,7 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case"]
+__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "rank_and_world"]
 
 
 class OnError(StrEnum):
@@ -60,6 +60,13 @@ class CAMCase:
     label: Any = None
     files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     named_by: str | None = None
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of ``torch.distributed``, ``(0, 1)`` outside it."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Logger) -> None:
@@ -209,8 +216,8 @@ class SegCAMComputeHandler:
     def _case_name(self, item: torch.Tensor, index: int, engine: Engine) -> tuple[str, str | None]:
         """The case name from the source file's metadata, unique within the epoch, and the key that named it."""
         named_by, meta = source_meta(item, getattr(engine.state, "batch", None), index, skip=[self.label_key])
-        rank = f"_rank{idist.get_rank()}" if idist.get_world_size() > 1 else ""
-        fallback = f"case_it{engine.state.iteration}_{index}{rank}"
+        rank, world = rank_and_world()
+        fallback = f"case_it{engine.state.iteration}_{index}" + (f"_rank{rank}" if world > 1 else "")
         return self._names(meta, default=fallback), named_by
 
     def _compute(self, case: CAMCase, item: torch.Tensor, pred: Any, label: Any) -> None:

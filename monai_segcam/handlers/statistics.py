@@ -14,7 +14,7 @@ from monai.utils import ensure_tuple
 from monai.utils.dist import string_list_all_gather
 
 from ..outputs import StatsTable, cam_output_keys, case_rows, epoch_folder, merge_rows, table_rows
-from .compute import CAMCase, Engine, Events, idist
+from .compute import CAMCase, Engine, Events, rank_and_world
 
 __all__ = ["SegCAMStatsHandler"]
 
@@ -75,7 +75,7 @@ class SegCAMStatsHandler:
 
     def started(self, engine: Engine) -> None:
         """``STARTED``: check ``save_rank``."""
-        world = idist.get_world_size()
+        world = rank_and_world()[1]
         if not 0 <= self.save_rank < world:
             raise ValueError(f"save_rank {self.save_rank} is not a rank of this run (world size {world}).")
 
@@ -102,7 +102,7 @@ class SegCAMStatsHandler:
         self.rows += rows
         table = self._table(engine)
         if table is not None:
-            table.append([row for row in rows if row["status"] == "ok"], engine.state.epoch, idist.get_rank())
+            table.append([row for row in rows if row["status"] == "ok"], engine.state.epoch, rank_and_world()[0])
 
     def epoch_completed(self, engine: Engine) -> None:
         """``EPOCH_COMPLETED``: gather the rows to ``save_rank`` and write the CSV there."""
@@ -110,7 +110,7 @@ class SegCAMStatsHandler:
             return
         texts = string_list_all_gather([json.dumps(row) for row in self.rows])
         gathered = [json.loads(text) for text in texts if text]  # a rank without rows sends ""
-        if idist.get_rank() != self.save_rank:
+        if rank_and_world()[0] != self.save_rank:
             return
         self.rows = merge_rows(gathered, self._previous)
         failed = sorted({f"{row['case']}: {row['error']}" for row in self.rows if row["status"] == "failed"})

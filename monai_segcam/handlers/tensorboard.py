@@ -10,7 +10,7 @@ from typing import Any
 from monai.utils import ensure_tuple, optional_import
 
 from ..visualize import log_cam_to_tensorboard
-from .compute import CAMCase, Engine, Events, idist
+from .compute import CAMCase, Engine, Events, rank_and_world
 
 SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
 
@@ -76,7 +76,7 @@ class SegCAMTensorBoardHandler:
 
     def _writer(self) -> Any:
         if self.summary_writer is None:
-            suffix = f".rank{idist.get_rank()}" if idist.get_world_size() > 1 else ""
+            suffix = f".rank{rank_and_world()[0]}" if rank_and_world()[1] > 1 else ""
             self.summary_writer = SummaryWriter(log_dir=os.fspath(self.log_dir), filename_suffix=suffix)
             self._own_writer = True
         return self.summary_writer

@@ -17,6 +17,7 @@ MODULES = [
     "monai_segcam.transforms",
     "monai_segcam.inferers",
     "monai_segcam.handlers",
+    "monai_segcam.report",
     "monai_segcam.metrics",
     "monai_segcam.outputs",
     "monai_segcam.visualize",

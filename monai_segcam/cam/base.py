@@ -47,10 +47,12 @@ class CAMEngine:
         multi_label: bool,
         output_selector: int | str | Callable[[Any], torch.Tensor] | None,
         flips: Sequence[Sequence[int]] | None = None,
+        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
         **method_kwargs: Any,
     ) -> None:
         self.network = network
-        self.terms = Terms(network, flips, layers, output_selector)
+        self.terms = Terms(network, flips, layers, output_selector, amp, amp_dtype)
         self.layers = self.terms.layers[0]
         self.rule = get_rule(method, **method_kwargs)
         self.target = look_up_option(target, CAMTarget)

@@ -375,7 +375,8 @@ def run_explain(args: Namespace) -> int:
     os.makedirs(output, exist_ok=True)
     settings = _settings(args, predictor, device)
     namer = CaseNamer()  # the handlers' names: one input, one name by every front door
-    cases = [(path, label, namer(path)) for path, label in zip(args.images, labels)]
+    names = [namer(path) for path in args.images]
+    cases = list(zip(args.images, labels, names))
     if has_tqdm and not args.quiet and len(cases) > 1:
         cases = tqdm(cases, desc="cases", unit="case")
     failed, rows = 0, []
@@ -399,6 +400,13 @@ def run_explain(args: Namespace) -> int:
                 _print(f"warning: {name}: {message}", error=True)
             _print(f"{name}: {len(summary['files']) + 1} files in {os.path.join(output, name)}")
     write_table(os.path.join(output, "segcam_stats.csv"), merge_rows(rows))
+    if getattr(args, "report", False):
+        from monai_segcam.report.explain_output import report_from_explain_output
+
+        reported = [n for n in names if os.path.isfile(os.path.join(output, n, f"{n}_segcam.json"))]
+        index = report_from_explain_output(output, reported)
+        if not args.quiet:
+            _print(f"review report: {index}")
     if failed:
         _print(f"monai-segcam: error: {failed} of {len(args.images)} case(s) failed", error=True)
     return 1 if failed else 0

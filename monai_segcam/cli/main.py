@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--center", default="peak", choices=("peak", "centroid"), help="PNG slices through the CAM peak "
                      "or the predicted region's centroid")  # fmt: skip
     out.add_argument("--normalize", action="store_true", help="min-max normalise each written map to [0, 1]")
+    out.add_argument("--report", action="store_true", help="also write a review report to open in a browser: "
+                     "OUTPUT/report/index.html (table of cases, flagged cases, a 3D viewer per case)")  # fmt: skip
     _common_arguments(explain)
 
     layers = commands.add_parser(

@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.utils import IgniteInfo, ensure_tuple, min_version, optional_import
 from monai.utils.dist import string_list_all_gather
@@ -18,8 +17,8 @@ from monai.utils.dist import string_list_all_gather
 from ..report import SegCAMReport
 from ..report.stats import DEFAULT_FLAG_THRESHOLD
 from ..report.writer import write_epochs_index
-from ..utils.io import safe_case_name
-from .cam_output import cam_output_keys
+from ..outputs import cam_output_keys, epoch_folder, safe_case_name
+from .compute import rank_and_world
 from .segcam_handler import SegCAMHandler
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -99,14 +98,11 @@ class SegCAMReportHandler:
         self.output_dir = os.fspath(output_dir)
         self.segcam_handler = segcam_handler
         if segcam_handler is not None:
-            self.keys = cam_output_keys(segcam_handler.cam_key, segcam_handler.layer_names)
-            self.layer_list = list(segcam_handler.layer_list)
-            self.method, self.classes = segcam_handler.method_name, tuple(segcam_handler.classes)
+            self.keys = dict(segcam_handler.output_keys)
+            self.method, self.classes = segcam_handler.method, tuple(segcam_handler.classes)
             self.multi_label = segcam_handler.multi_label
         else:
-            names = None if isinstance(layers, str) else [str(layer) for layer in ensure_tuple(layers)]
-            self.keys = cam_output_keys(cam_key, names)
-            self.layer_list = [str(layers)] if names is None else names
+            self.keys = cam_output_keys(cam_key, layers)
             self.method, self.classes = method, tuple(int(c) for c in ensure_tuple(classes))
             self.multi_label = multi_label
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
@@ -134,9 +130,7 @@ class SegCAMReportHandler:
 
     def folder(self, engine: Engine) -> str:
         """The report folder of the engine's current epoch."""
-        if self.epoch_subdir:
-            return os.path.join(self.output_dir, f"epoch_{engine.state.epoch:04d}")
-        return self.output_dir
+        return epoch_folder(self.output_dir, engine.state.epoch, self.epoch_subdir)
 
     def epoch_started(self, engine: Engine) -> None:
         """Start an empty report for the epoch."""
@@ -155,9 +149,8 @@ class SegCAMReportHandler:
             name = self._unique(name)
             maps = {}
             for layer, cam in cams.items():
-                layer_name = layer if layer is not None else self.layer_list[0]
                 for j, c in enumerate(self.classes):
-                    maps[(layer_name, self.method, c)] = cam[j : j + 1]
+                    maps[(layer, self.method, c)] = cam[j : j + 1]
             rows = [row for row in getattr(self.segcam_handler, "rows", []) if row.get("case") == name]
             pred = item.get(self.pred_key) if self.pred_key is not None else None
             label = item.get(self.label_key) if self.label_key is not None else None
@@ -169,8 +162,7 @@ class SegCAMReportHandler:
         report = self.report
         if report is None:
             return
-        distributed = dist.is_available() and dist.is_initialized()
-        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        rank, world = rank_and_world()
         if world > 1:
             texts = string_list_all_gather([json.dumps(summary) for summary in report.cases.values()])
             summaries = [json.loads(text) for text in texts if text]

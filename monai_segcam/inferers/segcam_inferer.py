@@ -16,7 +16,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
-from ..cam import Region, SegCAM, SlidingWindowSegCAM
+from ..cam import CAMResult, Region, SegCAM, SlidingWindowSegCAM
 
 __all__ = ["SegCAMInferer", "make_segcam", "region_source"]
 
@@ -74,8 +74,8 @@ class SegCAMInferer(Inferer):
     """Run an inferer and compute the Seg-CAMs of the same inputs, reusing its prediction.
 
     ``__call__`` returns the wrapped inferer's prediction (a ``MetaTensor`` with the input's metadata), unchanged, and
-    stores the CAM (a ``MetaTensor`` ``(B, n_classes, *spatial)`` on the input grid with the input's metadata, or a
-    dict ``{layer: MetaTensor}`` when ``layers`` is a list) in :py:attr:`last_cam`. In an Ignite engine, attach a
+    stores the CAMs (a :py:class:`~monai_segcam.cam.CAMResult`: per layer a ``MetaTensor`` ``(B, n_classes,
+    *spatial)`` on the input grid with the input's metadata) in :py:attr:`last_cam`. In an Ignite engine, attach a
     :py:class:`~monai_segcam.handlers.SegCAMOutputHandler` to copy it into ``engine.state.output["cam"]`` at
     ``IterationEvents.FORWARD_COMPLETED``, ready for postprocessing (``Invertd``, ``SaveImaged``).
 
@@ -115,7 +115,7 @@ class SegCAMInferer(Inferer):
         self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
         self.classes = classes
         self.region = region
-        self.last_cam: MetaTensor | dict[str, MetaTensor] | None = None
+        self.last_cam: CAMResult | None = None
         self._engine: SegCAM | SlidingWindowSegCAM | None = None
         self._network: nn.Module | None = None
         if not isinstance(self.inferer, (SimpleInferer, SlidingWindowInferer)):
@@ -149,6 +149,6 @@ class SegCAMInferer(Inferer):
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)
         multi_label = bool(self.cam_kwargs.get("multi_label", False))
-        cams = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=region_source(pred, multi_label))
-        self.last_cam = cams.map if isinstance(self.cam_kwargs["layers"], str) else dict(cams)
+        source = region_source(pred, multi_label)
+        self.last_cam = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source)
         return pred

@@ -3,9 +3,9 @@
 
 Per case folder ``OUTPUT/<case>/`` it reads ``<case>_segcam.json`` (the input and label paths, the files, each map's
 class, layer, method and statistics), the input image (on its own grid), ``<case>_seg.nii.gz`` and the CAM NIfTI
-files. The JSON's ``mass_in_prediction`` (the share of the map's mass inside the predicted voxels of its class, on
-the input's grid) is the report's ``relevance_mass_region``; label statistics and Dice are computed by the report
-from the label file given to the command.
+files. The JSON's statistics (:py:func:`~monai_segcam.metrics.cam_statistics`, as in the command's
+``segcam_stats.csv``) are the report's; label statistics and Dice are computed by the report from the label file
+given to the command.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def _rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         stats = entry.get("stats", {})
         row = {"layer": entry["layer"], "method": entry["method"], "class": entry["class"], "status": "ok"}
-        row.update(max=stats.get("max"), mean=stats.get("mean"), region_voxels=stats.get("predicted_voxels"))
-        row["relevance_mass_region"] = stats.get("mass_in_prediction")
+        row.update(max=stats.get("max"), mean=stats.get("mean"), region_voxels=stats.get("region_voxels"))
+        row["relevance_mass_region"] = stats.get("relevance_mass_region")
         rows.append(row)
     return rows
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils.io import atomic_output, safe_token
+from ..outputs import atomic_output, safe_token
 from . import pages
 from .pictures import COLORMAPS, DEFAULT_COLORMAP, class_color, encode_png, thumbnail
 from .stats import DEFAULT_FLAG_THRESHOLD, dice, is_flagged, map_statistics, merge_rows

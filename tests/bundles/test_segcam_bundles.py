@@ -236,16 +236,22 @@ SPLEEN_AFFINE = np.array([[0.0, -1.2, 0.0, 30.0], [-1.0, 0.0, 0.0, 20.0], [0.0, 
 SPLEEN_SHAPE = (48, 40, 20)
 
 
-@pytest.fixture
-def spleen_like(tmp_path) -> Path:
-    """The spleen-like fixture bundle with random weights in ``models/model.pt`` and two CT-like volumes."""
-    root = tmp_path / "spleen_like"
-    shutil.copytree(SPLEEN_LIKE, root)
+def copy_fixture_bundle(source: Path, root: Path) -> Path:
+    """A copy of a fixture bundle at ``root`` with random weights (seed 0) of its ``network_def`` in
+    ``models/model.pt``."""
+    shutil.copytree(source, root)
     parser = ConfigParser()
     parser.read_config(root / "configs" / "inference.json")
     torch.manual_seed(0)
     (root / "models").mkdir()
     torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    return root
+
+
+@pytest.fixture
+def spleen_like(tmp_path) -> Path:
+    """The spleen-like fixture bundle with random weights in ``models/model.pt`` and two CT-like volumes."""
+    root = copy_fixture_bundle(SPLEEN_LIKE, tmp_path / "spleen_like")
     (root / "data" / "imagesTs").mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(2):

@@ -36,7 +36,7 @@ def test_explain_writes_a_report_of_its_cases(cli_data, tmp_path):
         maps = {(m["layer"], m["method"], m["class"]): m for m in cases[name]["maps"]}
         assert sorted(maps) == sorted(written) and len(maps) == 4
         for key, stats in written.items():  # the command's own mass in its prediction is the report's statistic
-            expected = stats["mass_in_prediction"]
+            expected = stats["relevance_mass_region"]
             assert maps[key]["relevance_mass_region"] == (None if expected is None else pytest.approx(expected))
-            assert maps[key]["region_voxels"] == stats["predicted_voxels"]
+            assert maps[key]["region_voxels"] == stats["region_voxels"]
     assert (out / "report" / "cases" / "scan_b.js").stat().st_size > 1000

@@ -23,6 +23,8 @@ from .regions import (
     region_cotangent,
     region_weights,
 )
+from .roles import LayerDiscoveryError, LayerRoles, discover_roles
+from .selection import select_logits
 from .segcam import SegCAM
 from .sliding_window import SlidingWindowSegCAM, window_slices
 
@@ -38,6 +40,10 @@ __all__ = [
     "list_layers",
     "resolve_layers",
     "unwrap_network",
+    "discover_roles",
+    "LayerRoles",
+    "LayerDiscoveryError",
+    "select_logits",
     "CAMRule",
     "get_rule",
     "normalize_cam",

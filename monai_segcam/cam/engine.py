@@ -16,6 +16,7 @@ from ..utils.enums import CAMTarget
 from .capture import ActivationCapture
 from .layers import ResolvedLayer, resolve_layers
 from .methods import CAMRule, get_rule
+from .selection import select_logits
 
 __all__ = [
     "CAMEngine",
@@ -32,18 +33,11 @@ __all__ = [
 ]
 
 
-def select_output(output: Any, selector: int | str | Callable[[Any], torch.Tensor] | None) -> torch.Tensor:
-    """The segmentation logits from a network output (a tensor, or a tuple/list/dict picked by ``selector``)."""
-    if callable(selector):
-        output = selector(output)
-    elif selector is not None:
-        output = output[selector]
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(
-            f"The network returned a {type(output).__name__} (e.g. deep supervision or several heads); choose the "
-            "segmentation logits with `output_selector=` (an index, a key or a callable)."
-        )
-    return output
+def select_output(
+    output: Any, selector: int | str | Callable[[Any], torch.Tensor] | None, spatial_shape: Sequence[int] | None = None
+) -> torch.Tensor:
+    """The segmentation logits from a network output: see :py:func:`~monai_segcam.cam.selection.select_logits`."""
+    return select_logits(output, selector, spatial_shape)
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

@@ -22,7 +22,9 @@ hooks are removed and the train/eval flags restored afterwards. Resolution is a 
    feature map a resolution level hands on). Stages before the encoder's descent (a transformer backbone whose
    outputs feed separate encoder blocks, as in SwinUNETR) get no role but keep their names.
 
-The result is cached per network object and probe shape, so building several engines traces once.
+The result is cached per network object and probe shape, so building several engines traces once; a call without
+a probe shape reuses the roles found on any earlier one (a network whose input size is fixed, such as UNETR, is
+traced once on its size, e.g. by ``list_layers`` or a sliding window, and the roles hold for every later engine).
 """
 
 from __future__ import annotations
@@ -128,26 +130,31 @@ def _voxels(tensor: torch.Tensor) -> int:
 
 
 def probe_shapes(network: nn.Module, example_shape: Sequence[int] | None = None) -> list[tuple[int, ...]]:
-    """The probe input shapes to try, in order: ``example_shape`` alone when given, else ``(1, C) + (s,) * d`` for
-    the edge lengths of :py:data:`PROBE_SIZES`; ``C`` is the network's ``in_channels`` attribute or the fewest input
-    channels of its convolutions, ``d`` their number of spatial dimensions.
+    """The probe input shapes to try, in order.
+
+    ``example_shape`` is used alone when given, either whole ``(B, C, *spatial)`` or as a spatial size (a window's
+    ``roi_size``); otherwise ``(1, C) + (s,) * d`` for the edge lengths ``s`` of :py:data:`PROBE_SIZES`. ``C`` is the
+    network's ``in_channels`` attribute or the fewest input channels of its convolutions, ``d`` their number of
+    spatial dimensions.
 
     Example:
         .. code-block:: python
 
             probe_shapes(UNet(3, 1, 3, (8, 16, 32), (2, 2)))  # [(1, 1, 64, 64, 64), (1, 1, 96, 96, 96), ...]
+            probe_shapes(UNet(3, 1, 3, (8, 16, 32), (2, 2)), (96, 96, 48))  # [(1, 1, 96, 96, 48)]
     """
-    if example_shape is not None:
-        return [tuple(int(s) for s in example_shape)]
     convs = [m for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)]
     channels = getattr(network, "in_channels", None)
-    if not convs and not isinstance(channels, int):
+    channels = channels if isinstance(channels, int) else min((c.in_channels for c in convs), default=None)
+    dims = len(convs[0].kernel_size) if convs else None
+    if example_shape is not None:
+        shape = tuple(int(s) for s in example_shape)
+        return [(1, channels) + shape if channels is not None and len(shape) == dims else shape]
+    if channels is None or dims is None:
         raise LayerDiscoveryError(
             f"{type(network).__name__} has no convolution to tell its input channels and dimensions from; "
             "give the probe shape (B, C, *spatial), e.g. list_layers(network, (1, 1, 96, 96, 96))."
         )
-    channels = channels if isinstance(channels, int) else min(conv.in_channels for conv in convs)
-    dims = len(convs[0].kernel_size) if convs else 3
     return [(1, channels) + (size,) * dims for size in PROBE_SIZES]
 
 
@@ -385,8 +392,9 @@ def discover_roles(network: nn.Module, example_shape: Sequence[int] | None = Non
 
     Args:
         network: the segmentation network (not wrapped: see :py:func:`~monai_segcam.cam.layers.unwrap_network`).
-        example_shape: the probe's shape ``(B, C, *spatial)``; by default the shapes of :py:func:`probe_shapes` are
-            tried in order until one runs.
+        example_shape: the probe's shape ``(B, C, *spatial)`` or spatial size, e.g. a sliding window's
+            ``roi_size``; without it, the roles found earlier for this network on any shape are returned, or else
+            the shapes of :py:func:`probe_shapes` are tried in order until one runs.
 
     Raises:
         LayerDiscoveryError: no probe shape runs, or no module produces the logits.
@@ -399,6 +407,8 @@ def discover_roles(network: nn.Module, example_shape: Sequence[int] | None = Non
     """
     cache = _CACHE.setdefault(network, {})
     key = None if example_shape is None else tuple(int(s) for s in example_shape)
+    if key is None and cache:  # roles found on a shape given earlier (e.g. a window) hold for any input
+        return next(iter(cache.values()))
     if key not in cache:
         errors = []
         for shape in probe_shapes(network, example_shape):

@@ -60,7 +60,17 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class LayerDiscoveryError(ValueError):
-    """The roles of a network cannot be discovered (the probe input fails, or the trace is ambiguous)."""
+    """The roles of a network cannot be discovered (the probe input fails, or the trace is ambiguous); the message
+    says why and lists the candidates.
+
+    Example:
+        .. code-block:: python
+
+            try:
+                roles = discover_roles(network)
+            except LayerDiscoveryError as error:
+                print(error)  # e.g. the probe shapes tried and why each failed
+    """
 
 
 class Stage(NamedTuple):

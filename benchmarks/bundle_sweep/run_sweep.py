@@ -231,8 +231,13 @@ def _check_outputs(out: Path, reference: Path) -> tuple[int, list[str], bool, st
     return len(cams), layers, on_grid, peak
 
 
-def run_bundle(name: str, bundle: Bundle, workdir: Path, cam_args: list[str], timeout: int) -> dict:
-    """Copy the bundle, write its case and random checkpoint, run it with the overlay; one row of the table."""
+def run_bundle(
+    name: str, bundle: Bundle, workdir: Path, cam_args: list[str], timeout: int, extra: dict | None = None
+) -> dict:
+    """Copy the bundle, write its case and random checkpoint, run it with the overlay; one row of the table.
+
+    ``extra`` overrides ids on top of the sweep's own (e.g. an even smaller window for a test).
+    """
     work = workdir / name
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(ZOO / name, work)
@@ -240,6 +245,7 @@ def run_bundle(name: str, bundle: Bundle, workdir: Path, cam_args: list[str], ti
     data, out = work / "sweep_data", work / "sweep_out"
     _write_case(bundle, data)
     overrides = {**bundle.fix, **bundle.small, **bundle.data, "output_dir": str(out), "dataloader#num_workers": 0}
+    overrides.update(extra or {})
     override_file = work / "sweep_override.json"
     override_file.write_text(json.dumps(overrides).replace(DATA, str(data)))
     configs = [str(work / bundle.config), str(override_file)]

@@ -3,18 +3,22 @@
 
 No list of architectures: the network runs once, in ``eval()`` mode under ``torch.no_grad()``, on a small random
 probe input, with a hook on every module recording the order of the calls, which call runs inside which, and the
-shape of every *feature map* (a floating tensor ``(B, C, *spatial)`` with the input's number of dimensions). The
-hooks are removed and the train/eval flags restored afterwards. Resolution is a feature map's number of voxels.
+shape of every *feature map* (a floating tensor ``(B, C, *spatial)`` with more than one voxel and no dimension larger
+than the input's: a global pooling or a padding is no resolution); a torch function mode records when each output
+is used. Hooks and mode are removed and the train/eval flags restored afterwards. Resolution is a feature map's
+number of voxels. The rule (``docs/layers.md`` shows what it finds on 13 networks):
 
-1. **Stages.** A module call is a stage when it outputs a feature map, its module runs once per forward pass, it is
-   not a skip merge (a module returning its own input concatenated with new channels, like MONAI's
-   ``SkipConnection``: its inner module is looked at instead), and no feature map computed inside it is coarser than
-   both its output and its finest input (so a whole U-Net level, which goes down and comes back up, is not a stage,
-   but a block that downsamples or upsamples is). Only the outermost such calls count; modules returning lists,
-   tuples, dicts or token tensors (a transformer encoder, nnU-Net's encoder) are looked into.
+1. **Stages.** A module call is a stage when it outputs a feature map, its module runs once per forward pass, its
+   output is used afterwards (an unused auxiliary head is not a stage) and is not one of its inputs (``Identity``),
+   it is not a skip merge (a module returning its own input concatenated with new channels, like MONAI's
+   ``SkipConnection``: its inner module is looked at instead), and the path through it never goes down and comes
+   back up (no feature map inside it, counting its first input and its output, is coarser than one before and one
+   after it: a whole U-Net level is not a stage, a block that downsamples or upsamples is). Only the outermost such
+   calls count; modules returning lists, tuples, dicts or tokens (a transformer backbone, nnU-Net's encoder) are
+   looked into.
 2. **Head and pre_head.** The head is the stage whose output is the logits (the full-resolution output, see
    :py:func:`~monai_segcam.cam.selection.select_logits`); ``pre_head`` is the module that produced the head's input
-   (a stage when one did, else the outermost module that did).
+   (a stage when one did, else the outermost module that did; the last stage when it was made outside any module).
 3. **Decoder, bottleneck, encoder.** Walking back from the last stage before the head while the resolution does not
    increase gives the decoder's climb; ``bottleneck`` is the last stage at the coarsest resolution of that climb;
    the ``decoder.N`` are the stages after it. Walking back from the bottleneck while the resolution does not

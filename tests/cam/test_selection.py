@@ -11,7 +11,11 @@ from torch import nn
 from monai_segcam import SegCAM, SlidingWindowSegCAM
 from monai_segcam.cam import select_logits
 
-dna_unet = pytest.importorskip("dynamic_network_architectures.architectures.unet")
+try:  # PyPI dynamic-network-architectures (nnU-Net's networks), installed with --no-deps (see setup.cfg)
+    from dynamic_network_architectures.architectures import unet as dna_unet
+except ImportError:  # pragma: no cover
+    dna_unet = None
+NNUNET = pytest.mark.skipif(dna_unet is None, reason="dynamic-network-architectures is not installed")
 
 
 def plain_conv_unet(deep_supervision: bool = True) -> nn.Module:
@@ -22,6 +26,7 @@ def plain_conv_unet(deep_supervision: bool = True) -> nn.Module:
     ).eval()  # fmt: skip
 
 
+@NNUNET
 def test_deep_supervision_lists_give_the_full_resolution_output():
     x = torch.randn(1, 1, 16, 16, 16)
     net = SegResNetDS(3, init_filters=4, in_channels=1, out_channels=2, dsdepth=3).train()
@@ -65,6 +70,7 @@ class TwoHeads(nn.Module):
         return {"aux": self.aux(seg), "seg": seg}
 
 
+@NNUNET
 @pytest.mark.parametrize("engine", ["segcam", "sliding_window"])
 def test_engines_pick_the_full_resolution_logits(engine):
     """nnU-Net's deep supervision list and a dict of heads: maps equal those with the explicit selector."""

@@ -24,8 +24,13 @@ from .regions import (
     region_cotangent,
     region_weights,
 )
+<<<<<<< HEAD
 from .result import CAMResult
 from .scorecam import ScoreCAMRule
+=======
+from .roles import LayerDiscoveryError, LayerRoles, discover_roles
+from .selection import select_logits
+>>>>>>> issue-11
 from .segcam import SegCAM
 from .sliding_window import SlidingWindowSegCAM
 from .terms import TermCapture, Terms, mirror_flips, term_gradients
@@ -51,6 +56,10 @@ __all__ = [
     "list_layers",
     "resolve_layers",
     "unwrap_network",
+    "discover_roles",
+    "LayerRoles",
+    "LayerDiscoveryError",
+    "select_logits",
     "CAMRule",
     "ScoreCAMRule",
     "get_rule",

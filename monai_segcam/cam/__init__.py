@@ -24,14 +24,11 @@ from .regions import (
     region_cotangent,
     region_weights,
 )
-<<<<<<< HEAD
 from .result import CAMResult
-from .scorecam import ScoreCAMRule
-=======
 from .roles import LayerDiscoveryError, LayerRoles, discover_roles
-from .selection import select_logits
->>>>>>> issue-11
+from .scorecam import ScoreCAMRule
 from .segcam import SegCAM
+from .selection import select_logits
 from .sliding_window import SlidingWindowSegCAM
 from .terms import TermCapture, Terms, mirror_flips, term_gradients
 from .windows import GridFactory, WindowGrid, window_slices

@@ -7,7 +7,7 @@ Example:
         from monai_segcam import SegCAM
 
         cam = SegCAM(network, layers="pre_head", method="hirescam")
-        maps = cam(image, classes=1, region="pred")
+        result = cam(image, classes=1, region="pred")  # a CAMResult: result.map, result.region, ...
 
 Subpackages: :py:mod:`monai_segcam.cam` (engines), :py:mod:`~monai_segcam.transforms`,
 :py:mod:`~monai_segcam.perturbation` (occlusion, input channels),
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from .cam import (
     Box,
+    CAMResult,
     Component,
     SegCAM,
     SlidingWindowSegCAM,
     Voxel,
     layer_presets,
+    mirror_flips,
     list_layers,
     normalize_cam,
     resolve_layers,
@@ -39,6 +41,8 @@ __version__ = "0.1.0"
 __all__ = [
     "SegCAM",
     "SlidingWindowSegCAM",
+    "CAMResult",
+    "mirror_flips",
     "SegOcclusion",
     "ChannelAttribution",
     "list_layers",

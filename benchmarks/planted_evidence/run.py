@@ -263,7 +263,7 @@ def perturbation_map(method: str, net, x: torch.Tensor, weights: torch.Tensor, c
 
 def _randomization(net, x, weights, cls, method, layer) -> float:
     def cam_fn(network):
-        return SegCAM(network, layers=layer, method=method)(x, classes=cls, region=weights).as_tensor()
+        return SegCAM(network, layers=layer, method=method)(x, classes=cls, region=weights).map.as_tensor()
 
     return cascading_randomization(cam_fn, net, layers=CASCADE, seed=0)[-1].spearman
 

@@ -9,13 +9,11 @@ import warnings
 from collections.abc import Sequence
 
 from .io import CLIError
+from .perturbation import OCCLUSION
 from .perturbation import add_arguments as add_perturbation_arguments
 
 __all__ = ["build_parser", "main"]
 
-_METHODS = (
-    "gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam", "occlusion",
-)  # fmt: skip
 
 _EPILOG = """examples:
   monai-segcam layers --bundle bundles/segcam_demo
@@ -75,13 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or DICOM series folders")
     _model_arguments(explain)
+    from monai_segcam.cam.methods import method_names  # the registry: a registered method is a CLI choice
     cam = explain.add_argument_group("CAM")
     cam.add_argument(
         "--layers", nargs="+", default=["pre_head"], metavar="L",
-        help="layer names or presets (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
+        help="layer names or roles (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
-    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=_METHODS, metavar="M",
-                     help=", ".join(_METHODS))  # fmt: skip
+    methods = [*method_names(), OCCLUSION]  # occlusion: monai_segcam.perturbation.SegOcclusion
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=methods, metavar="M",
+                     help=", ".join(methods))  # fmt: skip
     cam.add_argument(
         "--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)"
     )
@@ -114,11 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--center", default="peak", choices=("peak", "centroid"), help="PNG slices through the CAM peak "
                      "or the predicted region's centroid")  # fmt: skip
     out.add_argument("--normalize", action="store_true", help="min-max normalise each written map to [0, 1]")
+    out.add_argument("--report", action="store_true", help="also write a review report to open in a browser: "
+                     "OUTPUT/report/index.html (table of cases, flagged cases, a 3D viewer per case)")  # fmt: skip
     _common_arguments(explain)
 
     layers = commands.add_parser(
-        "layers", help="list the network's layers with output shapes and presets",
-        description="List the layers a CAM can be built from, with their output shapes and the presets naming them.",
+        "layers", help="list the network's layers with output shapes and roles",
+        description="List the layers a CAM can be built from, with their output shapes and the roles discovered for them.",
     )  # fmt: skip
     _model_arguments(layers)
     layers.add_argument(
@@ -130,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    """Run ``monai-segcam layers``: print the layer table and the presets."""
+    """Run ``monai-segcam layers``: print the layer table and the discovered roles."""
     from monai.inferers import SlidingWindowInferer
 
-    from monai_segcam.cam import layer_presets, list_layers
+    from monai_segcam.cam import list_layers
 
     from .model import load_model, resolve_device
 
@@ -153,10 +155,10 @@ def run_layers(args: argparse.Namespace) -> int:
         ) from exc
     if not args.quiet:
         print(table)
-        presets = layer_presets(network)
+        roles = table.roles.roles if table.roles else {}
         name = type(network).__name__
-        print(f"\npresets ({name}):" if presets else f"\nno presets for {name}: use layer names")
-        for role, name in presets.items():
+        print(f"\nroles ({name}, discovered on {tuple(shape)}):" if roles else f"\nno roles for {name}: use layer names")
+        for role, name in roles.items():
             print(f"  {role:<12} -> {name}")
     return 0
 

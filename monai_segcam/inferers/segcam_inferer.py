@@ -16,12 +16,12 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
-from ..cam import Region, SegCAM, SlidingWindowSegCAM
-from ..cam.result import CAMResult
+from ..cam import CAMResult, Region, SegCAM, SlidingWindowSegCAM
 from ..perturbation import SegOcclusion
+from ..perturbation.occlusion import LAYER_KEY
 from ..perturbation.occlusion import METHOD as OCCLUSION
 
-__all__ = ["SegCAMInferer", "make_segcam", "region_source", "as_front_door_output"]
+__all__ = ["SegCAMInferer", "make_segcam", "method_layers", "region_source"]
 
 
 def make_segcam(
@@ -31,7 +31,7 @@ def make_segcam(
     a ``SlidingWindowInferer`` (or of the one wrapped by a :py:class:`SegCAMInferer`), else
     :py:class:`~monai_segcam.SegCAM` on whole volumes. ``method="occlusion"`` gives
     :py:class:`~monai_segcam.perturbation.SegOcclusion` with the same windows (``layers`` is ignored: occlusion maps
-    have the single layer key ``"input"``).
+    have the single layer key ``"input"``, see :py:func:`method_layers`).
 
     Args:
         network: the segmentation network.
@@ -62,19 +62,16 @@ def make_segcam(
     return SegCAM(network, **cam_kwargs)
 
 
-def as_front_door_output(cams: Any, layers: str | Sequence[str]) -> Any:
-    """An engine's output in the form the transform, inferer and handler use: a :py:class:`CAMResult` becomes its
-    single map when ``layers`` is a string (a single-layer request), else a dict ``{layer: map}``; tensors and dicts
-    (the CAM engines' current returns) pass unchanged.
+def method_layers(method: Any, layers: str | Sequence[str]) -> str | Sequence[str]:
+    """The layer key(s) a method's maps come under: ``layers`` for the CAM methods, ``"input"`` for occlusion (its
+    maps live on the input). The front doors name output keys and files with it.
 
     Example:
         .. code-block:: python
 
-            as_front_door_output(SegOcclusion(net)(image), layers="input")  # the MetaTensor of result["input"]
+            method_layers("occlusion", "pre_head"), method_layers("hirescam", "pre_head")  # 'input', 'pre_head'
     """
-    if not isinstance(cams, CAMResult):
-        return cams
-    return cams.map if isinstance(layers, str) else dict(cams)
+    return LAYER_KEY if method == OCCLUSION else layers
 
 
 def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch.Tensor | None:
@@ -101,8 +98,8 @@ class SegCAMInferer(Inferer):
     """Run an inferer and compute the Seg-CAMs of the same inputs, reusing its prediction.
 
     ``__call__`` returns the wrapped inferer's prediction (a ``MetaTensor`` with the input's metadata), unchanged, and
-    stores the CAM (a ``MetaTensor`` ``(B, n_classes, *spatial)`` on the input grid with the input's metadata, or a
-    dict ``{layer: MetaTensor}`` when ``layers`` is a list) in :py:attr:`last_cam`. In an Ignite engine, attach a
+    stores the CAMs (a :py:class:`~monai_segcam.cam.CAMResult`: per layer a ``MetaTensor`` ``(B, n_classes,
+    *spatial)`` on the input grid with the input's metadata) in :py:attr:`last_cam`. In an Ignite engine, attach a
     :py:class:`~monai_segcam.handlers.SegCAMOutputHandler` to copy it into ``engine.state.output["cam"]`` at
     ``IterationEvents.FORWARD_COMPLETED``, ready for postprocessing (``Invertd``, ``SaveImaged``).
 
@@ -139,10 +136,10 @@ class SegCAMInferer(Inferer):
     ) -> None:
         Inferer.__init__(self)
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
+        self.cam_kwargs = {"layers": method_layers(method, layers), "method": method, **cam_kwargs}
         self.classes = classes
         self.region = region
-        self.last_cam: MetaTensor | dict[str, MetaTensor] | None = None
+        self.last_cam: CAMResult | None = None
         self._engine: SegCAM | SlidingWindowSegCAM | None = None
         self._network: nn.Module | None = None
         if not isinstance(self.inferer, (SimpleInferer, SlidingWindowInferer)):
@@ -177,6 +174,5 @@ class SegCAMInferer(Inferer):
             pred = MetaTensor(pred).copy_meta_from(inputs)
         multi_label = bool(self.cam_kwargs.get("multi_label", False))
         source = region_source(pred, multi_label)
-        cams = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source)
-        self.last_cam = as_front_door_output(cams, self.cam_kwargs["layers"])
+        self.last_cam = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source)
         return pred

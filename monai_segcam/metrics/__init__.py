@@ -13,6 +13,7 @@ from .perturbation import (
     perturbation_curve,
     region_score_fn,
 )
+from .statistics import STAT_COLUMNS, cam_statistics, label_masks
 from .randomization import (
     LayerOrder,
     RandomizationStep,
@@ -25,6 +26,9 @@ __all__ = [
     "relevance_mass",
     "pointing_game",
     "topk_iou",
+    "STAT_COLUMNS",
+    "cam_statistics",
+    "label_masks",
     "PerturbationMode",
     "PerturbationBaseline",
     "PerturbationCurve",

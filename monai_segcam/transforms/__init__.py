@@ -1,5 +1,5 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""Transforms computing Seg-CAMs per item (postprocessing, before ``Invertd``) and normalising them."""
+"""Transforms computing Seg-CAMs per item (postprocessing, before ``Invertd``), saving and normalising them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from .dictionary import (
     NormalizeSegCAMd,
     NormalizeSegCAMD,
     NormalizeSegCAMDict,
+    SaveSegCAMd,
+    SaveSegCAMD,
+    SaveSegCAMDict,
     SegCAMd,
     SegCAMD,
     SegCAMDict,
@@ -19,6 +22,9 @@ __all__ = [
     "SegCAMd",
     "SegCAMD",
     "SegCAMDict",
+    "SaveSegCAMd",
+    "SaveSegCAMD",
+    "SaveSegCAMDict",
     "NormalizeSegCAMd",
     "NormalizeSegCAMD",
     "NormalizeSegCAMDict",

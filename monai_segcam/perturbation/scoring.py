@@ -27,8 +27,8 @@ from monai.utils import optional_import
 
 from ..cam.engine import all_finite
 from ..cam.regions import region_cotangent
-from ..utils.enums import CAMTarget
 from ..cam.windows import WindowGrid
+from ..utils.enums import CAMTarget
 from .windows import footprint_mask
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")

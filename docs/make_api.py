@@ -14,6 +14,7 @@ from pathlib import Path
 MODULES = [
     "monai_segcam",
     "monai_segcam.cam",
+    "monai_segcam.perturbation",
     "monai_segcam.transforms",
     "monai_segcam.inferers",
     "monai_segcam.handlers",

@@ -9,6 +9,8 @@ import warnings
 from collections.abc import Sequence
 
 from .io import CLIError
+from .perturbation import OCCLUSION
+from .perturbation import add_arguments as add_perturbation_arguments
 
 __all__ = ["build_parser", "main"]
 
@@ -77,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers", nargs="+", default=["pre_head"], metavar="L",
         help="layer names or roles (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
-    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=method_names(), metavar="M",
-                     help=", ".join(method_names()))  # fmt: skip
+    methods = [*method_names(), OCCLUSION]
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=methods, metavar="M",
+                     help=", ".join(methods))  # fmt: skip
     cam.add_argument(
         "--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)"
     )
@@ -99,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0.25)")
     window.add_argument("--sw-batch-size", type=int, metavar="N", help="windows per forward pass")
     window.add_argument("--mode", choices=("constant", "gaussian"), help="blending of overlapping windows")
+    add_perturbation_arguments(explain)
     intensity = explain.add_argument_group("preprocessing without a bundle (the image is used on its own grid)")
     intensity.add_argument(
         "--intensity-range", nargs=2, type=float, metavar=("A_MIN", "A_MAX"), help="clip and scale to [0, 1]"

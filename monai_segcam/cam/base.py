@@ -7,13 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
 from monai.utils import ensure_tuple, look_up_option
 from torch import nn
 
 from ..utils.enums import CAMTarget
 from .methods import CAMRule, get_rule
-from .result import CAMResult
+from .result import CAMResult, as_image_map
 from .terms import Terms
 
 __all__ = ["CAMEngine"]
@@ -93,10 +92,7 @@ class CAMEngine:
             value = value[crop] if crop is not None else value
             if not nonempty.all():
                 value = torch.where(nonempty.to(value.device), value, torch.zeros_like(value))
-            value = MetaTensor(value.relu() if self.relu else value)
-            if isinstance(image, MetaTensor):
-                value.copy_meta_from(image)
-            out[key] = value
+            out[key] = as_image_map(value.relu() if self.relu else value, image)
         classes = tuple(int(c) for c in ensure_tuple(classes))
         modules = {layer.key: layer.module_name for layer in self.layers}
         return CAMResult(out, classes, self.rule.method_name, weights, prediction, modules)

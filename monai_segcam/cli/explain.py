@@ -360,7 +360,10 @@ def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, A
         "device": str(device),
         "normalize": args.normalize,
         "png": args.png,
-    }
+        "perturbation": {
+            "mask_size": args.mask_size, "stride": args.mask_stride, "baseline": args.baseline, "steps": args.steps,
+        } if OCCLUSION in args.method or args.channel_table else None,
+    }  # fmt: skip
 
 
 def run_explain(args: Namespace) -> int:

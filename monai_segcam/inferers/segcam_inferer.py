@@ -133,7 +133,7 @@ class SegCAMInferer(Inferer):
     ) -> None:
         Inferer.__init__(self)
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
+        self.cam_kwargs = {"layers": result_layers(method, layers), "method": method, **cam_kwargs}
         self.classes = classes
         self.region = region
         self.last_cam: CAMResult | None = None

@@ -14,9 +14,10 @@ from monai.utils import BlendMode, PytorchPadMode, look_up_option
 from torch import nn
 
 from ..cam.capture import ActivationCapture
-from ..cam.engine import check_classes, check_image, check_output, network_spatial_dims, select_output
+from ..cam.engine import check_classes, check_image, check_output, network_spatial_dims
 from ..cam.layers import unwrap_network
 from ..cam.regions import as_region, region_weights
+from ..cam.selection import select_logits
 from ..utils.enums import CAMTarget
 from .scoring import StitchedScorer
 from .windows import WindowLayout
@@ -139,7 +140,7 @@ class StitchedExplainer:
         return []
 
     def _predictor(self, window: torch.Tensor) -> torch.Tensor:
-        return select_output(unwrap_network(self.network)(window), self.output_selector)
+        return select_logits(unwrap_network(self.network)(window), self.output_selector, window.shape[2:])
 
     def _devices(self, image: torch.Tensor) -> tuple[torch.device, torch.device]:
         """``(sw_device, device)`` for an image."""

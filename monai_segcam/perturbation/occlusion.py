@@ -20,8 +20,7 @@ from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from ..cam.capture import ActivationCapture
-from ..cam.engine import as_output
-from ..cam.result import CAMResult
+from ..cam.result import CAMResult, as_image_map
 from .base import StitchedExplainer
 from .baselines import make_baseline
 from .scoring import Perturbation
@@ -148,6 +147,6 @@ class SegOcclusion(StitchedExplainer):
             maps = maps / count.clamp_min(1)  # voxels no occluder covers (stride > mask_size) stay 0
         self.window_passes = scorer.window_passes
         maps = maps.relu() if self.relu else maps
-        wrapped = as_output({LAYER_KEY: maps.to(image.device)}, image, single=False)
+        wrapped = {LAYER_KEY: as_image_map(maps.to(image.device), image)}
         prediction = None if state.prediction is None else state.prediction.to(image.device)
         return CAMResult(wrapped, state.classes, METHOD, state.weights.to(image.device), prediction)

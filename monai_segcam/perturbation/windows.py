@@ -2,8 +2,8 @@
 """MONAI's sliding-window layout of one image, and where a perturbed box of the image lands in the padded grid.
 
 :py:class:`WindowLayout` holds exactly what :py:func:`monai.inferers.sliding_window_inference` computes for an image
-shape: the padding of images smaller than the window, the window slices in the padded grid (``dense_patch_slices``
-through :py:func:`monai_segcam.cam.sliding_window.window_slices`), the importance map of one window and the count
+shape: the padding of images smaller than the window, the window slices in the padded grid, the importance map of one
+window (all from :py:class:`monai_segcam.cam.windows.WindowGrid`) and the count
 map (the sum of the importance maps), so that ``beta_w = importance / count`` are the blending weights of
 ``Y = sum_w beta_w f_w``. A whole volume is the layout whose single window is the image.
 """
@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from monai.data.utils import compute_importance_map, get_valid_patch_size
 from monai.utils import BlendMode, PytorchPadMode, ensure_tuple_rep, fall_back_tuple, look_up_option
 
-from ..cam.sliding_window import window_slices
+from ..cam.windows import WindowGrid
 
 __all__ = ["WindowLayout", "box_footprint", "footprint_mask"]
 
@@ -69,20 +68,9 @@ class WindowLayout:
         overlap = ensure_tuple_rep(overlap, len(spatial))
         if any(not 0 <= o < 1 for o in overlap):
             raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
-        padded, slices = window_slices(spatial, roi, overlap)
-        pad: list[int] = []
-        for s, r in zip(reversed(spatial), reversed(roi)):
-            diff = max(r - s, 0)
-            pad += [diff // 2, diff - diff // 2]
-        importance = compute_importance_map(
-            get_valid_patch_size(padded, roi), look_up_option(mode, BlendMode), sigma_scale, device=sw_device,
-            dtype=dtype,
-        )[None, None]  # fmt: skip
-        count = torch.zeros((1, 1, *padded), dtype=dtype, device=device)
-        on_device = importance.to(count.device)
-        for window in slices:
-            count[(..., *window)] += on_device
-        return cls(spatial, tuple(padded), pad, slices, importance, count)
+        grid = WindowGrid.from_monai(spatial, roi, overlap, mode, sigma_scale, device=sw_device, dtype=dtype)
+        count = grid.count(device).to(dtype)
+        return cls(spatial, grid.padded_shape, grid.pad, grid.slices, grid.importance, count)
 
     @property
     def pad_before(self) -> tuple[int, ...]:

@@ -19,7 +19,7 @@ from monai_segcam import Box, Voxel
 from monai_segcam.cam.regions import region_weights
 from monai_segcam.cam.result import CAMResult
 from monai_segcam.perturbation import SegOcclusion, make_baseline, occluder_boxes
-from monai_segcam.utils.io import save_nifti_atomic
+from monai_segcam.outputs import write_nifti
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -144,7 +144,7 @@ def test_result_is_saved_like_a_cam(tmp_path):
     torch.testing.assert_close(result.map.affine, affine)
     assert result.region.shape == (1, 2, 16, 12, 8) and result.prediction.shape == (1, 3, 16, 12, 8)
     assert result.map.min() >= 0  # ReLU by default
-    path = save_nifti_atomic(result.map[0, 1:2], tmp_path / "case_cam_occlusion_input_class2.nii.gz")
+    path = write_nifti(result.map[0, 1:2], tmp_path / "case_cam_occlusion_input_class2.nii.gz")
     saved = nib.load(path)
     np.testing.assert_allclose(saved.affine, affine.numpy())
     np.testing.assert_allclose(saved.get_fdata(), result.map[0, 1].numpy(), rtol=1e-6)

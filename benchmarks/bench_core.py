@@ -127,7 +127,7 @@ def tools(net, x, layer):
 
 
 def check_agreement(net, x, layer) -> float:
-    ours = SegCAM(net, layers=layer, method="gradcam")(x, classes=CLASS).as_tensor()
+    ours = SegCAM(net, layers=layer, method="gradcam")(x, classes=CLASS).map.as_tensor()
     ref = minimal_reference(net, x, layer, "gradcam")
     return float((ours - ref).abs().max() / ref.abs().max())
 

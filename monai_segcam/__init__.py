@@ -7,7 +7,7 @@ Example:
         from monai_segcam import SegCAM
 
         cam = SegCAM(network, layers="pre_head", method="hirescam")
-        maps = cam(image, classes=1, region="pred")
+        result = cam(image, classes=1, region="pred")  # a CAMResult: result.map, result.region, ...
 
 Subpackages: :py:mod:`monai_segcam.cam` (engines), :py:mod:`~monai_segcam.transforms`,
 :py:mod:`~monai_segcam.inferers`, :py:mod:`~monai_segcam.handlers` (Ignite), :py:mod:`~monai_segcam.metrics`
@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from .cam import (
     Box,
+    CAMResult,
     Component,
     SegCAM,
     SlidingWindowSegCAM,
     Voxel,
     layer_presets,
+    mirror_flips,
     list_layers,
     normalize_cam,
     resolve_layers,
@@ -37,6 +39,8 @@ __version__ = "0.1.0"
 __all__ = [
     "SegCAM",
     "SlidingWindowSegCAM",
+    "CAMResult",
+    "mirror_flips",
     "list_layers",
     "layer_presets",
     "resolve_layers",

@@ -230,7 +230,7 @@ def run_task(
 
 def _randomization(net, x, weights, cls, method, layer) -> float:
     def cam_fn(network):
-        return SegCAM(network, layers=layer, method=method)(x, classes=cls, region=weights).as_tensor()
+        return SegCAM(network, layers=layer, method=method)(x, classes=cls, region=weights).map.as_tensor()
 
     return cascading_randomization(cam_fn, net, layers=CASCADE, seed=0)[-1].spearman
 

@@ -13,7 +13,6 @@ from .nnunet import add_nnunet_arguments
 
 __all__ = ["build_parser", "main"]
 
-_METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam")
 
 _EPILOG = """examples:
   monai-segcam layers --bundle bundles/segcam_demo
@@ -80,13 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or DICOM series folders")
     _model_arguments(explain)
+    from monai_segcam.cam.methods import method_names  # the registry: a registered method is a CLI choice
     cam = explain.add_argument_group("CAM")
     cam.add_argument(
         "--layers", nargs="+", default=["pre_head"], metavar="L",
         help="layer names or presets (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
-    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=_METHODS, metavar="M",
-                     help=", ".join(_METHODS))  # fmt: skip
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=method_names(), metavar="M",
+                     help=", ".join(method_names()))  # fmt: skip
     cam.add_argument(
         "--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)"
     )

@@ -423,7 +423,7 @@ class SegCAMHandler:
         if isinstance(item_label, MetaTensor):
             item_label = item_label.as_tensor()
         cams = self.segcam(item[None], classes=self.classes, region=self.region, pred=item_pred, label=item_label)
-        per_layer = cams if isinstance(cams, dict) else {None: cams}
+        per_layer = {None: cams.map} if self.layer_names is None else dict(cams)
         layers = {key: _on_grid(value, item) for key, value in per_layer.items()}
         if self.layer_names is not None:
             layers = {layer: layers[layer] for layer in self.layer_names}

@@ -149,7 +149,6 @@ class SegCAMInferer(Inferer):
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)
         multi_label = bool(self.cam_kwargs.get("multi_label", False))
-        self.last_cam = self.engine(network)(
-            inputs, classes=self.classes, region=self.region, pred=region_source(pred, multi_label)
-        )
+        cams = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=region_source(pred, multi_label))
+        self.last_cam = cams.map if isinstance(self.cam_kwargs["layers"], str) else dict(cams)
         return pred

@@ -100,9 +100,9 @@ class ComputeSegCAM(Transform):
         source = source.to(device) if source is not None else None
         truth = torch.as_tensor(label)[None].to(device) if label is not None else None
         cams = self.engine(batch, classes=self.classes, region=self.region, pred=source, label=truth)
-        if isinstance(cams, dict):
-            return {key: _on_item_grid(value, img, img.device) for key, value in cams.items()}
-        return _on_item_grid(cams, img, img.device)
+        if isinstance(self.layers, str):
+            return _on_item_grid(cams.map, img, img.device)
+        return {key: _on_item_grid(value, img, img.device) for key, value in cams.items()}
 
 
 class NormalizeSegCAM(Transform):

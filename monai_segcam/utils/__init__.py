@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .enums import CAMMethod, CAMTarget, RegionKind
+from .enums import CAMTarget, RegionKind
 from .postprocessing import applies_sigmoid
 
-__all__ = ["CAMMethod", "CAMTarget", "RegionKind", "applies_sigmoid"]
+__all__ = ["CAMTarget", "RegionKind", "applies_sigmoid"]

@@ -137,7 +137,7 @@ def test_box_region_equals_the_python_api(cli_runs, cli_data):
     net = UNet(**NETWORK_ARGS)
     net.load_state_dict(torch.load(cli_data["checkpoint"], weights_only=True)["model"])
     image = torch.as_tensor(np.asarray(nib.load(str(cli_data["nifti"])).dataobj), dtype=torch.float32)[None, None]
-    expected = SegCAM(net, layers="pre_head", method="hirescam")(image, classes=1, region=Box((4, 5, 3), (11, 13, 9)))
+    expected = SegCAM(net, layers="pre_head", method="hirescam")(image, classes=1, region=Box((4, 5, 3), (11, 13, 9))).map
     saved = np.asarray(nib.load(str(case / "case_01_T1_cam_hirescam_pre_head_class1.nii.gz")).dataobj)
     assert expected.max() > 0
     np.testing.assert_allclose(saved, expected[0, 0].numpy(), rtol=1e-4, atol=1e-6 * float(expected.max()))

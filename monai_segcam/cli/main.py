@@ -43,7 +43,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--network", metavar="DOTTED.PATH", help="network class, e.g. monai.networks.nets.UNet")
     source.add_argument(
         "--nnunet", metavar="MODEL_FOLDER",
-        help="nnU-Net v2 model folder <trainer>__<plans>__<configuration>/ (needs pip install monai-segcam[nnunet])",
+        help="nnU-Net v2 model folder <trainer>__<plans>__<configuration>/ or a MONAI bundle converted from one "
+        "(needs pip install monai-segcam[nnunet])",
     )  # fmt: skip
     group.add_argument(
         "--config", nargs="+", default=["configs/inference.json"], metavar="FILE",

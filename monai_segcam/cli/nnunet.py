@@ -1,6 +1,9 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
 """``monai-segcam explain IMAGE... --nnunet MODEL_FOLDER``: Seg-CAMs of an nnU-Net v2 model as nnU-Net predicts.
 
+``MODEL_FOLDER`` is nnU-Net's ``<trainer>__<plans>__<configuration>/`` or a MONAI bundle converted from it
+(``monai.apps.nnunet.convert_nnunet_to_monai_bundle``).
+
 Images are cases named as nnU-Net names them: one file per channel, ``case_0000.nii.gz``, ``case_0001.nii.gz``, ...
 (give all of a case's files, or a folder of cases); a single-channel model also takes a file without the suffix.
 The model folder's plans do the rest: nnU-Net's preprocessing, its tiles and Gaussian, the mirroring axes of the
@@ -48,8 +51,8 @@ def add_nnunet_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-mirroring", action="store_true", help="no test-time mirroring (default: the checkpoint's mirroring axes)"
     )
     group.add_argument(
-        "--nnunet-checkpoint", default="checkpoint_final.pth", metavar="NAME",
-        help="checkpoint file in each fold folder (default: checkpoint_final.pth)",
+        "--nnunet-checkpoint", metavar="NAME",
+        help="checkpoint file in each fold folder (default: checkpoint_final.pth; model.pt in a MONAI bundle)",
     )  # fmt: skip
     group.add_argument("--tile-step-size", type=float, default=0.5, help="nnU-Net's tile step (default 0.5)")
 
@@ -227,7 +230,7 @@ def _description(model: Any, args: Namespace, device: torch.device) -> dict[str,
         "trainer": model.trainer_name,
         "configuration": model.configuration_name,
         "folds": [str(f) for f in model.folds],
-        "checkpoint": args.nnunet_checkpoint,
+        "checkpoint": model.checkpoint_name,
         "mirror_axes": list(model.mirror_axes),
         "patch_size": list(model.patch_size),
         "tile_step_size": model.tile_step_size,
@@ -292,11 +295,10 @@ def run_explain_nnunet(args: Namespace) -> int:
 def run_layers_nnunet(args: Namespace) -> int:
     """Run ``monai-segcam layers --nnunet``: the layer table of the model's network and its role presets."""
     from monai_segcam.cam import list_layers
-    from monai_segcam.nnunet import available_folds, nnunet_layer_presets
+    from monai_segcam.nnunet import nnunet_layer_presets
 
     device = resolve_device(args.device)
-    check_exists([args.nnunet], "nnU-Net model folder")
-    model = _load(args, device, folds=(args.folds or available_folds(args.nnunet, args.nnunet_checkpoint))[:1])
+    model = _load(args, device, folds=args.folds[:1] if args.folds else None)
     network = model.networks[0]
     shape = args.input_shape or [1, model.num_input_channels, *model.patch_size]
     if not args.quiet:

@@ -7,7 +7,8 @@ dependency: ``pip install monai-segcam[nnunet]``), :py:func:`nnunet_window_grid`
 engine, and :py:class:`NNUNetSegCAM` explains the averaged, mirrored, stitched prediction and returns the maps on the
 original image with nnU-Net's own inverse of its preprocessing.
 
-Importing this package does not import nnU-Net; using it without nnU-Net raises an ``ImportError`` saying how to
+A MONAI bundle converted from an nnU-Net model (``monai.apps.nnunet.convert_nnunet_to_monai_bundle``) loads the same
+way. Importing this package does not import nnU-Net; using it without nnU-Net raises an ``ImportError`` saying how to
 install it.
 
 Example:
@@ -24,7 +25,14 @@ from __future__ import annotations
 
 from ._require import INSTALL_HINT, require_nnunet
 from .explain import NNUNetExplanation, NNUNetSegCAM, file_affine
-from .model import NNUNetCase, NNUNetModel, available_folds, load_checkpoint, nnunet_layer_presets
+from .model import (
+    NNUNetCase,
+    NNUNetModel,
+    available_folds,
+    load_checkpoint,
+    monai_bundle_models,
+    nnunet_layer_presets,
+)
 from .tiles import nnunet_window_grid
 
 __all__ = [
@@ -36,6 +44,7 @@ __all__ = [
     "nnunet_layer_presets",
     "load_checkpoint",
     "available_folds",
+    "monai_bundle_models",
     "file_affine",
     "require_nnunet",
     "INSTALL_HINT",

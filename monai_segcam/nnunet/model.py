@@ -39,9 +39,17 @@ from ..cam.terms import mirror_flips
 from ._require import require_nnunet
 from .tiles import nnunet_window_grid
 
-__all__ = ["NNUNetModel", "NNUNetCase", "load_checkpoint", "available_folds", "nnunet_layer_presets"]
+__all__ = [
+    "NNUNetModel",
+    "NNUNetCase",
+    "load_checkpoint",
+    "available_folds",
+    "monai_bundle_models",
+    "nnunet_layer_presets",
+]
 
 _FILE_ORDER_READERS = ("SimpleITKIO", "NibabelIO")  # both give the file's voxel axes reversed
+_BUNDLE_CHECKPOINT = "nnunet_checkpoint.pth"  # a MONAI bundle's nnU-Net settings (trainer, init_args, mirroring)
 
 
 def _numpy_scalar_globals() -> list:
@@ -53,12 +61,14 @@ def _numpy_scalar_globals() -> list:
     return names + [type(np.dtype(kind)) for kind in kinds]
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, required: Sequence[str] = ("network_weights", "trainer_name", "init_args")
+) -> dict[str, Any]:
     """An nnU-Net checkpoint (``network_weights``, ``init_args``, ``trainer_name``,
     ``inference_allowed_mirroring_axes``, ...) read with ``torch.load(weights_only=True)`` on the CPU.
 
     Only tensors, containers, numbers, strings, ``torch.device`` and numpy scalars are accepted: a checkpoint holding
-    anything else (code) is refused rather than executed.
+    anything else (code) is refused rather than executed. ``required`` are the keys it must have.
 
     Example:
         .. code-block:: python
@@ -72,7 +82,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         except Exception as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             raise ValueError(f"{path} cannot be read safely as an nnU-Net checkpoint: {reason}") from exc
-    missing = {"network_weights", "trainer_name", "init_args"} - set(checkpoint)
+    missing = set(required) - set(checkpoint)
     if missing:
         raise ValueError(f"{path} is not an nnU-Net v2 checkpoint: it lacks {sorted(missing)}.")
     return checkpoint
@@ -93,6 +103,22 @@ def available_folds(folder: str | os.PathLike, checkpoint_name: str = "checkpoin
             folds.append(int(suffix) if suffix.isdigit() else suffix)
     numbered = sorted(f for f in folds if isinstance(f, int))
     return numbered or [f for f in folds if f == "all"]
+
+
+def monai_bundle_models(folder: str | os.PathLike) -> str | None:
+    """The folder holding an nnU-Net model converted to a MONAI bundle by
+    ``monai.apps.nnunet.convert_nnunet_to_monai_bundle`` (``models/`` with ``plans.json``, ``dataset.json``,
+    ``nnunet_checkpoint.pth`` and ``fold_<k>/model.pt``), given the bundle or its ``models/``; ``None`` otherwise.
+
+    Example:
+        .. code-block:: python
+
+            monai_bundle_models("bundles/spleen_nnunet")  # 'bundles/spleen_nnunet/models'
+    """
+    for candidate in (os.path.join(os.fspath(folder), "models"), os.fspath(folder)):
+        if os.path.isfile(os.path.join(candidate, _BUNDLE_CHECKPOINT)):
+            return candidate
+    return None
 
 
 def nnunet_layer_presets(network: nn.Module) -> dict[str, str]:
@@ -150,9 +176,11 @@ class NNUNetModel:
     """A trained nnU-Net v2 model folder: the chosen folds' networks, the plans and the predictor, from nnU-Net.
 
     Args:
-        folder: the model folder ``<trainer>__<plans>__<configuration>/``.
+        folder: the model folder ``<trainer>__<plans>__<configuration>/``, or a MONAI bundle made from one by
+            ``monai.apps.nnunet.convert_nnunet_to_monai_bundle`` (see :py:func:`monai_bundle_models`).
         folds: the folds to average (``[0, 1, 2, 3, 4]``, ``["all"]``); ``None`` takes every fold with a checkpoint.
-        checkpoint_name: ``checkpoint_final.pth`` or ``checkpoint_best.pth``.
+        checkpoint_name: the file in each ``fold_<k>/``: ``checkpoint_final.pth`` (default) or
+            ``checkpoint_best.pth``; in a MONAI bundle ``model.pt`` (default) or ``best_model.pt``.
         use_mirroring: test-time mirroring over the checkpoint's ``inference_allowed_mirroring_axes`` (all their
             subsets, the identity included, averaged: nnU-Net's default).
         tile_step_size: nnU-Net's tile step as a fraction of the patch (0.5 by default).
@@ -172,7 +200,7 @@ class NNUNetModel:
         self,
         folder: str | os.PathLike,
         folds: Sequence[int | str] | None = None,
-        checkpoint_name: str = "checkpoint_final.pth",
+        checkpoint_name: str | None = None,
         use_mirroring: bool = True,
         tile_step_size: float = 0.5,
         use_gaussian: bool = True,
@@ -180,19 +208,25 @@ class NNUNetModel:
     ) -> None:
         plans_handler = require_nnunet("nnunetv2.utilities.plans_handling.plans_handler")
         self.folder = os.fspath(folder)
+        bundle_models = monai_bundle_models(self.folder)
+        self.source = bundle_models or self.folder  # where plans.json, dataset.json and fold_<k>/ are
+        self.checkpoint_name = checkpoint_name or ("model.pt" if bundle_models else "checkpoint_final.pth")
+        checkpoint_name = self.checkpoint_name
         for name in ("plans.json", "dataset.json"):
-            if not os.path.isfile(os.path.join(self.folder, name)):
+            if not os.path.isfile(os.path.join(self.source, name)):
                 raise FileNotFoundError(
                     f"{self.folder} is not an nnU-Net v2 model folder: {name} is missing (expected "
                     "<trainer>__<plans>__<configuration>/ with plans.json, dataset.json and fold_<k>/)."
                 )
-        self.folds = list(folds) if folds is not None else available_folds(self.folder, checkpoint_name)
+        self.folds = list(folds) if folds is not None else available_folds(self.source, checkpoint_name)
         if not self.folds:
-            raise FileNotFoundError(f"No fold_<k>/{checkpoint_name} in {self.folder}.")
-        checkpoints = [self._checkpoint(fold, checkpoint_name) for fold in self.folds]
-        with open(os.path.join(self.folder, "plans.json")) as f:
+            raise FileNotFoundError(f"No fold_<k>/{checkpoint_name} in {self.source}.")
+        settings = load_checkpoint(os.path.join(self.source, _BUNDLE_CHECKPOINT), ("trainer_name", "init_args")) \
+            if bundle_models else {}  # fmt: skip
+        checkpoints = [{**settings, **self._checkpoint(fold, checkpoint_name, bool(settings))} for fold in self.folds]
+        with open(os.path.join(self.source, "plans.json")) as f:
             self.plans_manager = plans_handler.PlansManager(json.load(f))
-        with open(os.path.join(self.folder, "dataset.json")) as f:
+        with open(os.path.join(self.source, "dataset.json")) as f:
             self.dataset_json = json.load(f)
         self.trainer_name = checkpoints[0]["trainer_name"]
         self.configuration_name = checkpoints[0]["init_args"]["configuration"]
@@ -207,12 +241,17 @@ class NNUNetModel:
         self.networks = [self._member(architecture, c["network_weights"]) for c in checkpoints]
         self.predictor = self._predictor(architecture, [c["network_weights"] for c in checkpoints], use_mirroring)
 
-    def _checkpoint(self, fold: int | str, checkpoint_name: str) -> dict[str, Any]:
-        path = os.path.join(self.folder, f"fold_{fold}", checkpoint_name)
+    def _checkpoint(self, fold: int | str, checkpoint_name: str, weights_only_file: bool) -> dict[str, Any]:
+        """A fold's checkpoint; a MONAI bundle's holds only the weights (``{"network_weights": ...}`` or the state
+        dict itself), its settings being in ``nnunet_checkpoint.pth``."""
+        path = os.path.join(self.source, f"fold_{fold}", checkpoint_name)
         if not os.path.isfile(path):
-            found = available_folds(self.folder, checkpoint_name)
+            found = available_folds(self.source, checkpoint_name)
             raise FileNotFoundError(f"{path} does not exist; folds with {checkpoint_name}: {found}.")
-        return load_checkpoint(path)
+        if not weights_only_file:
+            return load_checkpoint(path)
+        weights = load_checkpoint(path, required=())
+        return weights if "network_weights" in weights else {"network_weights": weights}
 
     def _check_configuration(self) -> None:
         if self.configuration_manager.previous_stage_name is not None:

@@ -172,3 +172,23 @@ def test_written_segmentation_equals_the_predictors(model, files, tmp_path):
     np.testing.assert_allclose(cam.affine, theirs.affine, atol=1e-4)
     np.testing.assert_allclose(np.asarray(cam.dataobj), explanation.maps["pre_head"][0], rtol=1e-6)
     assert cam.shape == theirs.shape and np.asarray(cam.dataobj).max() > 0
+
+
+def test_monai_bundle_converted_from_the_folder(nnunet_folder, files, tmp_path, monkeypatch):
+    """A MONAI bundle written by MONAI's ``convert_nnunet_to_monai_bundle`` loads to the same folds and prediction."""
+    from monai.apps.nnunet import convert_nnunet_to_monai_bundle
+
+    from monai_segcam.nnunet.model import _numpy_scalar_globals
+
+    monkeypatch.setenv("nnUNet_results", str(nnunet_folder.parents[1]))
+    (tmp_path / "models").mkdir()
+    with torch.serialization.safe_globals(_numpy_scalar_globals()):  # its weights_only load meets numpy scalars
+        for fold in (0, 1):
+            convert_nnunet_to_monai_bundle({"dataset_name_or_id": nnunet_folder.parent.name}, str(tmp_path), fold)
+    bundle, folder = NNUNetModel(tmp_path), NNUNetModel(nnunet_folder)
+    assert bundle.folds == [0, 1] and bundle.checkpoint_name == "model.pt" and bundle.mirror_axes == (0, 1, 2)
+    for ours, theirs in zip(bundle.networks, folder.networks):
+        for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+            assert torch.equal(a, b), name
+    case = bundle.preprocess(files)
+    assert torch.equal(bundle.predict(case.data), folder.predict(case.data))

@@ -9,9 +9,9 @@ import warnings
 from collections.abc import Sequence
 
 from .io import CLIError
+from .nnunet import add_nnunet_arguments
 from .perturbation import OCCLUSION
 from .perturbation import add_arguments as add_perturbation_arguments
-from .nnunet import add_nnunet_arguments
 
 __all__ = ["build_parser", "main"]
 

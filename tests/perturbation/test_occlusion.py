@@ -18,8 +18,8 @@ from monai.networks.nets import UNet
 from monai_segcam import Box, Voxel
 from monai_segcam.cam.regions import region_weights
 from monai_segcam.cam.result import CAMResult
-from monai_segcam.perturbation import SegOcclusion, make_baseline, occluder_boxes
 from monai_segcam.outputs import write_nifti
+from monai_segcam.perturbation import SegOcclusion, make_baseline, occluder_boxes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -7,9 +7,10 @@ Example:
         from monai_segcam import SegCAM
 
         cam = SegCAM(network, layers="pre_head", method="hirescam")
-        maps = cam(image, classes=1, region="pred")
+        result = cam(image, classes=1, region="pred")  # a CAMResult: result.map, result.region, ...
 
 Subpackages: :py:mod:`monai_segcam.cam` (engines), :py:mod:`~monai_segcam.transforms`,
+:py:mod:`~monai_segcam.perturbation` (occlusion, input channels),
 :py:mod:`~monai_segcam.inferers`, :py:mod:`~monai_segcam.handlers` (Ignite), :py:mod:`~monai_segcam.metrics`
 (explanation quality), :py:mod:`~monai_segcam.visualize` (pictures), :py:mod:`~monai_segcam.data` (phantoms),
 :py:mod:`~monai_segcam.cli` (``monai-segcam``).
@@ -19,17 +20,20 @@ from __future__ import annotations
 
 from .cam import (
     Box,
+    CAMResult,
     Component,
     SegCAM,
     SlidingWindowSegCAM,
     Voxel,
     layer_presets,
     list_layers,
+    mirror_flips,
     normalize_cam,
     resolve_layers,
 )
 from .handlers import SegCAMHandler
 from .inferers import SegCAMInferer
+from .perturbation import ChannelAttribution, SegOcclusion
 from .transforms import ComputeSegCAM, NormalizeSegCAMd, SegCAMd
 
 __version__ = "0.1.0"
@@ -37,6 +41,10 @@ __version__ = "0.1.0"
 __all__ = [
     "SegCAM",
     "SlidingWindowSegCAM",
+    "CAMResult",
+    "mirror_flips",
+    "SegOcclusion",
+    "ChannelAttribution",
     "list_layers",
     "layer_presets",
     "resolve_layers",

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from .base import CAMEngine
 from .capture import ActivationCapture
 from .layers import LayerInfo, LayerTable, ResolvedLayer, layer_presets, list_layers, resolve_layers, unwrap_network
-from .methods import CAMRule, get_rule
+from .methods import CAMRule, get_rule, method_names, register_method
 from .normalize import normalize_cam
 from .regions import (
     Box,
@@ -23,15 +24,27 @@ from .regions import (
     region_cotangent,
     region_weights,
 )
+from .result import CAMResult
 from .roles import LayerDiscoveryError, LayerRoles, discover_roles
-from .selection import select_logits
+from .scorecam import ScoreCAMRule
 from .segcam import SegCAM
-from .sliding_window import SlidingWindowSegCAM, window_slices
+from .selection import select_logits
+from .sliding_window import SlidingWindowSegCAM
+from .terms import TermCapture, Terms, mirror_flips, term_gradients
+from .windows import GridFactory, WindowGrid, window_slices
 
 __all__ = [
+    "CAMEngine",
+    "CAMResult",
     "SegCAM",
     "SlidingWindowSegCAM",
+    "WindowGrid",
+    "GridFactory",
     "window_slices",
+    "Terms",
+    "TermCapture",
+    "mirror_flips",
+    "term_gradients",
     "ActivationCapture",
     "LayerInfo",
     "LayerTable",
@@ -45,7 +58,10 @@ __all__ = [
     "LayerDiscoveryError",
     "select_logits",
     "CAMRule",
+    "ScoreCAMRule",
     "get_rule",
+    "method_names",
+    "register_method",
     "normalize_cam",
     "Region",
     "PredictedRegion",

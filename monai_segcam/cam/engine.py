@@ -1,43 +1,27 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""Pieces shared by the whole-volume and the sliding-window CAM engines."""
+"""Checks and helpers shared by the CAM engines: input/output validation, upsampling."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
-from monai.utils import ensure_tuple, look_up_option
-from torch import nn
+from monai.utils import ensure_tuple
 
-from ..utils.enums import CAMTarget
-from .capture import ActivationCapture
-from .layers import ResolvedLayer, resolve_layers
-from .methods import CAMRule, get_rule
-from .selection import select_logits
+from .layers import ResolvedLayer
 
 __all__ = [
-    "CAMEngine",
-    "select_output",
     "all_finite",
     "network_spatial_dims",
     "check_image",
     "check_classes",
     "upsample",
-    "as_output",
-    "layer_gradients",
     "check_activations",
     "check_output",
 ]
-
-
-def select_output(
-    output: Any, selector: int | str | Callable[[Any], torch.Tensor] | None, spatial_shape: Sequence[int] | None = None
-) -> torch.Tensor:
-    """The segmentation logits from a network output: see :py:func:`~monai_segcam.cam.selection.select_logits`."""
-    return select_logits(output, selector, spatial_shape)
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
@@ -91,35 +75,7 @@ def upsample(raw: torch.Tensor, spatial_size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(raw, size=tuple(spatial_size), mode=mode, align_corners=False)
 
 
-def as_output(maps: dict[str, torch.Tensor], image: torch.Tensor, single: bool) -> MetaTensor | dict[str, MetaTensor]:
-    """Wrap maps as MetaTensors on the image's grid with the image's metadata (affine, applied operations)."""
-    wrapped = {}
-    for key, value in maps.items():
-        out = MetaTensor(value)
-        if isinstance(image, MetaTensor):
-            out.copy_meta_from(image)
-        wrapped[key] = out
-    return next(iter(wrapped.values())) if single else wrapped
-
-
-def layer_gradients(
-    logits: torch.Tensor,
-    capture: ActivationCapture,
-    layers: Sequence[ResolvedLayer],
-    cotangent: torch.Tensor,
-    retain_graph: bool,
-) -> list[torch.Tensor]:
-    """``dS/dA`` for every captured layer from one vector-Jacobian product of the logits with ``cotangent``.
-
-    Only the activations are differentiated (``autograd.grad``), never the parameters. A layer that does not lead to
-    the logits gets a zero gradient.
-    """
-    acts = [capture.activations[layer.key] for layer in layers]
-    grads = torch.autograd.grad(logits, acts, cotangent, retain_graph=retain_graph, allow_unused=True)
-    return [torch.zeros_like(a) if g is None else g for a, g in zip(acts, grads)]
-
-
-def check_activations(capture: ActivationCapture, layers: Sequence[ResolvedLayer]) -> None:
+def check_activations(capture: Any, layers: Sequence[ResolvedLayer]) -> None:
     """Raise a clear error when a layer was not reached or produced NaN/Inf."""
     for layer in layers:
         if layer.key not in capture.activations:
@@ -140,70 +96,3 @@ def check_output(output: torch.Tensor, layers: Sequence[ResolvedLayer], what: st
             f"{what} contains NaN/Inf values while the explained layers ({names}) were finite: a module after them "
             "produced them; check the weights (e.g. a diverged checkpoint) and the input."
         )
-
-
-class CAMEngine:
-    """What the whole-volume and sliding-window engines share: the network, its resolved layers, the CAM rule, the
-    explained target, and how raw volume maps become the returned MetaTensors.
-
-    Subclasses implement ``_explain(image, classes, region, pred, label) -> (maps, weights, crop)``; calling the engine
-    leaves ``torch.inference_mode`` for the call (CAMs need autograd), zeroes the maps of empty regions exactly,
-    applies the ReLU and wraps the maps with the image's metadata.
-    """
-
-    def __init__(
-        self,
-        network: nn.Module,
-        layers: str | Sequence[str],
-        method: str | CAMRule,
-        target: str,
-        relu: bool,
-        multi_label: bool,
-        output_selector: int | str | Callable[[Any], torch.Tensor] | None,
-        **method_kwargs: Any,
-    ) -> None:
-        self.network = network
-        self.layers = resolve_layers(network, layers)
-        self.single_layer = isinstance(layers, str)
-        self.rule = get_rule(method, **method_kwargs)
-        self.target = look_up_option(target, CAMTarget)
-        self.relu = relu
-        self.multi_label = multi_label
-        self.output_selector = output_selector
-
-    def __call__(
-        self,
-        image: torch.Tensor,
-        classes: int | Sequence[int] = 1,
-        region: Any = "pred",
-        pred: torch.Tensor | None = None,
-        label: torch.Tensor | None = None,
-    ) -> MetaTensor | dict[str, MetaTensor]:
-        """Compute the CAMs of ``classes`` for ``region`` on ``image`` ``(B, C, *spatial)``.
-
-        Args:
-            image: the network input, batch first (a ``MetaTensor`` keeps its metadata on the output).
-            classes: one class index or several; all come from the same forward pass(es).
-            region: the explained region M per class, on the whole volume (see :py:mod:`monai_segcam.cam.regions`).
-            pred: an existing prediction defining prediction-based regions: logits ``(B, C, *spatial)`` (stitched, for
-                sliding windows) or a label map ``(B, 1, *spatial)``; it saves the prediction pass of sliding windows.
-            label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
-        """
-        if torch.is_inference_mode_enabled():  # CAMs need autograd: leave inference mode for this call
-            with torch.inference_mode(False):
-                return self(image, classes, region, pred, label)
-        maps, weights, crop = self._explain(image, classes, region, pred, label)
-        nonempty = weights.flatten(2).any(-1)[(...,) + (None,) * (weights.ndim - 2)]
-        out = {}
-        for key, value in maps.items():
-            value = value.expand(-1, weights.shape[1], *value.shape[2:]) if value.shape[1] != weights.shape[1] else value
-            if not nonempty.all():
-                value = torch.where(nonempty, value, torch.zeros_like(value))
-            value = value[crop] if crop is not None else value
-            out[key] = value.relu() if self.relu else value
-        return as_output(out, image, self.single_layer)
-
-    def _explain(self, image, classes, region, pred, label) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
-        """Raw volume maps ``{layer: (B, n or 1, *grid)}``, region weights ``(B, n, *grid)`` and a crop to the image
-        grid (``None`` when ``grid`` is the image grid)."""
-        raise NotImplementedError

@@ -15,17 +15,19 @@ The segmentation forms follow Vinogradova et al. 2020 (Seg-Grad-CAM), Draelos & 
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from monai.utils import look_up_option
 
-from ..utils.enums import CAMMethod
-
 __all__ = [
     "CAMRule",
+    "register_method",
+    "method_names",
     "SegGradCAMRule",
     "SegHiResCAMRule",
     "SegXResCAMRule",
@@ -33,7 +35,6 @@ __all__ = [
     "XGradCAMRule",
     "LayerCAMRule",
     "EigenCAMRule",
-    "ScoreCAMRule",
     "get_rule",
 ]
 
@@ -44,10 +45,50 @@ def _spatial_sum(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).sum(-1)
 
 
+_METHODS: dict[str, type[CAMRule]] = {}
+_Rule = TypeVar("_Rule", bound="type[CAMRule]")
+
+
+def register_method(name: str) -> Callable[[_Rule], _Rule]:
+    """Class decorator registering a :py:class:`CAMRule` under a method name: every front door (the engines'
+    ``method=``, the CLI's ``--method`` choices, the bundles) then accepts the name.
+
+    Example:
+        .. code-block:: python
+
+            @register_method("poshirescam")
+            class PositiveHiResCAM(CAMRule):
+                local = True
+
+                def local_map(self, acts, grads):
+                    return (grads.clamp_min(0) * acts.clamp_min(0)).sum(1, keepdim=True)
+    """
+
+    def register(cls: _Rule) -> _Rule:
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ValueError(f"Method name {name!r} is already registered for {_METHODS[name].__name__}.")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return register
+
+
+def method_names() -> list[str]:
+    """The registered method names, in registration order.
+
+    Example:
+        >>> method_names()[:3]
+        ['gradcam', 'hirescam', 'xrescam']
+    """
+    return list(_METHODS)
+
+
 class CAMRule:
     """Base class of the CAM rules.
 
     Attributes:
+        name: the registered method name (set by :py:func:`register_method`; the class name otherwise).
         local: the map is element-wise in space (per-window maps of a sliding-window pass add up).
         needs_gradients: the rule uses ``G``; gradient-free rules are called with ``grads=None``.
 
@@ -64,8 +105,20 @@ class CAMRule:
             maps = SegCAM(net, method=PositiveGradCAM())(image, classes=1)
     """
 
+    name: str = ""
     local: bool = False
     needs_gradients: bool = True
+
+    @property
+    def method_name(self) -> str:
+        """The name results and file names use: the registered name, else the class name."""
+        return self.name or type(self).__name__
+
+    def collect_statistics(self, source: Any) -> dict[tuple[str, int, int], tuple[torch.Tensor, ...]]:
+        """Phase 1 of a global-weight rule: the statistics per ``(layer, class index, member)`` summed over windows
+        and flips. The default sums :py:meth:`statistics` of each window's ``(A, G)``
+        (``source.gradient_statistics()``); a rule scoring masked inputs (Score-CAM) overrides this."""
+        return source.gradient_statistics()
 
     def __call__(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
         """The raw map ``(B, 1, *s)`` of one whole volume (or one window with its own weights)."""
@@ -101,6 +154,7 @@ class CAMRule:
         return raw
 
 
+@register_method("gradcam")
 class SegGradCAMRule(CAMRule):
     """Seg-Grad-CAM: ``sum_k mean_u(G^k) A^k``."""
 
@@ -111,6 +165,7 @@ class SegGradCAMRule(CAMRule):
         return stats[0] / num_positions, None
 
 
+@register_method("hirescam")
 class SegHiResCAMRule(CAMRule):
     """Seg-HiRes-Grad-CAM: ``sum_k G^k ⊙ A^k``. Its map sums to the region score minus the head's bias term on a
     network that is linear after the layer (completeness)."""
@@ -121,6 +176,7 @@ class SegHiResCAMRule(CAMRule):
         return (grads * acts).sum(1, keepdim=True)
 
 
+@register_method("xrescam")
 class SegXResCAMRule(CAMRule):
     """Seg-XRes-CAM: ``sum_k up(pool_p(G^k)) ⊙ A^k`` with block pooling of size ``pool_size`` and nearest upsampling.
 
@@ -147,6 +203,7 @@ class SegXResCAMRule(CAMRule):
         return (pooled * acts).sum(1, keepdim=True)
 
 
+@register_method("gradcampp")
 class GradCAMPlusPlusRule(CAMRule):
     """Grad-CAM++ in closed form: ``alpha = G² / (2G² + sum_u(A) G³)``, ``w_k = sum_u alpha ReLU(G)`` (never exp(S))."""
 
@@ -161,6 +218,7 @@ class GradCAMPlusPlusRule(CAMRule):
         return stats[0], None
 
 
+@register_method("xgradcam")
 class XGradCAMRule(CAMRule):
     """XGrad-CAM: ``w_k = sum_u(A^k G^k) / sum_u(A^k)``."""
 
@@ -171,6 +229,7 @@ class XGradCAMRule(CAMRule):
         return stats[0] / (stats[1] + _EPS), None
 
 
+@register_method("layercam")
 class LayerCAMRule(CAMRule):
     """LayerCAM: ``sum_k ReLU(G^k) ⊙ A^k``."""
 
@@ -180,6 +239,7 @@ class LayerCAMRule(CAMRule):
         return (grads.clamp_min(0) * acts).sum(1, keepdim=True)
 
 
+@register_method("eigencam")
 class EigenCAMRule(CAMRule):
     """Eigen-CAM: the activations projected on their first principal component (gradient-free, class-agnostic).
 
@@ -205,17 +265,9 @@ class EigenCAMRule(CAMRule):
         return component, -(component * mean).sum(-1)
 
 
-class ScoreCAMRule(CAMRule):
-    """Score-CAM: channel weights from masked forward passes; computed by the engines, not from ``(A, G)``."""
-
-    needs_gradients = False
-
-    def weights(self, stats, num_positions):
-        return torch.softmax(stats[0], dim=1), None
-
-
-def get_rule(method: str | CAMMethod | CAMRule, **kwargs) -> CAMRule:
-    """The rule for a method name (``kwargs`` go to its constructor, e.g. ``pool_size`` for ``"xrescam"``).
+def get_rule(method: str | CAMRule, **kwargs: Any) -> CAMRule:
+    """The rule registered under a method name (``kwargs`` go to its constructor, e.g. ``pool_size`` for
+    ``"xrescam"``); a :py:class:`CAMRule` instance is returned as it is.
 
     Example:
         .. code-block:: python
@@ -225,14 +277,9 @@ def get_rule(method: str | CAMMethod | CAMRule, **kwargs) -> CAMRule:
     """
     if isinstance(method, CAMRule):
         return method
-    rules = {
-        CAMMethod.GRADCAM: SegGradCAMRule,
-        CAMMethod.HIRESCAM: SegHiResCAMRule,
-        CAMMethod.XRESCAM: SegXResCAMRule,
-        CAMMethod.GRADCAMPP: GradCAMPlusPlusRule,
-        CAMMethod.XGRADCAM: XGradCAMRule,
-        CAMMethod.LAYERCAM: LayerCAMRule,
-        CAMMethod.EIGENCAM: EigenCAMRule,
-        CAMMethod.SCORECAM: ScoreCAMRule,
-    }
-    return rules[look_up_option(method, CAMMethod)](**kwargs)
+    name = str(method)
+    if name not in _METHODS:
+        close = difflib.get_close_matches(name, list(_METHODS), n=3, cutoff=0.5)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(f"Unknown CAM method {name!r}.{hint} Registered methods: {method_names()}.")
+    return _METHODS[name](**kwargs)

@@ -25,7 +25,7 @@ def normalize_cam(cam: torch.Tensor, mode: str = "minmax", percentiles: Sequence
     Example:
         .. code-block:: python
 
-            shown = normalize_cam(SegCAM(net)(image), mode="percentile", percentiles=(1, 99))
+            shown = normalize_cam(SegCAM(net)(image).map, mode="percentile", percentiles=(1, 99))
     """
     mode = look_up_option(mode, ("minmax", "percentile"))
     flat = cam.as_tensor().flatten(2).float() if isinstance(cam, MetaTensor) else cam.flatten(2).float()

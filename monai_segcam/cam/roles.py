@@ -163,7 +163,7 @@ def probe_shapes(network: nn.Module, example_shape: Sequence[int] | None = None)
     dims = len(convs[0].kernel_size) if convs else None
     if example_shape is not None:
         shape = tuple(int(s) for s in example_shape)
-        return [(1, channels) + shape if channels is not None and len(shape) == dims else shape]
+        return [(1, channels, *shape) if channels is not None and len(shape) == dims else shape]
     if channels is None or dims is None:
         raise LayerDiscoveryError(
             f"{type(network).__name__} has no convolution to tell its input channels and dimensions from; "

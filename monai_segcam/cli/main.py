@@ -9,15 +9,19 @@ import warnings
 from collections.abc import Sequence
 
 from .io import CLIError
+from .nnunet import add_nnunet_arguments
+from .perturbation import OCCLUSION
+from .perturbation import add_arguments as add_perturbation_arguments
 
 __all__ = ["build_parser", "main"]
 
-_METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam")
 
 _EPILOG = """examples:
   monai-segcam layers --bundle bundles/segcam_demo
   monai-segcam explain ct.nii.gz --bundle bundles/segcam_demo --layers bottleneck pre_head \\
       --method hirescam gradcam --classes 1 --output cams/
+  monai-segcam explain case_0000.nii.gz case_0001.nii.gz --nnunet nnUNetTrainer__nnUNetPlans__3d_fullres \\
+      --folds 0 1 2 3 4 --output cams/
   monai-segcam explain scan.nrrd dicom_folder/ --network monai.networks.nets.UNet \\
       --network-args '{"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [16, 32, 64],
       "strides": [2, 2]}' --checkpoint model.pt --roi-size 96 --output cams/
@@ -39,6 +43,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     source = group.add_mutually_exclusive_group(required=True)
     source.add_argument("--bundle", metavar="DIR", help="MONAI bundle folder (network_def, preprocessing, inferer)")
     source.add_argument("--network", metavar="DOTTED.PATH", help="network class, e.g. monai.networks.nets.UNet")
+    source.add_argument(
+        "--nnunet", metavar="MODEL_FOLDER",
+        help="nnU-Net v2 model folder <trainer>__<plans>__<configuration>/ or a MONAI bundle converted from one "
+        "(needs pip install monai-segcam[nnunet])",
+    )  # fmt: skip
     group.add_argument(
         "--config", nargs="+", default=["configs/inference.json"], metavar="FILE",
         help="bundle config file(s), relative to the bundle (default: configs/inference.json)",
@@ -49,6 +58,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         help="weights: a state dict or a dict holding one under 'model'/'state_dict' (bundle: models/model.pt)",
     )  # fmt: skip
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    add_nnunet_arguments(parser)
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,13 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or DICOM series folders")
     _model_arguments(explain)
+    from monai_segcam.cam.methods import method_names  # the registry: a registered method is a CLI choice
     cam = explain.add_argument_group("CAM")
     cam.add_argument(
         "--layers", nargs="+", default=["pre_head"], metavar="L",
         help="layer names or roles (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
-    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=_METHODS, metavar="M",
-                     help=", ".join(_METHODS))  # fmt: skip
+    methods = [*method_names(), OCCLUSION]
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=methods, metavar="M",
+                     help=", ".join(methods))  # fmt: skip
     cam.add_argument(
         "--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)"
     )
@@ -99,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0.25)")
     window.add_argument("--sw-batch-size", type=int, metavar="N", help="windows per forward pass")
     window.add_argument("--mode", choices=("constant", "gaussian"), help="blending of overlapping windows")
+    add_perturbation_arguments(explain)
     intensity = explain.add_argument_group("preprocessing without a bundle (the image is used on its own grid)")
     intensity.add_argument(
         "--intensity-range", nargs=2, type=float, metavar=("A_MIN", "A_MAX"), help="clip and scale to [0, 1]"
@@ -110,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--center", default="peak", choices=("peak", "centroid"), help="PNG slices through the CAM peak "
                      "or the predicted region's centroid")  # fmt: skip
     out.add_argument("--normalize", action="store_true", help="min-max normalise each written map to [0, 1]")
+    out.add_argument("--report", action="store_true", help="also write a review report to open in a browser: "
+                     "OUTPUT/report/index.html (table of cases, flagged cases, a 3D viewer per case)")  # fmt: skip
     _common_arguments(explain)
 
     layers = commands.add_parser(
@@ -172,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "method", None):
         args.method = list(dict.fromkeys(args.method))
     try:
+        if getattr(args, "nnunet", None):
+            from .nnunet import run_explain_nnunet, run_layers_nnunet
+
+            return run_layers_nnunet(args) if args.command == "layers" else run_explain_nnunet(args)
         if args.command == "layers":
             return run_layers(args)
         from .explain import run_explain

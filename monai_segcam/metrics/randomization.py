@@ -176,7 +176,7 @@ def cascading_randomization(
     so the global RNG state is left untouched.
 
     Args:
-        cam_fn: computes a map from a network, e.g. ``lambda net: SegCAM(net, ...)(image)``.
+        cam_fn: computes a map from a network, e.g. ``lambda net: SegCAM(net, ...)(image).map``.
         network: the network to check (left unchanged).
         layers: optional cascade given by the user, output side first: each entry a module name or a list of names
             randomised together (with all their submodules). ``None`` randomises each parameterised module in turn.
@@ -192,7 +192,7 @@ def cascading_randomization(
 
     .. code-block:: python
 
-        steps = cascading_randomization(lambda net: SegCAM(net, layers="pre_head")(image), net)
+        steps = cascading_randomization(lambda net: SegCAM(net, layers="pre_head")(image).map, net)
         for step in steps:
             print(step.modules, step.spearman)  # falls towards 0 for a map that depends on the weights
     """

@@ -1,24 +1,12 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""String options of the package, validated with :py:func:`monai.utils.look_up_option`."""
+"""String options of the package, validated with :py:func:`monai.utils.look_up_option` (method names live in the
+registry of :py:mod:`monai_segcam.cam.methods`)."""
 
 from __future__ import annotations
 
 from monai.utils.enums import StrEnum
 
-__all__ = ["CAMMethod", "CAMTarget", "RegionKind"]
-
-
-class CAMMethod(StrEnum):
-    """The CAM rules (segmentation forms, see ``DESIGN.md``)."""
-
-    GRADCAM = "gradcam"
-    HIRESCAM = "hirescam"
-    XRESCAM = "xrescam"
-    GRADCAMPP = "gradcampp"
-    XGRADCAM = "xgradcam"
-    LAYERCAM = "layercam"
-    EIGENCAM = "eigencam"
-    SCORECAM = "scorecam"
+__all__ = ["CAMTarget", "RegionKind"]
 
 
 class CAMTarget(StrEnum):

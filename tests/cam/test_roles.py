@@ -15,7 +15,6 @@ import pytest
 import torch
 from monai.networks.nets import (
     UNETR,
-    VNet,
     AttentionUnet,
     BasicUNet,
     DiNTS,
@@ -25,6 +24,7 @@ from monai.networks.nets import (
     SegResNetDS,
     SwinUNETR,
     UNet,
+    VNet,
 )
 from monai.networks.nets.dints import TopologyInstance
 from torch import nn

@@ -40,10 +40,10 @@ def region(logits, c):
 
 
 def test_hirescam_closed_form_and_completeness(case):
-    net, x, acts, logits = case
+    net, x, _acts, logits = case
     c = 1
     m = region(logits, c)
-    maps = SegCAM(net, layers="layer", method="hirescam", relu=False)(x, classes=c)
+    maps = SegCAM(net, layers="layer", method="hirescam", relu=False)(x, classes=c).map
     expected = m * (logits[:, c : c + 1] - net.head.bias[c])
     torch.testing.assert_close(maps.as_tensor(), expected, rtol=1e-10, atol=1e-10)
     # completeness: the map sums to the region score minus the head's bias term
@@ -53,10 +53,10 @@ def test_hirescam_closed_form_and_completeness(case):
 
 
 def test_gradcam_closed_form(case):
-    net, x, acts, logits = case
+    net, x, _acts, logits = case
     c = 2
     m = region(logits, c)
-    maps = SegCAM(net, layers="layer", method="gradcam", relu=False)(x, classes=c)
+    maps = SegCAM(net, layers="layer", method="gradcam", relu=False)(x, classes=c).map
     mean_m = m.flatten(1).mean(1).view(-1, 1, 1, 1, 1)
     expected = mean_m * (logits[:, c : c + 1] - net.head.bias[c])
     torch.testing.assert_close(maps.as_tensor(), expected, rtol=1e-10, atol=1e-10)
@@ -77,20 +77,20 @@ def test_layercam_xgradcam_gradcampp_closed_form(case):
     pp_w = (alpha * grads.clamp_min(0)).flatten(2).sum(-1)
     gradcampp = (pp_w[..., None, None, None] * acts).sum(1, keepdim=True)
     for method, expected in (("layercam", layercam), ("xgradcam", xgradcam), ("gradcampp", gradcampp)):
-        maps = SegCAM(net, layers="layer", method=method, relu=False)(x, classes=c, region=m)
+        maps = SegCAM(net, layers="layer", method=method, relu=False)(x, classes=c, region=m).map
         assert expected.abs().max() > 0
         torch.testing.assert_close(maps.as_tensor(), expected, rtol=1e-8, atol=1e-10, msg=method)
 
 
 def test_xrescam_pool_one_is_hirescam_and_pooling_formula(case):
-    net, x, acts, logits = case
-    hires = SegCAM(net, layers="layer", method="hirescam", relu=False)(x, classes=1)
-    xres1 = SegCAM(net, layers="layer", method="xrescam", pool_size=1, relu=False)(x, classes=1)
+    net, x, _acts, _logits = case
+    hires = SegCAM(net, layers="layer", method="hirescam", relu=False)(x, classes=1).map
+    xres1 = SegCAM(net, layers="layer", method="xrescam", pool_size=1, relu=False)(x, classes=1).map
     torch.testing.assert_close(xres1, hires)
     # mean pooling of an all-ones region: G is constant per channel, so any pool size gives HiRes
-    ones = SegCAM(net, layers="layer", method="hirescam", relu=False)(x, classes=1, region="all")
+    ones = SegCAM(net, layers="layer", method="hirescam", relu=False)(x, classes=1, region="all").map
     xres_mean = SegCAM(net, layers="layer", method="xrescam", pool_size=3, pool_mode="mean", relu=False)
-    torch.testing.assert_close(xres_mean(x, classes=1, region="all"), ones)
+    torch.testing.assert_close(xres_mean(x, classes=1, region="all").map, ones)
 
 
 def test_xrescam_max_pooling_spreads_gradient_over_blocks():
@@ -102,7 +102,7 @@ def test_xrescam_max_pooling_spreads_gradient_over_blocks():
     x = torch.rand(1, 1, 4, 4, 4, dtype=torch.float64) + 0.5
     from monai_segcam import Voxel
 
-    maps = SegCAM(net, layers="layer", method="xrescam", pool_size=2, relu=False)(x, classes=0, region=Voxel((1, 2, 3)))
+    maps = SegCAM(net, layers="layer", method="xrescam", pool_size=2, relu=False)(x, classes=0, region=Voxel((1, 2, 3))).map
     expected = torch.zeros_like(x)
     expected[:, :, 0:2, 2:4, 2:4] = 2.0 * x[:, :, 0:2, 2:4, 2:4]
     torch.testing.assert_close(maps.as_tensor(), expected)
@@ -112,7 +112,7 @@ def test_eigencam_recovers_rank_one_pattern():
     """Activations A^k = a_k f(v) + b_k: the first principal component projects back to f - mean(f)."""
     net = nn.Sequential(OrderedDict(layer=nn.Conv3d(1, 4, 1), head=nn.Conv3d(4, 2, 1))).double()
     x = torch.rand(1, 1, 6, 6, 6, dtype=torch.float64)
-    maps = SegCAM(net, layers="layer", method="eigencam", relu=False)(x, classes=[0, 1], region="all")
+    maps = SegCAM(net, layers="layer", method="eigencam", relu=False)(x, classes=[0, 1], region="all").map
     f = x - x.mean()
     a = net.layer.weight.detach().flatten()
     expected = f * a.norm() * torch.sign(a.sum())
@@ -127,7 +127,7 @@ def test_scorecam_identical_channels_equal_weights():
         net.layer.weight.fill_(0.7)
         net.layer.bias.fill_(0.1)
     x = torch.rand(1, 1, 5, 6, 4, dtype=torch.float64)
-    maps = SegCAM(net, layers="layer", method="scorecam", relu=False, scorecam_batch_size=4)(x, classes=1, region="all")
+    maps = SegCAM(net, layers="layer", method="scorecam", relu=False, scorecam_batch_size=4)(x, classes=1, region="all").map
     torch.testing.assert_close(maps.as_tensor(), 0.7 * x + 0.1)
 
 
@@ -139,10 +139,10 @@ def test_probability_target_matches_autograd(case):
     score = (m * torch.softmax(net.head(a), 1)[:, c : c + 1]).sum()
     (grad,) = torch.autograd.grad(score, a)
     expected = (grad * acts).sum(1, keepdim=True)
-    maps = SegCAM(net, layers="layer", method="hirescam", target="probabilities", relu=False)(x, classes=c)
+    maps = SegCAM(net, layers="layer", method="hirescam", target="probabilities", relu=False)(x, classes=c).map
     torch.testing.assert_close(maps.as_tensor(), expected, rtol=1e-10, atol=1e-12)
     a = acts.clone().requires_grad_(True)
     score = (m * torch.sigmoid(net.head(a))[:, c : c + 1]).sum()
     (grad,) = torch.autograd.grad(score, a)
     sig = SegCAM(net, layers="layer", method="hirescam", target="probabilities", multi_label=True, relu=False)
-    torch.testing.assert_close(sig(x, classes=c, region=m).as_tensor(), (grad * acts).sum(1, keepdim=True))
+    torch.testing.assert_close(sig(x, classes=c, region=m).map.as_tensor(), (grad * acts).sum(1, keepdim=True))

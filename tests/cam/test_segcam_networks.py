@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,7 +64,7 @@ def test_region_score_gradient_finite_difference():
     with torch.no_grad():
         logits = net(x)
     mask = (logits.argmax(1, keepdim=True) == 1).double()
-    maps = SegCAM(net, layers="pre_head", method="hirescam", relu=False)(x, classes=1, region=mask)
+    maps = SegCAM(net, layers="pre_head", method="hirescam", relu=False)(x, classes=1, region=mask).map
 
     def score(scale):
         handle = layer.module.register_forward_hook(lambda _m, _i, out: out * scale)
@@ -99,9 +98,9 @@ def test_batch_with_different_regions_equals_per_sample():
     masks[1, :, 12:20, 10:18, 3:9] = 1
     for method in ("gradcam", "hirescam"):
         cam = SegCAM(net, layers="bottleneck", method=method)
-        both = cam(x, classes=[0, 2], region=masks)
+        both = cam(x, classes=[0, 2], region=masks).map
         for b in range(2):
-            single = cam(x[b : b + 1], classes=[0, 2], region=masks[b : b + 1])
+            single = cam(x[b : b + 1], classes=[0, 2], region=masks[b : b + 1]).map
             scale = float(single.abs().max())
             assert scale > 0
             torch.testing.assert_close(both[b : b + 1].as_tensor(), single.as_tensor(), rtol=1e-4, atol=1e-5 * scale)
@@ -166,7 +165,7 @@ def test_no_parameter_gradients_hooks_or_state_left_behind():
     assert all(p.grad is None for p in net.parameters())
     assert all(not m._forward_hooks and not m._backward_hooks for m in net.modules())
     with pytest.raises(ValueError, match="out of range"):
-        SegCAM(net, layers="bottleneck")(x, classes=7)
+        SegCAM(net, layers="bottleneck")(x, classes=7).map
     assert net.training and [p.requires_grad for p in net.parameters()] == flags
     assert all(not m._forward_hooks for m in net.modules())
 
@@ -190,7 +189,7 @@ def test_in_place_activation_after_the_hooked_layer():
     net = DynUNet(3, 1, 3, [3, 3, 3], [1, 2, 2], [2, 2], filters=[4, 8, 16]).eval()
     x = torch.randn(1, 1, 16, 16, 16)
     layer = "downsamples.0.norm2"
-    maps = SegCAM(net, layers=layer, method="hirescam", relu=False)(x, classes=1, region="all")
+    maps = SegCAM(net, layers=layer, method="hirescam", relu=False)(x, classes=1, region="all").map
     for module in net.modules():  # reference: no in-place ops anywhere
         if hasattr(module, "inplace"):
             module.inplace = False

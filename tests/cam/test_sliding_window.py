@@ -97,7 +97,7 @@ def test_multi_window_equals_autograd_through_monai_stitching(method, mode, over
     expected = reference_sliding_window(net, layer, x, roi, overlap, mode, 2, mask, method).relu()
     got = SlidingWindowSegCAM(net, roi, layers=layer, method=method, overlap=overlap, mode=mode, sw_batch_size=3)(
         x, classes=2, region=mask
-    )
+    ).map
     assert expected.abs().max() > 0
     torch.testing.assert_close(got.as_tensor(), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
@@ -130,7 +130,7 @@ def test_windows_outside_the_region_are_skipped():
     x = torch.randn(1, 1, 48, 48, 48)
     sw = SlidingWindowSegCAM(net, roi_size=16, overlap=0.0, layers="pre_head", method="hirescam")
     calls, handle = count_forwards(net)
-    maps = sw(x, classes=1, region=Voxel((20, 20, 20)))
+    maps = sw(x, classes=1, region=Voxel((20, 20, 20))).map
     handle.remove()
     assert sum(calls) == 2  # 27 windows: one probe for the output channels + the one window holding the voxel
     assert maps.abs().sum() > 0
@@ -165,7 +165,7 @@ def test_progress_bar(capsys):
     net = tiny_unet()
     SlidingWindowSegCAM(net, roi_size=16, layers="pre_head", progress=True)(
         torch.randn(1, 1, 32, 32, 16), classes=1, region="all"
-    )
+    ).map
     assert "CAM windows" in capsys.readouterr().err
 
 
@@ -217,7 +217,7 @@ def test_scorecam_matches_monai_stitched_reference(shape, roi, overlap, mode, ta
         net, roi_size=roi, overlap=overlap, mode=mode, layers=layer, method="scorecam", target=target,
         scorecam_batch_size=3, sw_batch_size=2, cval=0.7,
     )  # fmt: skip
-    got = sw(x, classes=[1, 2], region=mask)
+    got = sw(x, classes=[1, 2], region=mask).map
     expected = reference_scorecam(net, layer, x, roi, overlap, mode, [1, 2], mask, target, cval=0.7)
     scale = float(expected.abs().max())
     assert scale > 0

@@ -56,7 +56,7 @@ def test_whole_volume_inferer_in_evaluator():
     image, pred, cam = seen["image"], seen["pred"], seen["cam"]
     expected_pred = SimpleInferer()(image, evaluator.network)
     torch.testing.assert_close(pred.as_tensor(), expected_pred.as_tensor())
-    expected = SegCAM(evaluator.network, layers="pre_head")(image, classes=[0, 1], pred=pred)
+    expected = SegCAM(evaluator.network, layers="pre_head")(image, classes=[0, 1], pred=pred).map
     assert cam.shape == (2, 2, *image.shape[2:]) and cam.any()
     torch.testing.assert_close(cam.as_tensor(), expected.as_tensor())
     assert isinstance(pred, MetaTensor) and torch.equal(pred.affine, image.affine)

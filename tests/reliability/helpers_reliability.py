@@ -63,6 +63,6 @@ def assert_untouched(net: nn.Module, before: dict) -> None:
 
 
 def assert_detached(maps) -> None:
-    """Returned maps keep no autograd graph."""
-    for value in maps.values() if isinstance(maps, dict) else [maps]:
+    """Returned maps (a CAMResult) keep no autograd graph."""
+    for value in maps.values():
         assert value.grad_fn is None and not value.requires_grad

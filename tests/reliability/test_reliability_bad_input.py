@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -39,7 +38,7 @@ def test_selector_on_a_tensor_output_is_refused():
     net = small_unet()
     before = set_mixed_state(net)
     with pytest.raises(TypeError, match=r"outputs a Tensor, which takes no selector; use 'model\.1' without '\[0\]'"):
-        SegCAM(net, layers="model.1[0]")(torch.randn(1, 1, 8, 8, 8))
+        SegCAM(net, layers="model.1[0]")(torch.randn(1, 1, 8, 8, 8)).map
     assert_untouched(net, before)
 
 
@@ -52,10 +51,10 @@ def test_swin_unetr_list_output_needs_a_selector():
     image = torch.randn(1, 1, 32, 32, 32)
     before = set_mixed_state(net)
     with pytest.raises(TypeError, match=r"Layer 'swinViT' outputs a list, not a tensor.*'swinViT\[0\]'"):
-        SegCAM(net, layers="swinViT")(image)
+        SegCAM(net, layers="swinViT")(image).map
     assert_untouched(net, before)
     with pytest.raises(ValueError, match=r"Selector \[7\] .* list of 5 elements \(valid selectors: 0\.\.4\)"):
-        SegCAM(net, layers="swinViT[7]")(image)
+        SegCAM(net, layers="swinViT[7]")(image).map
     assert_untouched(net, before)
     maps = SegCAM(net, layers=["swinViT[4]", "encoder10"], method="gradcam", relu=False)(image, classes=1, region="all")
     assert_untouched(net, before)
@@ -87,7 +86,7 @@ def test_empty_region_gives_exact_zeros_and_a_warning_segcam(method):
     mask = torch.zeros(2, 1, 8, 8, 8)
     mask[1, :, 2:6, 2:6, 2:6] = 1
     with pytest.warns(UserWarning, match=r"Empty region for \(batch item, class\) \[\(0, 1\)\]"):
-        maps = cam(torch.randn(2, 1, 8, 8, 8), classes=1, region=mask)
+        maps = cam(torch.randn(2, 1, 8, 8, 8), classes=1, region=mask).map
     assert torch.isfinite(maps).all()
     assert torch.equal(maps[0], torch.zeros_like(maps[0]))
     assert maps[1].abs().sum() > 0
@@ -100,7 +99,7 @@ def test_empty_region_gives_exact_zeros_and_a_warning_sliding_window(method):
     image = torch.randn(2, 1, 8, 8, 8)
     for region in ["empty", torch.zeros(1, 1, 8, 8, 8)]:
         with pytest.warns(UserWarning, match="Empty region"):
-            maps = cam(image, classes=[0, 2], region=region)
+            maps = cam(image, classes=[0, 2], region=region).map
         assert maps.shape == (2, 2, 8, 8, 8)
         assert torch.equal(maps.as_tensor(), torch.zeros_like(maps.as_tensor()))
 
@@ -139,12 +138,12 @@ def test_tuple_output_needs_output_selector(engine):
     ):
         _make(engine, wrapper, layers="module.model.1")(image, region="all")
     assert_untouched(wrapper, before)
-    maps = _make(engine, wrapper, layers="module.model.1", output_selector=0)(image, classes=[1, 2])
-    expected = _make(engine, net, layers="model.1")(image, classes=[1, 2])
+    maps = _make(engine, wrapper, layers="module.model.1", output_selector=0)(image, classes=[1, 2]).map
+    expected = _make(engine, net, layers="model.1")(image, classes=[1, 2]).map
     torch.testing.assert_close(maps, expected)
     assert_untouched(wrapper, before)
     single = TupleOutput(net)
-    torch.testing.assert_close(_make(engine, single, layers="module.model.1")(image, classes=[1, 2]), expected)
+    torch.testing.assert_close(_make(engine, single, layers="module.model.1")(image, classes=[1, 2]).map, expected)
 
 
 
@@ -155,9 +154,9 @@ def test_dynunet_deep_supervision_in_train_mode(engine):
     net = DynUNet(3, 1, 3, [3, 3, 3], [1, 2, 2], [2, 2], deep_supervision=True, deep_supr_num=1)
     image = torch.randn(1, 1, 8, 8, 8)
     assert net.train()(image).ndim == 6  # (B, heads, C, *spatial) in train mode
-    expected = _make(engine, net.eval(), method="gradcam")(image, classes=[1, 2])
+    expected = _make(engine, net.eval(), method="gradcam")(image, classes=[1, 2]).map
     net.train()
-    maps = _make(engine, net, method="gradcam")(image, classes=[1, 2])
+    maps = _make(engine, net, method="gradcam")(image, classes=[1, 2]).map
     assert net.training and all(m.training for m in net.modules())
     torch.testing.assert_close(maps, expected)
 
@@ -167,9 +166,9 @@ def test_inference_mode_is_supported(engine):
     """Called under ``torch.inference_mode()`` (common in inference scripts) the CAM equals the one computed outside."""
     net = SegResNet(3, init_filters=8, in_channels=1, out_channels=3, blocks_down=(1, 1), blocks_up=(1,))
     image = torch.randn(1, 1, 8, 8, 8)
-    expected = _make(engine, net, method="xgradcam")(image, classes=[1, 2])
+    expected = _make(engine, net, method="xgradcam")(image, classes=[1, 2]).map
     with torch.inference_mode():
-        maps = _make(engine, net, method="xgradcam")(image.clone(), classes=[1, 2])
+        maps = _make(engine, net, method="xgradcam")(image.clone(), classes=[1, 2]).map
     torch.testing.assert_close(maps.as_tensor(), expected.as_tensor())
 
 
@@ -185,10 +184,10 @@ def test_image_smaller_than_the_window(method, mode):
     image = torch.randn(1, 1, 6, 8, 5)
     region = torch.zeros(1, 1, 6, 8, 5)
     region[..., 1:5, 2:7, 1:4] = 1
-    maps = SlidingWindowSegCAM(net, roi_size=(8, 8, 8), method=method, mode=mode)(image, classes=[1, 2], region=region)
+    maps = SlidingWindowSegCAM(net, roi_size=(8, 8, 8), method=method, mode=mode)(image, classes=[1, 2], region=region).map
     assert maps.shape == (1, 2, 6, 8, 5)
     pad = (1, 2, 0, 0, 1, 1)  # MONAI's symmetric padding (last dim first): 5 -> 8, 8 -> 8, 6 -> 8
-    padded = SegCAM(net, method=method)(F.pad(image, pad), classes=[1, 2], region=F.pad(region, pad))
+    padded = SegCAM(net, method=method)(F.pad(image, pad), classes=[1, 2], region=F.pad(region, pad)).map
     torch.testing.assert_close(maps.as_tensor(), padded.as_tensor()[..., 1:7, 0:8, 1:6])
     assert maps.abs().sum() > 0
 
@@ -222,10 +221,10 @@ def test_2d_networks_are_supported(method):
     window covering the image equals the whole-image SegCAM."""
     net = small_unet(spatial_dims=2)
     image = torch.randn(2, 1, 16, 12)
-    whole = SegCAM(net, method=method)(image, classes=[1, 2], region=Box((2, 2), (12, 10)))
+    whole = SegCAM(net, method=method)(image, classes=[1, 2], region=Box((2, 2), (12, 10))).map
     assert whole.shape == (2, 2, 16, 12) and torch.isfinite(whole).all() and whole.abs().sum() > 0
     one_window = SlidingWindowSegCAM(net, roi_size=(16, 12), method=method)
-    one_window = one_window(image, classes=[1, 2], region=Box((2, 2), (12, 10)))
+    one_window = one_window(image, classes=[1, 2], region=Box((2, 2), (12, 10))).map
     torch.testing.assert_close(one_window.as_tensor(), whole.as_tensor(), rtol=1e-4, atol=1e-5)
-    tiled = SlidingWindowSegCAM(net, roi_size=(8, 8), overlap=0.5, method=method)(image, classes=1)
+    tiled = SlidingWindowSegCAM(net, roi_size=(8, 8), overlap=0.5, method=method)(image, classes=1).map
     assert tiled.shape == (2, 1, 16, 12) and torch.isfinite(tiled).all()

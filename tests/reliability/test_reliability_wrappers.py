@@ -54,7 +54,7 @@ def test_distributed_data_parallel(tmp_path):
         assert_untouched(ddp, before)
         for _ in range(2):  # CAM calls between training steps do not upset DDP's reducer
             ddp(torch.randn(1, 1, 8, 8, 8)).sum().backward()
-            SegCAM(ddp, layers="module.model.1")(torch.randn(1, 1, 8, 8, 8))
+            SegCAM(ddp, layers="module.model.1")(torch.randn(1, 1, 8, 8, 8)).map
         assert all(p.grad is not None for p in ddp.parameters())
     finally:
         if started:

@@ -1,0 +1,103 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""The base class of the CAM engines: from the explained terms and a rule to a :py:class:`~monai_segcam.CAMResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.utils import ensure_tuple, look_up_option
+from torch import nn
+
+from ..utils.enums import CAMTarget
+from .methods import CAMRule, get_rule
+from .result import CAMResult, as_image_map
+from .terms import Terms
+
+__all__ = ["CAMEngine"]
+
+
+class CAMEngine:
+    """What every CAM engine shares: the explained terms (networks, flips) with their resolved layers, the CAM
+    rule, the explained target, and how raw volume maps become the returned :py:class:`~monai_segcam.CAMResult`.
+
+    Subclasses implement ``_explain(image, classes, region, pred, label) -> (maps, weights, crop, prediction)``;
+    calling the engine leaves ``torch.inference_mode`` for the call (CAMs need autograd), zeroes the maps of empty
+    regions exactly, applies the ReLU and wraps the maps with the image's metadata.
+
+    Example:
+        .. code-block:: python
+
+            class MyEngine(CAMEngine):  # an engine computing maps some other way
+                def _explain(self, image, classes, region, pred, label):
+                    ...  # -> (maps {layer: (B, n, *grid)}, region weights, crop or None, prediction)
+
+            result = MyEngine(net, "pre_head", "hirescam", "logits", True, False, None)(image, classes=1)
+    """
+
+    def __init__(
+        self,
+        network: nn.Module | Sequence[nn.Module],
+        layers: str | Sequence[str],
+        method: str | CAMRule,
+        target: str,
+        relu: bool,
+        multi_label: bool,
+        output_selector: int | str | Callable[[Any], torch.Tensor] | None,
+        flips: Sequence[Sequence[int]] | None = None,
+        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
+        **method_kwargs: Any,
+    ) -> None:
+        self.network = network
+        self.terms = Terms(network, flips, layers, output_selector, amp, amp_dtype)
+        self.layers = self.terms.layers[0]
+        self.rule = get_rule(method, **method_kwargs)
+        self.target = look_up_option(target, CAMTarget)
+        self.relu = relu
+        self.multi_label = multi_label
+        self.output_selector = output_selector
+
+    def __call__(
+        self,
+        image: torch.Tensor,
+        classes: int | Sequence[int] = 1,
+        region: Any = "pred",
+        pred: torch.Tensor | None = None,
+        label: torch.Tensor | None = None,
+    ) -> CAMResult:
+        """Compute the CAMs of ``classes`` for ``region`` on ``image`` ``(B, C, *spatial)``.
+
+        Args:
+            image: the network input, batch first (a ``MetaTensor`` keeps its metadata on the output).
+            classes: one class index or several; all come from the same forward pass(es).
+            region: the explained region M per class, on the whole volume (see :py:mod:`monai_segcam.cam.regions`).
+            pred: an existing prediction defining prediction-based regions: logits ``(B, C, *spatial)`` (stitched, for
+                sliding windows) or a label map ``(B, 1, *spatial)``; it saves the prediction pass of sliding windows.
+            label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
+
+        Returns:
+            a :py:class:`~monai_segcam.CAMResult`: ``{layer: MetaTensor (B, n_classes, *spatial)}`` with the region
+            and prediction used (``result.map`` when one layer was requested).
+        """
+        if torch.is_inference_mode_enabled():  # CAMs need autograd: leave inference mode for this call
+            with torch.inference_mode(False):
+                return self(image, classes, region, pred, label)
+        maps, weights, crop, prediction = self._explain(image, classes, region, pred, label)
+        nonempty = weights.flatten(2).any(-1)[(...,) + (None,) * (weights.ndim - 2)]
+        out = {}
+        for key, value in maps.items():
+            value = value.expand(-1, weights.shape[1], *value.shape[2:]) if value.shape[1] != weights.shape[1] else value
+            value = value[crop] if crop is not None else value
+            if not nonempty.all():
+                value = torch.where(nonempty.to(value.device), value, torch.zeros_like(value))
+            out[key] = as_image_map(value.relu() if self.relu else value, image)
+        classes = tuple(int(c) for c in ensure_tuple(classes))
+        modules = {layer.key: layer.module_name for layer in self.layers}
+        return CAMResult(out, classes, self.rule.method_name, weights, prediction, modules)
+
+    def _explain(self, image, classes, region, pred, label) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any, Any]:
+        """Raw volume maps ``{layer: (B, n or 1, *grid)}``, region weights ``(B, n, *spatial)``, a crop from ``grid``
+        to the image grid (``None`` when ``grid`` is the image grid) and the prediction the region came from."""
+        raise NotImplementedError

@@ -119,7 +119,7 @@ class LayerRoles:
         stages: every stage of the forward pass in order, with its output shape (for tables and error messages).
         head: the name of the module producing the logits.
         probe_shape: the shape of the probe input that was traced.
-        missing: role -> why it could not be discovered (e.g. no stage changes the resolution).
+        missing: role -> why it could not be discovered (e.g. no stage is coarser than the input).
     """
 
     roles: dict[str, str]

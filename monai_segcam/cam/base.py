@@ -48,10 +48,11 @@ class CAMEngine:
         flips: Sequence[Sequence[int]] | None = None,
         amp: bool = False,
         amp_dtype: torch.dtype | None = None,
+        example_input_shape: Sequence[int] | None = None,
         **method_kwargs: Any,
     ) -> None:
         self.network = network
-        self.terms = Terms(network, flips, layers, output_selector, amp, amp_dtype)
+        self.terms = Terms(network, flips, layers, output_selector, amp, amp_dtype, example_input_shape)
         self.layers = self.terms.layers[0]
         self.rule = get_rule(method, **method_kwargs)
         self.target = look_up_option(target, CAMTarget)

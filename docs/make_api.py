@@ -24,6 +24,7 @@ MODULES = [
     "monai_segcam.visualize",
     "monai_segcam.data",
     "monai_segcam.utils",
+    "monai_segcam.nnunet",
 ]
 
 

@@ -26,8 +26,8 @@ from .cam import (
     SlidingWindowSegCAM,
     Voxel,
     layer_presets,
-    mirror_flips,
     list_layers,
+    mirror_flips,
     normalize_cam,
     resolve_layers,
 )

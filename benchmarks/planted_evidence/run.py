@@ -40,19 +40,20 @@ import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HELD_OUT_SEED, SHAPE, load_network  # noqa: E402
-from train import evaluate  # noqa: E402
+from common import HELD_OUT_SEED, SHAPE, load_network
+from train import evaluate
 
-from monai_segcam import Component, SegCAM, normalize_cam  # noqa: E402
-from monai_segcam.cam.regions import region_cotangent, region_weights  # noqa: E402
-from monai_segcam.data.planted import PLANTED_TASKS, make_planted_case  # noqa: E402
-from monai_segcam.metrics import (  # noqa: E402
+from monai_segcam import Component, SegCAM, normalize_cam
+from monai_segcam.cam.regions import region_cotangent, region_weights
+from monai_segcam.data.planted import PLANTED_TASKS, make_planted_case
+from monai_segcam.metrics import (
     auc,
     cascading_randomization,
     perturbation_curve,
@@ -61,7 +62,7 @@ from monai_segcam.metrics import (  # noqa: E402
     relevance_mass,
     topk_iou,
 )
-from monai_segcam.perturbation import ChannelAttribution, SegOcclusion  # noqa: E402
+from monai_segcam.perturbation import ChannelAttribution, SegOcclusion
 
 __all__ = ["METHODS", "PERTURBATION", "LAYERS", "METRICS", "select_cases", "run_task", "format_table", "write_doc"]
 
@@ -293,7 +294,7 @@ def format_table(task: str, rows: list[dict]) -> str:
 
         print(format_table("marker", rows))
     """
-    metrics = list(METRICS[task]) + [RANDOMIZATION]
+    metrics = [*list(METRICS[task]), RANDOMIZATION]
     keys = list(dict.fromkeys((row["method"], row["layer"]) for row in rows))
     lines = ["| method | layer | " + " | ".join(metrics) + " | zero maps |", "|---|---|" + "---|" * (len(metrics) + 1)]
     for method, layer in keys:
@@ -315,7 +316,7 @@ def _winners(task: str, rows: list[dict]) -> list[str]:
     """Best (method, layer) per metric by mean; deletion is lower-is-better, ``mass other``/distractor too."""
     lower = {"deletion", "mass other", "mass distractor", RANDOMIZATION}
     out = []
-    for metric in list(METRICS[task]) + [RANDOMIZATION]:
+    for metric in [*list(METRICS[task]), RANDOMIZATION]:
         means = {}
         for row in rows:
             if metric in row and row["method"] != RANDOM and not math.isnan(row[metric]):
@@ -361,7 +362,7 @@ def write_doc(section: str, path: str = DOC, markers: tuple[str, str] = (BEGIN, 
         write_doc("### results", "docs/planted_evidence.md")
     """
     begin, end = markers
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else f"# Planted evidence\n\n{begin}\n{end}\n"
+    text = Path(path).read_text(encoding="utf-8") if os.path.exists(path) else f"# Planted evidence\n\n{begin}\n{end}\n"
     if begin not in text or end not in text:
         raise ValueError(f"{path} has no {begin} ... {end} markers.")
     head, rest = text.split(begin, 1)

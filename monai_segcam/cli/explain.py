@@ -46,7 +46,7 @@ from ..outputs import (
 )
 from .io import CLIError, check_exists, read_image
 from .model import LoadedModel, load_model, resolve_device
-from .perturbation import OCCLUSION, channel_engine, engine_layer_keys, occlusion_engine, write_channel_csv
+from .perturbation import OCCLUSION, channel_engine, occlusion_engine, write_channel_csv
 
 __all__ = ["parse_region", "run_explain"]
 
@@ -153,12 +153,12 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
         **overrides,
     }
     engines = {}
-    for method in args.method:
-        if method == OCCLUSION:
-            engines[method] = occlusion_engine(model, args, common)
-            continue
+    predict_only = [] if any(method != OCCLUSION for method in args.method) else ["hirescam"]  # for its predict()
+    for method in [*args.method, *predict_only]:
         try:
-            if isinstance(model.inferer, SlidingWindowInferer):
+            if method == OCCLUSION:
+                engines[method] = occlusion_engine(model, args, common)
+            elif isinstance(model.inferer, SlidingWindowInferer):
                 engines[method] = SlidingWindowSegCAM.from_inferer(
                     model.inferer, model.network, method=method, **common
                 )
@@ -166,7 +166,8 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
                 engines[method] = SlidingWindowSegCAM(model.network, **{"roi_size": -1, **common, "method": method})
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
-    return next(iter(engines.values())), engines, channel_engine(model, args, common)
+    predictor = next(engine for method, engine in engines.items() if method != OCCLUSION)
+    return predictor, {method: engines[method] for method in args.method}, channel_engine(model, args, common)
 
 
 def _preprocess(path: str, original: Any, model: LoadedModel, args: Namespace) -> Any:
@@ -246,19 +247,20 @@ def _maps(engines: dict[str, Any], x: torch.Tensor, path: str, **call: Any) -> t
 
 
 def _explain_case(
-    path: str, label_path: str | None, name: str, model: LoadedModel, engines: dict[str, Any], args: Namespace,
-    output: str, settings: dict[str, Any], channels: Any = None,
+    path: str, label_path: str | None, name: str, model: LoadedModel, engines: tuple[Any, dict[str, Any], Any],
+    args: Namespace, output: str, settings: dict[str, Any],
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
     """Compute and write one case's files into ``output/name`` (all or none); returns its JSON summary and its
     statistics rows (:py:func:`~monai_segcam.metrics.cam_statistics` on the network grid, as every front door)."""
     start = time.perf_counter()
     original, image, label = _load(path, label_path, model, args)
     x = torch.as_tensor(image).float()[None]
-    predictor = next(iter(engines.values()))
+    predictor, engines, channels = engines
     logits = predictor.predict(x).cpu()
     classes = _classes(logits.shape[1], model, args)
     region, region_summary = _region(parse_region(args.region), original, image)
-    maps, explained = _maps(engines, x, path, classes=classes, region=region, pred=logits, label=label)
+    call = {"classes": classes, "region": region, "pred": logits, "label": label}
+    maps, explained = _maps(engines, x, path, **call)
     rows = []
     for method in engines:
         by_layer = {layer: cam for (layer, m), cam in maps.items() if m == method}
@@ -273,13 +275,12 @@ def _explain_case(
     writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
     with writer.all_or_nothing():
         masks = writer.write_segmentation(name, grid["pred"], affine, model.multi_label)
-        layer_modules = {layer.key: layer.module_name for e in engines.values() for layer in e.layers}
+        layer_modules = {layer.key: layer.module_name for layer in predictor.layers}
         files = _write_cams(writer, name, original, inverted, masks[classes], rows, classes, model, args)
         for entry in files:
             if entry["kind"] == "cam":
-                entry.update(module=layer_modules.get(entry["layer"]))  # None for occlusion's "input"
+                entry.update(module=layer_modules.get(entry["layer"]))  # occlusion's "input" has no module
         if channels is not None:
-            call = {"classes": classes, "region": region, "pred": logits, "label": label}
             files.append(write_channel_csv(channels, x, name, call, args, writer.output_dir))
             writer.record(os.path.join(writer.output_dir, files[-1]["file"]))
         summary = {
@@ -396,15 +397,16 @@ def run_explain(args: Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                summary, found = _explain_case(path, label_path, name, model, engines, args, output, settings, channels)
+                built = (predictor, engines, channels)
+                summary, found = _explain_case(path, label_path, name, model, built, args, output, settings)
                 rows += found
             except Exception as exc:  # one failed case leaves nothing behind, is recorded and does not stop the others
                 if len(args.images) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError, ValueError)):
                     raise
                 failed += 1
                 reason = (str(exc) if isinstance(exc, CLIError) else f"{path}: {type(exc).__name__}: {exc}").strip()
-                for method, layer in ((m, key) for m, e in engines.items() for key in engine_layer_keys(e)):
-                    rows += table_rows(name, method, layer, args.classes or [""], status="failed", error=reason)
+                for method, layer in ((m, layer) for m in engines for layer in predictor.layers):
+                    rows += table_rows(name, method, layer.key, args.classes or [""], status="failed", error=reason)
                 _print(f"monai-segcam: error: {reason.splitlines()[0]}", error=True)
                 continue
         if not args.quiet:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .io import CLIError
 
-__all__ = ["OCCLUSION", "add_arguments", "occlusion_engine", "channel_engine", "engine_layer_keys", "write_channel_csv"]
+__all__ = ["OCCLUSION", "add_arguments", "occlusion_engine", "channel_engine", "write_channel_csv"]
 
 OCCLUSION = "occlusion"  # monai_segcam.perturbation.occlusion.METHOD, without importing torch for `--help`
 
@@ -81,11 +81,6 @@ def channel_engine(model: Any, args: Namespace, common: dict[str, Any]) -> Any:
 
     extra = {"baseline": args.baseline, "steps": args.steps, "batch_size": args.perturbation_batch_size}
     return _build(ChannelAttribution, model, {**common, "progress": False}, extra)
-
-
-def engine_layer_keys(engine: Any) -> list[str]:
-    """The layer keys of an engine's maps: its layers' keys, ``["input"]`` for occlusion (no layer)."""
-    return [layer.key for layer in engine.layers] or ["input"]
 
 
 def write_channel_csv(

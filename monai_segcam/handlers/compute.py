@@ -18,9 +18,9 @@ from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_v
 from torch import nn
 
 from ..cam import Region
-from ..inferers.segcam_inferer import method_layers
-from ..transforms.array import ComputeSegCAM
+from ..inferers.segcam_inferer import result_layers
 from ..outputs import CaseNamer, cam_output_keys, source_meta
+from ..transforms.array import ComputeSegCAM
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -123,9 +123,8 @@ class SegCAMComputeHandler:
         if max_cases is not None and max_cases < 0:
             raise ValueError(f"max_cases must be None or non-negative, got {max_cases}.")
         self.network, self.inferer = network, inferer
-        layers = method_layers(method, layers)
         self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
-        self.output_keys = cam_output_keys(cam_key, layers)
+        self.output_keys = cam_output_keys(cam_key, result_layers(method, layers))
         self.layers = list(self.output_keys)
         self.method = method if isinstance(method, str) else type(method).__name__
         self.classes = tuple(int(c) for c in ensure_tuple(classes))
@@ -192,7 +191,7 @@ class SegCAMComputeHandler:
                 continue
             try:
                 self._compute(case, image[i], pred, label)
-            except Exception as error:  # noqa: BLE001 -- recorded or re-raised with the case name
+            except Exception as error:
                 fail_case(case, error, self.on_error, self.logger)
         if len(self.batch) == image.shape[0] and all(case.status == "ok" for case in self.batch):
             for layer, key in self.output_keys.items():

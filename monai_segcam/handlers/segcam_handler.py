@@ -12,7 +12,7 @@ from monai.inferers import Inferer
 from torch import nn
 
 from ..cam import Region
-from ..inferers.segcam_inferer import method_layers
+from ..inferers.segcam_inferer import result_layers
 from ..metrics import STAT_COLUMNS
 from ..outputs import CSV_COLUMNS
 from .compute import Engine, OnError, SegCAMComputeHandler
@@ -114,8 +114,8 @@ class SegCAMHandler(SegCAMComputeHandler):
         output_transform: Callable[[Any], tuple[Any, Any, Any]] | None = None,
         **cam_kwargs: Any,
     ) -> None:
+        layers = result_layers(method, layers)
         saving = output_dir is not None and (save_nifti or save_png)
-        layers = method_layers(method, layers)  # occlusion maps have the layer key "input"
         if resume and not saving:
             raise ValueError("resume=True needs files to resume from: give output_dir with save_nifti or save_png.")
         super().__init__(

@@ -18,10 +18,9 @@ from torch import nn
 
 from ..cam import CAMResult, Region, SegCAM, SlidingWindowSegCAM
 from ..perturbation import SegOcclusion
-from ..perturbation.occlusion import LAYER_KEY
 from ..perturbation.occlusion import METHOD as OCCLUSION
 
-__all__ = ["SegCAMInferer", "make_segcam", "method_layers", "region_source"]
+__all__ = ["SegCAMInferer", "make_segcam", "region_source", "result_layers"]
 
 
 def make_segcam(
@@ -31,7 +30,7 @@ def make_segcam(
     a ``SlidingWindowInferer`` (or of the one wrapped by a :py:class:`SegCAMInferer`), else
     :py:class:`~monai_segcam.SegCAM` on whole volumes. ``method="occlusion"`` gives
     :py:class:`~monai_segcam.perturbation.SegOcclusion` with the same windows (``layers`` is ignored: occlusion maps
-    have the single layer key ``"input"``, see :py:func:`method_layers`).
+    have the single layer key ``"input"``).
 
     Args:
         network: the segmentation network.
@@ -62,16 +61,14 @@ def make_segcam(
     return SegCAM(network, **cam_kwargs)
 
 
-def method_layers(method: Any, layers: str | Sequence[str]) -> str | Sequence[str]:
-    """The layer key(s) a method's maps come under: ``layers`` for the CAM methods, ``"input"`` for occlusion (its
-    maps live on the input). The front doors name output keys and files with it.
+def result_layers(method: Any, layers: str | Sequence[str]) -> str | Sequence[str]:
+    """The layer keys of an engine's result for ``layers``: occlusion maps have the single key ``"input"``.
 
     Example:
-        .. code-block:: python
-
-            method_layers("occlusion", "pre_head"), method_layers("hirescam", "pre_head")  # 'input', 'pre_head'
+        >>> result_layers("occlusion", "pre_head"), result_layers("hirescam", ["bottleneck", "pre_head"])
+        ('input', ['bottleneck', 'pre_head'])
     """
-    return LAYER_KEY if method == OCCLUSION else layers
+    return "input" if method == OCCLUSION else layers
 
 
 def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch.Tensor | None:
@@ -136,7 +133,7 @@ class SegCAMInferer(Inferer):
     ) -> None:
         Inferer.__init__(self)
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self.cam_kwargs = {"layers": method_layers(method, layers), "method": method, **cam_kwargs}
+        self.cam_kwargs = {"layers": result_layers(method, layers), "method": method, **cam_kwargs}
         self.classes = classes
         self.region = region
         self.last_cam: CAMResult | None = None

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from monai.utils import StrEnum, ensure_tuple, look_up_option
 
-from ..outputs.files import atomic_output
+from ..outputs import atomic_output
 from .base import StitchedExplainer
 from .baselines import make_baseline
 from .scoring import Perturbation
@@ -246,7 +246,7 @@ def write_channel_table(rows: Sequence[Mapping[str, Any]], path: str | os.PathLi
 
     The columns are :py:data:`CHANNEL_COLUMNS`; a row missing a column leaves it empty, extra keys are ignored.
     The file is written to a temporary file beside ``path`` and moved over it
-    (:py:func:`monai_segcam.outputs.files.atomic_output`).
+    (:py:func:`monai_segcam.outputs.atomic_output`).
 
     Example:
         .. code-block:: python

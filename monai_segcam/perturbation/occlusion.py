@@ -16,11 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-from ..cam.result import CAMResult
+from ..cam.result import CAMResult, as_image_map
 from .base import StitchedExplainer
 from .baselines import make_baseline
 from .scoring import Perturbation
@@ -145,8 +144,6 @@ class SegOcclusion(StitchedExplainer):
                 maps[(occluder.item, slice(None), *boxes[p % len(boxes)])] += drops[p].view(-1, *[1] * len(boxes[0]))
             maps = maps / count.clamp_min(1)  # voxels no occluder covers (stride > mask_size) stay 0
         self.window_passes = scorer.window_passes
-        wrapped = MetaTensor((maps.relu() if self.relu else maps).to(image.device))
-        if isinstance(image, MetaTensor):
-            wrapped.copy_meta_from(image)
+        wrapped = as_image_map((maps.relu() if self.relu else maps).to(image.device), image)
         prediction = None if state.prediction is None else state.prediction.to(image.device)
         return CAMResult({LAYER_KEY: wrapped}, state.classes, METHOD, state.weights.to(image.device), prediction)

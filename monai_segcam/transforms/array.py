@@ -14,7 +14,7 @@ from monai.utils import TransformBackends, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
-from ..inferers.segcam_inferer import make_segcam, method_layers, region_source
+from ..inferers.segcam_inferer import make_segcam, region_source, result_layers
 from ..outputs import cam_output_keys
 
 __all__ = ["ComputeSegCAM", "NormalizeSegCAM"]
@@ -59,8 +59,8 @@ class ComputeSegCAM(Transform):
         device: torch.device | str | None = None,
         **cam_kwargs: Any,
     ) -> None:
-        layers = method_layers(method, layers)
         self.engine = make_segcam(network, inferer, layers=layers, method=method, **cam_kwargs)
+        layers = result_layers(method, layers)
         self.layers = layers
         self.layer_keys = list(cam_output_keys("cam", layers))
         self.method = method if isinstance(method, str) else type(method).__name__

@@ -17,12 +17,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import UNet
 from monai.transforms import (
     Compose,
-    EnsureChannelFirstd,
     Invertd,
-    LoadImaged,
-    Orientationd,
-    ScaleIntensityRanged,
-    Spacingd,
 )
 
 from monai_segcam.cli import main

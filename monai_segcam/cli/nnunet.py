@@ -45,7 +45,7 @@ def add_nnunet_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``--nnunet`` (the folder itself is one of the model sources)."""
     group = parser.add_argument_group("nnU-Net v2 model folder (with --nnunet)")
     group.add_argument(
-        "--folds", nargs="+", metavar="K", help="folds whose logits are averaged (default: every fold with a checkpoint)"
+        "--folds", nargs="+", metavar="K", help="folds whose logits are averaged (default: all with a checkpoint)"
     )
     group.add_argument(
         "--no-mirroring", action="store_true", help="no test-time mirroring (default: the checkpoint's mirroring axes)"
@@ -161,7 +161,8 @@ def _write_case(explanations: dict[str, Any], args: Namespace, name: str, stagin
     """Write the segmentation and every map (NIfTI, PNG) of one case; returns the written files' entries."""
     first = next(iter(explanations.values()))
     affine, seg = first.affine, first.segmentation
-    write_nifti(seg.astype(np.uint8 if seg.max(initial=0) < 256 else np.uint16), affine, os.path.join(staging, f"{name}_seg.nii.gz"))
+    seg_dtype = np.uint8 if seg.max(initial=0) < 256 else np.uint16
+    write_nifti(seg.astype(seg_dtype), affine, os.path.join(staging, f"{name}_seg.nii.gz"))
     written: list[dict[str, Any]] = [{"file": f"{name}_seg.nii.gz", "kind": "segmentation"}]
     image = read_image(first.case.files[0])[0] if args.png else None
     for method, explanation in explanations.items():
@@ -212,7 +213,10 @@ def _explain_case(files: list[str], label: str | None, name: str, model: Any, ca
     seg = next(iter(explanations.values())).segmentation
     return {
         "case": name,
-        "input": {"files": [os.path.abspath(f) for f in files], "label": None if label is None else os.path.abspath(label)},
+        "input": {
+            "files": [os.path.abspath(f) for f in files],
+            "label": None if label is None else os.path.abspath(label),
+        },
         "shape": list(seg.shape),
         "affine": next(iter(explanations.values())).affine.tolist(),
         "network_input_shape": list(case.data.shape),

@@ -14,10 +14,13 @@ from pathlib import Path
 MODULES = [
     "monai_segcam",
     "monai_segcam.cam",
+    "monai_segcam.perturbation",
     "monai_segcam.transforms",
     "monai_segcam.inferers",
     "monai_segcam.handlers",
+    "monai_segcam.report",
     "monai_segcam.metrics",
+    "monai_segcam.outputs",
     "monai_segcam.visualize",
     "monai_segcam.data",
     "monai_segcam.utils",

@@ -29,7 +29,7 @@ class SegCAM(SlidingWindowSegCAM):
         network: the segmentation network, on the device to compute on (wrappers such as DDP are unwrapped), or
             several (an ensemble whose logits are averaged).
         layers: a layer name (``named_modules()`` name, optionally with a ``[index]`` selector for tuple outputs) or
-            a preset (``"pre_head"``, ``"bottleneck"``, ``"encoder.N"``, ``"decoder.N"``), or a list of them.
+            a role (``"pre_head"``, ``"bottleneck"``, ``"encoder.N"``, ``"decoder.N"``), or a list of them.
         method: ``"gradcam"``, ``"hirescam"``, ``"xrescam"``, ``"gradcampp"``, ``"xgradcam"``, ``"layercam"``,
             ``"eigencam"``, ``"scorecam"``, or a :py:class:`~monai_segcam.cam.methods.CAMRule`.
         target: explain the ``"logits"`` or the ``"probabilities"`` (softmax; sigmoid with ``multi_label``).
@@ -39,6 +39,7 @@ class SegCAM(SlidingWindowSegCAM):
         scorecam_batch_size: masked forward passes per batch for ``"scorecam"``.
         flips: test-time flips, sets of spatial axes (see :py:class:`SlidingWindowSegCAM`).
         activation_budget: bytes of activations and graph kept between the passes of global-weight methods.
+        amp, amp_dtype: mixed precision, see :py:class:`SlidingWindowSegCAM`.
         method_kwargs: options of the method, e.g. ``pool_size=2, pool_mode="max"`` for ``"xrescam"``.
 
     Returns (when called):
@@ -65,11 +66,14 @@ class SegCAM(SlidingWindowSegCAM):
         scorecam_batch_size: int = 8,
         flips: Sequence[Sequence[int]] | None = None,
         activation_budget: int = 1 << 30,
+        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
         **method_kwargs: Any,
     ) -> None:
         super().__init__(
             network, -1, layers, method, target, relu, multi_label=multi_label, output_selector=output_selector,
-            scorecam_batch_size=scorecam_batch_size, flips=flips, activation_budget=activation_budget, **method_kwargs,
+            scorecam_batch_size=scorecam_batch_size, flips=flips, activation_budget=activation_budget, amp=amp,
+            amp_dtype=amp_dtype, **method_kwargs,
         )  # fmt: skip
 
     @property

@@ -78,6 +78,10 @@ class SlidingWindowSegCAM(CAMEngine):
             networks) of the flipped-back outputs.
         window_grid: another window scheme, ``fn(spatial_shape) -> WindowGrid`` (e.g. nnU-Net's tiles); by default
             MONAI's grid with the settings above.
+        amp: mixed precision: windows run under ``torch.autocast`` (as a bundle's ``amp: true`` evaluator predicts),
+            the cotangent is scaled so that half-precision gradients neither underflow nor overflow, and maps and
+            statistics accumulate in the image's precision.
+        amp_dtype: the autocast type; defaults to float16 on CUDA and bfloat16 on CPU.
 
     Example:
         .. code-block:: python
@@ -112,9 +116,14 @@ class SlidingWindowSegCAM(CAMEngine):
         scorecam_batch_size: int = 8,
         flips: Sequence[Sequence[int]] | None = None,
         window_grid: GridFactory | None = None,
+        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
         **method_kwargs: Any,
     ) -> None:
-        super().__init__(network, layers, method, target, relu, multi_label, output_selector, flips, **method_kwargs)
+        super().__init__(
+            network, layers, method, target, relu, multi_label, output_selector, flips, amp, amp_dtype,
+            _probe_shape(network, roi_size), **method_kwargs,
+        )  # fmt: skip
         for name, value in (("scorecam_batch_size", scorecam_batch_size), ("sw_batch_size", sw_batch_size)):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}.")
@@ -201,6 +210,15 @@ class SlidingWindowSegCAM(CAMEngine):
         weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device=device)
         windows.set_region(weights, stitched, classes)
         return windows.explain(), weights, windows.grid.crop, source
+
+
+def _probe_shape(network: nn.Module | Sequence[nn.Module], roi_size: Sequence[int] | int) -> tuple[int, ...] | None:
+    """The window size as the probe of layer-role discovery, when it is fully given (a fixed-size network then needs
+    no other probe)."""
+    first = network if isinstance(network, nn.Module) else next(iter(network), None)
+    dims = network_spatial_dims(first) if isinstance(first, nn.Module) else None
+    roi = (roi_size,) * (dims or 0) if isinstance(roi_size, int) else tuple(roi_size or ())
+    return roi if roi and all(isinstance(r, int) and r > 0 for r in roi) else None
 
 
 @dataclass
@@ -318,12 +336,12 @@ class _WindowPass:
         if cached is not None and (cached.logits is not None or not need_graph):
             return cached.logits, cached.graph_acts or cached.acts, cached.acts
         logits = self.forward(group, run)
-        detached = {key: [a.detach() for a in acts] for key, acts in run.activations.items()}
+        detached = {key: [a.detach().to(self.x.dtype) for a in acts] for key, acts in run.activations.items()}
         return logits, dict(run.activations), detached
 
     def keep(self, group: tuple[int, ...], logits: torch.Tensor | None, run: TermCapture, graph_bytes: int) -> None:
         """Keep the group's pass within ``activation_budget`` (the graph only when the rule needs gradients)."""
-        acts = {key: [a.detach().to(self.device) for a in terms] for key, terms in run.activations.items()}
+        acts = {key: [a.detach().to(self.device, self.x.dtype) for a in terms] for key, terms in run.activations.items()}
         cost = graph_bytes + sum(a.numel() * a.element_size() for terms in acts.values() for a in terms)
         if cost > self.budget_left:
             return
@@ -403,9 +421,10 @@ class _WindowPass:
             logits, acts, detached = self.fetch(group, run, need_graph=True)
             todo = self.classes_touched(group)
             for i in todo:
-                grads = term_gradients(logits, acts, self.cotangent(group, logits, i), retain_graph=i != todo[-1])
+                cotangent = self.cotangent(group, logits, i)
+                grads = term_gradients(logits, acts, cotangent, i != todo[-1], scaled=terms.amp)
                 for key, per_term in grads.items():
-                    raw = sum(terms.flip(self.rule.local_map(a, g), t) for t, (a, g) in enumerate(zip(
+                    raw = sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(zip(
                         detached[key], per_term)))  # fmt: skip
                     self.add(key, group, i, upsample(raw, roi))
             self.cache.pop(group, None)
@@ -419,7 +438,8 @@ class _WindowPass:
             for group in self.groups(only_touching=False, desc="CAM windows (phase 1)"):
                 todo = self.classes_touched(group) if gradients else []
                 logits, acts, detached = self.fetch(group, run, need_graph=bool(todo))
-                grads = {i: term_gradients(logits, acts, self.cotangent(group, logits, i), i != todo[-1]) for i in todo}
+                grads = {i: term_gradients(logits, acts, self.cotangent(group, logits, i), i != todo[-1],
+                                           scaled=self.cam.terms.amp) for i in todo}  # fmt: skip
                 for i in range(len(self.classes)) if gradients else [0]:
                     self.accumulate(stats, group, i, detached, grads.get(i))
                 if group not in self.cache:
@@ -436,7 +456,7 @@ class _WindowPass:
         for key, per_term in acts.items():
             for t, a in enumerate(per_term):
                 if grads is not None:
-                    g = grads[key][t].to(self.device) * self.num_terms
+                    g = grads[key][t].to(self.device, a.dtype) * self.num_terms
                 else:
                     g = torch.zeros_like(a) if self.rule.needs_gradients else None
                 values = self.rule.statistics(a.to(self.device), g)

@@ -13,6 +13,7 @@ activations of every term captured, and differentiates the mean logits with resp
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -21,8 +22,9 @@ import torch
 from torch import nn
 
 from .capture import ActivationCapture
-from .engine import check_activations, check_output, select_output
+from .engine import check_activations, check_output
 from .layers import ResolvedLayer, resolve_layers, unwrap_network
+from .selection import select_logits
 
 __all__ = ["Terms", "TermCapture", "mirror_flips", "term_gradients"]
 
@@ -47,6 +49,9 @@ class Terms:
             ``None`` means no flip.
         layers: the layer names or roles, resolved in every member.
         output_selector: picks the logits from a structured network output.
+        amp: run the networks under ``torch.autocast`` (mixed precision); the logits come back in float32.
+        amp_dtype: the autocast type; defaults to float16 on CUDA and bfloat16 elsewhere.
+        example_input_shape: the probe input (or its spatial size) for discovering layer roles (a window's size).
 
     Example:
         .. code-block:: python
@@ -61,6 +66,9 @@ class Terms:
         flips: Sequence[Sequence[int]] | None,
         layers: str | Sequence[str],
         output_selector: int | str | Callable[[Any], torch.Tensor] | None = None,
+        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
+        example_input_shape: Sequence[int] | None = None,
     ) -> None:
         members = [networks] if isinstance(networks, nn.Module) else list(networks)
         if not members or not all(isinstance(m, nn.Module) for m in members):
@@ -71,8 +79,15 @@ class Terms:
             raise ValueError("flips is empty: give None (no flip) or a list of axis sets such as [(), (0,)].")
         if len(set(self.flips)) != len(self.flips) or any(len(set(f)) != len(f) for f in self.flips):
             raise ValueError(f"flips {self.flips} repeat an axis set or an axis.")
-        self.layers = [resolve_layers(member, layers) for member in members]
+        self.layers = [resolve_layers(member, layers, example_input_shape) for member in members]
         self.output_selector = output_selector
+        self.amp = amp
+        self.amp_dtype = amp_dtype
+
+    def autocast(self, device: torch.device) -> Any:
+        """The autocast context of a forward pass on ``device`` (disabled without ``amp``)."""
+        dtype = self.amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=dtype, enabled=self.amp)
 
     @property
     def num_terms(self) -> int:
@@ -135,7 +150,10 @@ class TermCapture:
             capture, layers = self.captures[m], self.layers[m]
             capture.reset()
             # the bare network: a DDP forward may run collectives and a compiled one recompiles for the hooks
-            out = terms.flip(select_output(unwrap_network(terms.networks[m])(terms.flip(x, t)), terms.output_selector), t)
+            with terms.autocast(x.device):
+                output = unwrap_network(terms.networks[m])(terms.flip(x, t))
+                out = select_logits(output, terms.output_selector, x.shape[2:])
+            out = terms.flip(out.to(x.dtype) if terms.amp else out, t)
             check_activations(capture, layers)
             check_output(out, layers)
             for layer in layers:
@@ -150,11 +168,16 @@ def term_gradients(
     activations: dict[str, list[torch.Tensor]],
     cotangent: torch.Tensor,
     retain_graph: bool = False,
+    scaled: bool = False,
 ) -> dict[str, list[torch.Tensor]]:
-    """``dS/dA`` of every term's activations from one vector-Jacobian product of the mean ``logits``.
+    """``dS/dA`` of every term's activations from one vector-Jacobian product of the mean ``logits``, in the
+    logits' precision.
 
     Only the activations are differentiated (``autograd.grad``), never the parameters; a layer that does not lead to
-    the logits gets zero gradients.
+    the logits gets zero gradients. With ``scaled`` (float16 activations, mixed precision) the cotangent is scaled
+    by a power of two so that the half-precision gradients neither underflow nor overflow, as ``GradScaler`` does:
+    the scale puts the cotangent's largest magnitude at 2^10 and is lowered by 2^6 while a gradient is not finite
+    (the graph is retained for the retries).
 
     Example:
         .. code-block:: python
@@ -163,9 +186,33 @@ def term_gradients(
     """
     keys = list(activations)
     flat = [a for key in keys for a in activations[key]]
-    grads = torch.autograd.grad(logits, flat, cotangent, retain_graph=retain_graph, allow_unused=True)
-    filled = [torch.zeros_like(a) if g is None else g for a, g in zip(flat, grads)]
+    if not scaled:
+        grads = torch.autograd.grad(logits, flat, cotangent, retain_graph=retain_graph, allow_unused=True)
+        filled = [torch.zeros_like(a) if g is None else g for a, g in zip(flat, grads)]
+    else:
+        filled = _scaled_gradients(logits, flat, cotangent, retain_graph)
     bounds = [0]
     for key in keys:
         bounds.append(bounds[-1] + len(activations[key]))
     return {key: filled[bounds[i] : bounds[i + 1]] for i, key in enumerate(keys)}
+
+
+def _scaled_gradients(
+    logits: torch.Tensor, acts: list[torch.Tensor], cotangent: torch.Tensor, retain_graph: bool
+) -> list[torch.Tensor]:
+    """Gradients of half-precision activations with a scaled cotangent, unscaled in the logits' precision."""
+    peak = float(cotangent.abs().max())
+    if peak == 0:
+        return [torch.zeros_like(a, dtype=logits.dtype) for a in acts]
+    exponent = 10 - math.ceil(math.log2(peak))
+    for attempt in range(4):
+        scale = 2.0**exponent
+        last = attempt == 3
+        grads = torch.autograd.grad(logits, acts, cotangent * scale, retain_graph=retain_graph or not last,
+                                    allow_unused=True)  # fmt: skip
+        filled = [torch.zeros_like(a, dtype=logits.dtype) if g is None else g.to(logits.dtype) / scale
+                  for a, g in zip(acts, grads)]  # fmt: skip
+        if all(bool(torch.isfinite(g).all()) for g in filled):
+            return filled
+        exponent -= 6
+    raise FloatingPointError("Half-precision gradients overflow at every scale; use amp_dtype=torch.bfloat16.")

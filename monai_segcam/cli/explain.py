@@ -9,14 +9,19 @@ Per case (one input image) the command writes, into ``OUTPUT/<case>/``:
   the bundles' :py:class:`~monai_segcam.handlers.SegCAMHandler` writes);
 - ``<case>_cam_<method>_<layer>_class<c>.png``: orthogonal slices through the map's peak (or the region centroid),
   and ``<case>_cam_class<c>_panel.png`` (layers x methods) when several maps explain a class;
-- ``<case>_segcam.json``: inputs, model, settings and, per written file, its class/layer/method and statistics.
+- ``<case>_segcam.json``: inputs, model, settings and, per written file, its class/layer/method and statistics;
+
+and ``OUTPUT/segcam_stats.csv``: one row per case, layer, method and class with the statistics every front door
+computes (:py:func:`~monai_segcam.metrics.cam_statistics`, on the network grid), failed cases with their error.
 
 Every NIfTI has the input's shape and affine: the bundle's preprocessing is inverted with MONAI's ``Invertd``.
-Files are written into a temporary folder inside ``OUTPUT`` and moved in place when the case is complete.
+Every file is written atomically by the one writer (:py:class:`~monai_segcam.outputs.CAMWriter`), and a case's files
+are kept all or none.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -26,9 +31,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 
-from .io import CLIError, case_names, check_exists, read_image, sanitize, staged_directory, write_json, write_nifti
+from ..metrics import STAT_COLUMNS
+from ..outputs import (
+    CAMWriter,
+    CaseNamer,
+    case_rows,
+    merge_rows,
+    segmentation_file_name,
+    table_rows,
+    write_table,
+    write_text,
+)
+from .io import CLIError, check_exists, read_image
 from .model import LoadedModel, load_model, resolve_device
+from .perturbation import OCCLUSION, channel_engine, occlusion_engine, write_channel_csv
 
 __all__ = ["parse_region", "run_explain"]
 
@@ -105,12 +123,13 @@ def _region(parsed: tuple[str, list[tuple[int, ...]]], original: Any, image: Any
     return Box(tuple(start.tolist()), tuple(end.tolist())), {**description, "end": end.tolist()}
 
 
-def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any]]:
-    """One ``SlidingWindowSegCAM`` per method, with the bundle inferer's window settings unless overridden.
+def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any], Any]:
+    """One ``SlidingWindowSegCAM`` per method (``SegOcclusion`` for ``occlusion``), with the bundle inferer's window
+    settings unless overridden.
 
     Returns:
-        the sliding-window engine whose ``predict`` gives the stitched logits shared by all methods, and the engines
-        by method.
+        the sliding-window engine whose ``predict`` gives the stitched logits shared by all methods, the engines by
+        method, and the channel table's ``ChannelAttribution`` (``None`` without ``--channel-table``).
     """
     from monai.inferers import SlidingWindowInferer
 
@@ -134,9 +153,12 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
         **overrides,
     }
     engines = {}
-    for method in args.method:
+    predict_only = [] if any(method != OCCLUSION for method in args.method) else ["hirescam"]  # for its predict()
+    for method in [*args.method, *predict_only]:
         try:
-            if isinstance(model.inferer, SlidingWindowInferer):
+            if method == OCCLUSION:
+                engines[method] = occlusion_engine(model, args, common)
+            elif isinstance(model.inferer, SlidingWindowInferer):
                 engines[method] = SlidingWindowSegCAM.from_inferer(
                     model.inferer, model.network, method=method, **common
                 )
@@ -144,7 +166,8 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
                 engines[method] = SlidingWindowSegCAM(model.network, **{"roi_size": -1, **common, "method": method})
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
-    return next(iter(engines.values())), engines
+    predictor = next(engine for method, engine in engines.items() if method != OCCLUSION)
+    return predictor, {method: engines[method] for method in args.method}, channel_engine(model, args, common)
 
 
 def _preprocess(path: str, original: Any, model: LoadedModel, args: Namespace) -> Any:
@@ -187,139 +210,141 @@ def _to_original_grid(outputs: dict[str, torch.Tensor], image: Any, model: Loade
     invert = Invertd(keys=list(outputs), transform=model.preprocessing, orig_keys="image", nearest_interp=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inverted = invert({"image": image, **{k: v.detach().cpu() for k, v in outputs.items()}})
+        inverted = invert({"image": image, **{k: MetaTensor(v.detach().cpu()) for k, v in outputs.items()}})
     return {key: np.asarray(torch.as_tensor(inverted[key]).cpu().numpy()) for key in outputs}
 
 
-def _stats(cam: np.ndarray, affine: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    world = affine @ np.array([*peak, 1.0])
-    total = float(cam.sum())
-    return {
-        "min": float(cam.min()),
-        "max": float(cam.max()),
-        "mean": float(cam.mean()),
-        "peak_voxel": [int(i) for i in peak],
-        "peak_world_ras_mm": [round(float(v), 4) for v in world[:3]],
-        "predicted_voxels": int(mask.sum()),
-        "mass_in_prediction": float(cam[mask].sum() / total) if total > 0 else None,
-    }
-
-
-def _save_png(fig: Any, path: str) -> None:
-    from monai_segcam.visualize import save_figure
-
-    save_figure(fig, path, dpi=100)
-    fig.clear()
-
-
-def _explain_case(
-    path: str,
-    label_path: str | None,
-    name: str,
-    model: LoadedModel,
-    predictor: Any,
-    engines: dict[str, Any],
-    args: Namespace,
-    staging: str,
-) -> dict[str, Any]:
-    """Compute and write one case's files into ``staging``; returns its JSON summary."""
-    start = time.perf_counter()
+def _load(path: str, label_path: str | None, model: LoadedModel, args: Namespace) -> tuple[Any, Any, Any]:
+    """The input as read, the network input ``(C, *spatial)`` and the label on its grid (or ``None``)."""
     original = read_image(path)
     image = _preprocess(path, original, model, args)
     if model.in_channels is not None and image.shape[0] != model.in_channels:
         raise CLIError(
             f"{path} gives {image.shape[0]} channel(s) but the network expects {model.in_channels} (in_channels)"
         )
-    label = None if label_path is None else _label_on_grid(label_path, image)
-    x = torch.as_tensor(image).float()[None]
-    logits = predictor.predict(x).cpu()
-    num_classes = logits.shape[1]
-    default_classes = list(range(num_classes)) if model.multi_label else (list(range(1, num_classes)) or [0])
-    classes = args.classes if args.classes is not None else default_classes
+    return original, image, None if label_path is None else _label_on_grid(label_path, image)
+
+
+def _classes(num_classes: int, model: LoadedModel, args: Namespace) -> list[int]:
+    default = list(range(num_classes)) if model.multi_label else (list(range(1, num_classes)) or [0])
+    classes = args.classes if args.classes is not None else default
     bad = [c for c in classes if not 0 <= c < num_classes]
     if bad:
         raise CLIError(f"--classes {bad} out of range: the network has {num_classes} output channels")
-    region, region_summary = _region(parse_region(args.region), original, image)
-    maps: dict[tuple[str, str], torch.Tensor] = {}
+    return classes
+
+
+def _maps(engines: dict[str, Any], x: torch.Tensor, path: str, **call: Any) -> tuple[dict, torch.Tensor]:
+    """The maps ``(n_classes, *spatial)`` on the network grid by ``(layer, method)``, and the explained region."""
+    maps = {}
     for method, engine in engines.items():
         try:
-            result = engine(x, classes=classes, region=region, pred=logits, label=label)
+            result = engine(x, **call)
         except ValueError as exc:
             raise CLIError(f"{path}: {exc}") from exc
-        for layer, cam in result.items():
-            maps[(layer, method)] = torch.as_tensor(cam)[0]
+        maps.update({(layer, method): cam.as_tensor()[0] for layer, cam in result.items()})
+    return maps, result.region[0] > 0
+
+
+def _explain_case(
+    path: str, label_path: str | None, name: str, model: LoadedModel, engines: tuple[Any, dict[str, Any], Any],
+    args: Namespace, output: str, settings: dict[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    """Compute and write one case's files into ``output/name`` (all or none); returns its JSON summary and its
+    statistics rows (:py:func:`~monai_segcam.metrics.cam_statistics` on the network grid, as every front door)."""
+    start = time.perf_counter()
+    original, image, label = _load(path, label_path, model, args)
+    x = torch.as_tensor(image).float()[None]
+    predictor, engines, channels = engines
+    logits = predictor.predict(x).cpu()
+    classes = _classes(logits.shape[1], model, args)
+    region, region_summary = _region(parse_region(args.region), original, image)
+    call = {"classes": classes, "region": region, "pred": logits, "label": label}
+    maps, explained = _maps(engines, x, path, **call)
+    rows = []
+    for method in engines:
+        by_layer = {layer: cam for (layer, m), cam in maps.items() if m == method}
+        rows += case_rows(name, method, by_layer, classes, explained, None if label is None else label[0], image)[0]
     keys = {f"cam{i}": key for i, key in enumerate(maps)}
     grid = _to_original_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, model)
     shape, affine = tuple(original.shape[1:]), original.affine.numpy().astype(np.float64)
-    if tuple(grid["pred"].shape[1:]) != shape:
-        raise CLIError(f"{path}: outputs came back on a {tuple(grid['pred'].shape[1:])} grid, not the input's {shape}")
-    seg_path = os.path.join(staging, f"{name}_seg.nii.gz")
-    if model.multi_label:  # one channel per class, stored last like MONAI's writers: (X, Y, Z, C)
-        positive = grid["pred"] > 0
-        write_nifti(np.moveaxis(positive, 0, -1).astype(np.uint8), affine, seg_path)
+    for value in grid.values():
+        if tuple(value.shape[1:]) != shape:
+            raise CLIError(f"{path}: outputs came back on a {tuple(value.shape[1:])} grid, not the input's {shape}")
+    inverted = {key: grid[tag] for tag, key in keys.items()}
+    writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
+    with writer.all_or_nothing():
+        masks = writer.write_segmentation(name, grid["pred"], affine, model.multi_label)
+        layer_modules = {layer.key: layer.module_name for layer in predictor.layers}
+        files = _write_cams(writer, name, original, inverted, masks[classes], rows, classes, model, args)
+        for entry in files:
+            if entry["kind"] == "cam":
+                entry.update(module=layer_modules.get(entry["layer"]))  # occlusion's "input" has no module
+        if channels is not None:
+            files.append(write_channel_csv(channels, x, name, call, args, writer.output_dir))
+            writer.record(os.path.join(writer.output_dir, files[-1]["file"]))
+        summary = {
+            "case": name,
+            "input": {
+                "path": os.path.abspath(path),
+                "shape": list(shape),
+                "channels": int(original.shape[0]),
+                "affine": affine.tolist(),
+                "label": None if label_path is None else os.path.abspath(label_path),
+            },
+            "network_input_shape": list(image.shape),
+            "network_input_affine": np.asarray(image.affine, dtype=np.float64).tolist(),
+            "region_on_network_grid": region_summary,
+            "classes": {str(c): model.class_names.get(c) for c in classes},
+            "predicted_voxels": {str(c): int(mask.sum()) for c, mask in enumerate(masks)},
+            "files": [{"file": segmentation_file_name(name), "kind": "segmentation"}, *files],
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        summary.update(model=model.description, settings=settings)
+        text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+        writer.record(write_text(text, os.path.join(writer.output_dir, f"{name}_segcam.json")))
+    return summary, rows
 
-        def predicted(c: int) -> np.ndarray:
-            return positive[c]
-    else:
-        seg = grid["pred"].argmax(0)
-        write_nifti(seg.astype(np.uint8 if num_classes <= 255 else np.int16), affine, seg_path)
 
-        def predicted(c: int) -> np.ndarray:
-            return seg == c
+def _write_cams(writer, name, original, maps, masks, rows, classes, model, args) -> list[dict]:
+    """Write the maps (inverted onto the input grid) as NIfTI/PNG and the panels; records the files in the
+    statistics ``rows``; returns the JSON entries of the files."""
+    from monai_segcam.cam import normalize_cam
 
-    written = [{"file": f"{name}_seg.nii.gz", "kind": "segmentation"}]
-    layer_modules = {layer.key: layer.module_name for layer in predictor.layers}
-    for i, c in enumerate(classes):
-        mask = predicted(c)
-        panel: dict[str, dict[str, np.ndarray]] = {}
-        for tag, (layer, method) in keys.items():
-            cam = grid[tag][i].astype(np.float32)
-            stats = _stats(cam, affine, mask)
-            if args.normalize:
-                from monai_segcam.cam import normalize_cam
+    affine = original.affine.numpy().astype(np.float64)
+    if args.normalize:
+        maps = {key: normalize_cam(torch.from_numpy(cam)[None])[0].numpy() for key, cam in maps.items()}
+    maps = {key: cam.astype(np.float32) for key, cam in maps.items()}
+    rows = {(row["layer"], row["method"], row["class"]): row for row in rows}
+    entries = []
+    for method in dict.fromkeys(method for _, method in maps):
+        shown = {layer: cam for (layer, m), cam in maps.items() if m == method}
+        files = writer.write(name, method, shown, classes, affine, original[0], masks, class_names=model.class_names)
+        for (layer, c), paths in files.items():
+            row = rows[(layer, method, c)]
+            row["files"] = ";".join(os.path.join(name, os.path.basename(path)) for path in paths)
+            stats = {key: row[key] if row[key] == row[key] else None for key in STAT_COLUMNS}  # NaN: none
+            stats.update(_peak(shown[layer][classes.index(c)], affine))
+            entries += [_entry(path, c, layer, method, stats, model, args) for path in paths]
+    if args.png and len(maps) > 1:
+        for path, c in zip(writer.write_panels(name, original[0], maps, classes, masks), classes):
+            entries.append({"file": os.path.basename(path), "kind": "png", "class": c, "layer": None, "method": None})
+    return entries
 
-                cam = normalize_cam(torch.from_numpy(cam)[None, None])[0, 0].numpy()
-            stem = f"{name}_cam_{method}_{sanitize(layer, 'layer')}_class{c}"
-            entry = {"class": c, "class_name": model.class_names.get(c), "layer": layer, "module": layer_modules[layer]}
-            entry.update(method=method, stats=stats, normalized=args.normalize)
-            write_nifti(cam, affine, os.path.join(staging, f"{stem}.nii.gz"))
-            written.append({"file": f"{stem}.nii.gz", "kind": "cam", **entry})
-            if args.png:
-                from monai_segcam.visualize import plot_orthogonal_slices
 
-                class_name = f" ({entry['class_name']})" if entry["class_name"] else ""
-                title = f"{name} | class {c}{class_name} | {layer} | {method}"
-                fig = plot_orthogonal_slices(original[0], cam, region=mask, center=args.center, title=title)
-                _save_png(fig, os.path.join(staging, f"{stem}.png"))
-                written.append({"file": f"{stem}.png", "kind": "png", "class": c, "layer": layer, "method": method})
-            panel.setdefault(layer, {})[method] = cam
-        if args.png and len(keys) > 1:
-            from monai_segcam.visualize import plot_cam_panel
+def _entry(path: str, c: int, layer: str, method: str, stats: dict, model: LoadedModel, args: Namespace) -> dict:
+    """The JSON summary's entry of one written CAM file (a NIfTI map with its statistics, or a PNG)."""
+    entry = {"file": os.path.basename(path), "kind": "png" if path.endswith(".png") else "cam"}
+    entry.update({"class": c, "layer": layer, "method": method})
+    if entry["kind"] == "cam":
+        entry.update(class_name=model.class_names.get(c), stats=stats, normalized=args.normalize)
+    return entry
 
-            fig = plot_cam_panel(original[0], panel, region=mask if mask.any() else None, title=f"{name} | class {c}")
-            _save_png(fig, os.path.join(staging, f"{name}_cam_class{c}_panel.png"))
-            written.append(
-                {"file": f"{name}_cam_class{c}_panel.png", "kind": "png", "class": c, "layer": None, "method": None}
-            )
-    summary = {
-        "case": name,
-        "input": {
-            "path": os.path.abspath(path),
-            "shape": list(shape),
-            "channels": int(original.shape[0]),
-            "affine": affine.tolist(),
-            "label": None if label_path is None else os.path.abspath(label_path),
-        },
-        "network_input_shape": list(image.shape),
-        "network_input_affine": np.asarray(image.affine, dtype=np.float64).tolist(),
-        "region_on_network_grid": region_summary,
-        "classes": {str(c): model.class_names.get(c) for c in classes},
-        "predicted_voxels": {str(c): int(predicted(c).sum()) for c in range(num_classes)},
-        "files": written,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    return summary
+
+def _peak(cam: np.ndarray, affine: np.ndarray) -> dict[str, list]:
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    world = affine @ np.array([*peak, 1.0])
+    return {"peak_voxel": [int(i) for i in peak], "peak_world_ras_mm": [round(float(v), 4) for v in world[:3]]}
 
 
 def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, Any]:
@@ -335,7 +360,10 @@ def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, A
         "device": str(device),
         "normalize": args.normalize,
         "png": args.png,
-    }
+        "perturbation": {
+            "mask_size": args.mask_size, "stride": args.mask_stride, "baseline": args.baseline, "steps": args.steps,
+        } if OCCLUSION in args.method or args.channel_table else None,
+    }  # fmt: skip
 
 
 def run_explain(args: Namespace) -> int:
@@ -353,35 +381,46 @@ def run_explain(args: Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args, checkpoint_required=True)
     model.network.to(device)
-    predictor, engines = _engines(model, args, device)
+    predictor, engines, channels = _engines(model, args, device)
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isdir(output):
         raise CLIError(f"--output {args.output} exists and is not a folder")
     os.makedirs(output, exist_ok=True)
     settings = _settings(args, predictor, device)
-    cases = list(zip(args.images, labels, case_names(args.images)))
+    namer = CaseNamer()  # the handlers' names: one input, one name by every front door
+    names = [namer(path) for path in args.images]
+    cases = list(zip(args.images, labels, names))
     if has_tqdm and not args.quiet and len(cases) > 1:
         cases = tqdm(cases, desc="cases", unit="case")
-    failed = 0
+    failed, rows = 0, []
     for path, label_path, name in cases:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                with staged_directory(output, name) as staging:
-                    summary = _explain_case(path, label_path, name, model, predictor, engines, args, staging)
-                    summary.update(model=model.description, settings=settings)
-                    write_json(summary, os.path.join(staging, f"{name}_segcam.json"))
-            except Exception as exc:  # one failed case leaves nothing behind and does not stop the others
+                built = (predictor, engines, channels)
+                summary, found = _explain_case(path, label_path, name, model, built, args, output, settings)
+                rows += found
+            except Exception as exc:  # one failed case leaves nothing behind, is recorded and does not stop the others
                 if len(args.images) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError, ValueError)):
                     raise
                 failed += 1
-                reason = str(exc) if isinstance(exc, CLIError) else f"{path}: {type(exc).__name__}: {exc}"
-                _print(f"monai-segcam: error: {reason.strip().splitlines()[0]}", error=True)
+                reason = (str(exc) if isinstance(exc, CLIError) else f"{path}: {type(exc).__name__}: {exc}").strip()
+                for method, layer in ((m, layer) for m in engines for layer in predictor.layers):
+                    rows += table_rows(name, method, layer.key, args.classes or [""], status="failed", error=reason)
+                _print(f"monai-segcam: error: {reason.splitlines()[0]}", error=True)
                 continue
         if not args.quiet:
             for message in dict.fromkeys(str(w.message) for w in caught if args.debug or "monai_segcam" in w.filename):
                 _print(f"warning: {name}: {message}", error=True)
             _print(f"{name}: {len(summary['files']) + 1} files in {os.path.join(output, name)}")
+    write_table(os.path.join(output, "segcam_stats.csv"), merge_rows(rows))
+    if getattr(args, "report", False):
+        from monai_segcam.report.explain_output import report_from_explain_output
+
+        reported = [n for n in names if os.path.isfile(os.path.join(output, n, f"{n}_segcam.json"))]
+        index = report_from_explain_output(output, reported)
+        if not args.quiet:
+            _print(f"review report: {index}")
     if failed:
         _print(f"monai-segcam: error: {failed} of {len(args.images)} case(s) failed", error=True)
     return 1 if failed else 0

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from .io import CLIError
 from .nnunet import add_nnunet_arguments
+from .perturbation import OCCLUSION
+from .perturbation import add_arguments as add_perturbation_arguments
 
 __all__ = ["build_parser", "main"]
 
@@ -84,10 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     cam = explain.add_argument_group("CAM")
     cam.add_argument(
         "--layers", nargs="+", default=["pre_head"], metavar="L",
-        help="layer names or presets (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
+        help="layer names or roles (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
-    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=method_names(), metavar="M",
-                     help=", ".join(method_names()))  # fmt: skip
+    methods = [*method_names(), OCCLUSION]
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=methods, metavar="M",
+                     help=", ".join(methods))  # fmt: skip
     cam.add_argument(
         "--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)"
     )
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0.25)")
     window.add_argument("--sw-batch-size", type=int, metavar="N", help="windows per forward pass")
     window.add_argument("--mode", choices=("constant", "gaussian"), help="blending of overlapping windows")
+    add_perturbation_arguments(explain)
     intensity = explain.add_argument_group("preprocessing without a bundle (the image is used on its own grid)")
     intensity.add_argument(
         "--intensity-range", nargs=2, type=float, metavar=("A_MIN", "A_MAX"), help="clip and scale to [0, 1]"
@@ -119,11 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--center", default="peak", choices=("peak", "centroid"), help="PNG slices through the CAM peak "
                      "or the predicted region's centroid")  # fmt: skip
     out.add_argument("--normalize", action="store_true", help="min-max normalise each written map to [0, 1]")
+    out.add_argument("--report", action="store_true", help="also write a review report to open in a browser: "
+                     "OUTPUT/report/index.html (table of cases, flagged cases, a 3D viewer per case)")  # fmt: skip
     _common_arguments(explain)
 
     layers = commands.add_parser(
-        "layers", help="list the network's layers with output shapes and presets",
-        description="List the layers a CAM can be built from, with their output shapes and the presets naming them.",
+        "layers", help="list the network's layers with output shapes and roles",
+        description="List the layers a CAM can be built from, with their output shapes and the roles discovered for them.",
     )  # fmt: skip
     _model_arguments(layers)
     layers.add_argument(
@@ -135,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    """Run ``monai-segcam layers``: print the layer table and the presets."""
+    """Run ``monai-segcam layers``: print the layer table and the discovered roles."""
     from monai.inferers import SlidingWindowInferer
 
-    from monai_segcam.cam import layer_presets, list_layers
+    from monai_segcam.cam import list_layers
 
     from .model import load_model, resolve_device
 
@@ -158,10 +164,10 @@ def run_layers(args: argparse.Namespace) -> int:
         ) from exc
     if not args.quiet:
         print(table)
-        presets = layer_presets(network)
+        roles = table.roles.roles if table.roles else {}
         name = type(network).__name__
-        print(f"\npresets ({name}):" if presets else f"\nno presets for {name}: use layer names")
-        for role, name in presets.items():
+        print(f"\nroles ({name}, discovered on {tuple(shape)}):" if roles else f"\nno roles for {name}: use layer names")
+        for role, name in roles.items():
             print(f"  {role:<12} -> {name}")
     return 0
 

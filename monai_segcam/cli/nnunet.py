@@ -19,6 +19,7 @@ slices through each map (``--no-png`` skips them) and ``<case>_segcam.json`` (in
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -30,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils.io import safe_token
-from .io import CLIError, check_exists, read_image, staged_directory, write_json, write_nifti
+from ..outputs import CAMWriter, safe_token, segmentation_file_name, write_nifti, write_png, write_text
+from .io import CLIError, check_exists, read_image
 from .model import resolve_device
 
 __all__ = ["add_nnunet_arguments", "group_cases", "run_explain_nnunet", "run_layers_nnunet"]
@@ -45,7 +46,7 @@ def add_nnunet_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``--nnunet`` (the folder itself is one of the model sources)."""
     group = parser.add_argument_group("nnU-Net v2 model folder (with --nnunet)")
     group.add_argument(
-        "--folds", nargs="+", metavar="K", help="folds whose logits are averaged (default: all with a checkpoint)"
+        "--folds", nargs="+", metavar="K", help="folds whose logits are averaged (default: every fold with a checkpoint)"
     )
     group.add_argument(
         "--no-mirroring", action="store_true", help="no test-time mirroring (default: the checkpoint's mirroring axes)"
@@ -157,13 +158,15 @@ def _stats(cam: np.ndarray, affine: np.ndarray, mask: np.ndarray) -> dict[str, A
     }
 
 
-def _write_case(explanations: dict[str, Any], args: Namespace, name: str, staging: str) -> list[dict[str, Any]]:
-    """Write the segmentation and every map (NIfTI, PNG) of one case; returns the written files' entries."""
+def _write_case(explanations: dict[str, Any], args: Namespace, name: str, writer: CAMWriter) -> list[dict[str, Any]]:
+    """Write the segmentation and every map (NIfTI, PNG) of one case with the one writer's names; returns the
+    written files' entries."""
     first = next(iter(explanations.values()))
     affine, seg = first.affine, first.segmentation
-    seg_dtype = np.uint8 if seg.max(initial=0) < 256 else np.uint16
-    write_nifti(seg.astype(seg_dtype), affine, os.path.join(staging, f"{name}_seg.nii.gz"))
-    written: list[dict[str, Any]] = [{"file": f"{name}_seg.nii.gz", "kind": "segmentation"}]
+    dtype = np.uint8 if seg.max(initial=0) < 256 else np.uint16
+    seg_path = os.path.join(writer.output_dir, segmentation_file_name(name))
+    writer.record(write_nifti(seg, seg_path, affine, channel_dim=None, output_dtype=dtype))
+    written: list[dict[str, Any]] = [{"file": segmentation_file_name(name), "kind": "segmentation"}]
     image = read_image(first.case.files[0])[0] if args.png else None
     for method, explanation in explanations.items():
         for layer, maps in explanation.maps.items():
@@ -174,23 +177,23 @@ def _write_case(explanations: dict[str, Any], args: Namespace, name: str, stagin
                     from monai_segcam.cam import normalize_cam
 
                     cam = normalize_cam(torch.from_numpy(cam)[None, None])[0, 0].numpy()
-                stem = f"{name}_cam_{method}_{safe_token(layer)}_class{c}"
-                write_nifti(cam.astype(np.float32), affine, os.path.join(staging, f"{stem}.nii.gz"))
+                path = writer.record(write_nifti(cam, writer.path(name, method, layer, c, ".nii.gz"), affine,
+                                                 channel_dim=None))  # fmt: skip
                 entry = {"class": c, "layer": layer, "module": explanation.result.modules.get(layer), "method": method}
-                written.append({"file": f"{stem}.nii.gz", "kind": "cam", **entry, "stats": stats})
+                written.append({"file": os.path.basename(path), "kind": "cam", **entry, "stats": stats})
                 if image is not None:
-                    from monai_segcam.visualize import plot_orthogonal_slices, save_figure
+                    from monai_segcam.visualize import plot_orthogonal_slices
 
                     title = f"{name} | class {c} | {layer} | {method}"
                     fig = plot_orthogonal_slices(image, cam, region=mask, center=args.center, title=title)
-                    save_figure(fig, os.path.join(staging, f"{stem}.png"), dpi=100)
+                    path = writer.record(write_png(fig, writer.path(name, method, layer, c, ".png")))
                     fig.clear()
-                    written.append({"file": f"{stem}.png", "kind": "png", **entry})
+                    written.append({"file": os.path.basename(path), "kind": "png", **entry})
     return written
 
 
 def _explain_case(files: list[str], label: str | None, name: str, model: Any, cams: dict[str, Any], args: Namespace,
-                  staging: str) -> dict[str, Any]:  # fmt: skip
+                  writer: CAMWriter) -> dict[str, Any]:  # fmt: skip
     """Preprocess, predict and explain one case with every method, write its files; returns its JSON summary."""
     start = time.perf_counter()
     try:
@@ -209,14 +212,11 @@ def _explain_case(files: list[str], label: str | None, name: str, model: Any, ca
             explanations[method] = cam.explain(case, classes, region, logits)
         except ValueError as exc:
             raise CLIError(f"{files[0]}: {exc}") from exc
-    written = _write_case(explanations, args, name, staging)
+    written = _write_case(explanations, args, name, writer)
     seg = next(iter(explanations.values())).segmentation
     return {
         "case": name,
-        "input": {
-            "files": [os.path.abspath(f) for f in files],
-            "label": None if label is None else os.path.abspath(label),
-        },
+        "input": {"files": [os.path.abspath(f) for f in files], "label": None if label is None else os.path.abspath(label)},
         "shape": list(seg.shape),
         "affine": next(iter(explanations.values())).affine.tolist(),
         "network_input_shape": list(case.data.shape),
@@ -281,10 +281,12 @@ def run_explain_nnunet(args: Namespace) -> int:
     for (name, files), label in zip(cases, labels):
         name = safe_token(name, "case")
         try:
-            with staged_directory(output, name) as staging:
-                summary = _explain_case(files, label, name, model, cams, args, staging)
+            writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
+            with writer.all_or_nothing():
+                summary = _explain_case(files, label, name, model, cams, args, writer)
                 summary["settings"] = _description(model, args, device)
-                write_json(summary, os.path.join(staging, f"{name}_segcam.json"))
+                text = json.dumps(summary, indent=2) + "\n"
+                writer.record(write_text(text, os.path.join(writer.output_dir, f"{name}_segcam.json")))
         except (CLIError, RuntimeError, ValueError) as exc:
             if len(cases) == 1 or args.debug:
                 raise

@@ -3,35 +3,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from monai.engines.utils import IterationEvents
-from monai.utils import IgniteInfo, min_version, optional_import
 
 from ..inferers import SegCAMInferer
+from ..outputs import cam_output_keys
+from .compute import Engine
 
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
-
-__all__ = ["SegCAMOutputHandler", "cam_output_keys"]
-
-
-def cam_output_keys(cam_key: str, layers: list[str] | None) -> dict[str | None, str]:
-    """The output key of each layer's CAM: ``cam_key`` for a single layer (``layers=None``), else
-    ``f"{cam_key}_{layer}"`` per layer (the same convention as :py:class:`~monai_segcam.transforms.SegCAMd`).
-
-    Example:
-        .. code-block:: python
-
-            cam_output_keys("cam", ["bottleneck", "pre_head"])  # {"bottleneck": "cam_bottleneck", ...}
-    """
-    if layers is None:
-        return {None: cam_key}
-    return {layer: f"{cam_key}_{layer}" for layer in layers}
+__all__ = ["SegCAMOutputHandler"]
 
 
 class SegCAMOutputHandler:
@@ -39,7 +17,7 @@ class SegCAMOutputHandler:
 
     The CAM is batch first with the batch's metadata, so the engine's decollation and ``postprocessing`` (e.g.
     ``Invertd(keys=["pred", "cam"])``, ``SaveImaged(keys="cam")``) handle it like the prediction. With several
-    layers the keys are ``f"{cam_key}_{layer}"``.
+    layers the keys are ``f"{cam_key}_{layer}"`` (:py:func:`~monai_segcam.outputs.cam_output_keys`).
 
     Args:
         inferer: the :py:class:`~monai_segcam.inferers.SegCAMInferer`; defaults to the engine's ``inferer``.
@@ -74,7 +52,6 @@ class SegCAMOutputHandler:
             raise RuntimeError("The SegCAMInferer has no CAM for this iteration: was it the engine's inferer?")
         if not isinstance(engine.state.output, dict):
             raise TypeError(f"engine.state.output is a {type(engine.state.output).__name__}, expected a dict.")
-        layers = list(cam) if isinstance(cam, dict) else None
-        for layer, key in cam_output_keys(self.cam_key, layers).items():
-            engine.state.output[key] = cam if layer is None else cam[layer]
+        for layer, key in cam_output_keys(self.cam_key, inferer.cam_kwargs["layers"]).items():
+            engine.state.output[key] = cam[layer]
         inferer.last_cam = None

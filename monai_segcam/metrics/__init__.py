@@ -20,11 +20,15 @@ from .randomization import (
     pearson_correlation,
     spearman_rank_correlation,
 )
+from .statistics import STAT_COLUMNS, cam_statistics, label_masks
 
 __all__ = [
     "relevance_mass",
     "pointing_game",
     "topk_iou",
+    "STAT_COLUMNS",
+    "cam_statistics",
+    "label_masks",
     "PerturbationMode",
     "PerturbationBaseline",
     "PerturbationCurve",

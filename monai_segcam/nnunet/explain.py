@@ -23,7 +23,7 @@ import torch
 
 from ..cam.result import CAMResult
 from ..cam.sliding_window import SlidingWindowSegCAM
-from ..utils.io import safe_case_name, safe_token, save_nifti_atomic
+from ..outputs import cam_file_name, safe_case_name, segmentation_file_name, write_nifti
 from .model import NNUNetCase, NNUNetModel, nnunet_layer_presets
 
 __all__ = ["NNUNetSegCAM", "NNUNetExplanation", "file_affine"]
@@ -76,11 +76,11 @@ class NNUNetExplanation:
         the input's affine (atomically); returns the paths written."""
         name = safe_case_name(name or self.case.name)
         dtype = np.uint8 if self.segmentation.max(initial=0) < 256 else np.uint16
-        paths = [save_nifti_atomic(self.segmentation, f"{name}_seg.nii.gz", self.affine, output_dir, None, dtype)]
+        paths = [write_nifti(self.segmentation, segmentation_file_name(name), self.affine, output_dir, None, dtype)]
         for layer, maps in self.maps.items():
             for c, cam in zip(self.classes, maps):
-                stem = f"{name}_cam_{self.result.method}_{safe_token(layer)}_class{c}"
-                paths.append(save_nifti_atomic(cam, f"{stem}.nii.gz", self.affine, output_dir, None))
+                file_name = cam_file_name(name, self.result.method, layer, c)
+                paths.append(write_nifti(cam, file_name, self.affine, output_dir, None))
         return paths
 
 

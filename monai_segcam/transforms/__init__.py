@@ -1,15 +1,18 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""Transforms computing Seg-CAMs per item (postprocessing, before ``Invertd``) and normalising them."""
+"""Transforms computing Seg-CAMs per item (postprocessing, before ``Invertd``), saving and normalising them."""
 
 from __future__ import annotations
 
 from .array import ComputeSegCAM, NormalizeSegCAM
 from .dictionary import (
-    NormalizeSegCAMd,
     NormalizeSegCAMD,
+    NormalizeSegCAMd,
     NormalizeSegCAMDict,
-    SegCAMd,
+    SaveSegCAMD,
+    SaveSegCAMd,
+    SaveSegCAMDict,
     SegCAMD,
+    SegCAMd,
     SegCAMDict,
 )
 
@@ -19,6 +22,9 @@ __all__ = [
     "SegCAMd",
     "SegCAMD",
     "SegCAMDict",
+    "SaveSegCAMd",
+    "SaveSegCAMD",
+    "SaveSegCAMDict",
     "NormalizeSegCAMd",
     "NormalizeSegCAMD",
     "NormalizeSegCAMDict",

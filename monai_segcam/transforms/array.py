@@ -14,18 +14,10 @@ from monai.utils import TransformBackends, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
-from ..inferers.segcam_inferer import make_segcam, region_source
+from ..inferers.segcam_inferer import make_segcam, region_source, result_layers
+from ..outputs import cam_output_keys
 
 __all__ = ["ComputeSegCAM", "NormalizeSegCAM"]
-
-
-def _on_item_grid(cam: torch.Tensor, img: torch.Tensor, device: torch.device) -> MetaTensor:
-    """Drop the batch dim of ``cam`` ``(1, n, *spatial)`` and give it ``img``'s metadata and applied operations."""
-    value = cam.as_tensor() if isinstance(cam, MetaTensor) else cam
-    out = MetaTensor(value[0].detach().to(device))
-    if isinstance(img, MetaTensor):
-        out.copy_meta_from(img)
-    return out
 
 
 class ComputeSegCAM(Transform):
@@ -68,7 +60,10 @@ class ComputeSegCAM(Transform):
         **cam_kwargs: Any,
     ) -> None:
         self.engine = make_segcam(network, inferer, layers=layers, method=method, **cam_kwargs)
+        layers = result_layers(method, layers)
         self.layers = layers
+        self.layer_keys = list(cam_output_keys("cam", layers))
+        self.method = method if isinstance(method, str) else type(method).__name__
         self.classes = classes
         self.region = region
         self.device = device
@@ -86,6 +81,14 @@ class ComputeSegCAM(Transform):
                 instead of a new prediction pass.
             label: the item's ground truth ``(1, *spatial)`` or one-hot, for ``"label"``, ``"fp"`` and ``"fn"``.
         """
+        maps, _ = self.explain(img, pred, label)
+        return maps[self.layers] if isinstance(self.layers, str) else maps
+
+    def explain(
+        self, img: torch.Tensor, pred: torch.Tensor | None = None, label: torch.Tensor | None = None
+    ) -> tuple[dict[str, MetaTensor], torch.Tensor]:
+        """The maps per layer (as :py:meth:`__call__`, always a dict) and the explained region per class
+        ``(n_classes, *spatial)`` (bool), e.g. for :py:func:`~monai_segcam.metrics.cam_statistics`."""
         if not isinstance(img, torch.Tensor) or img.ndim < 2:
             raise ValueError(f"img must be a channel-first tensor (C, *spatial), got {getattr(img, 'shape', img)}.")
         for name, value in (("pred", pred), ("label", label)):
@@ -95,14 +98,14 @@ class ComputeSegCAM(Transform):
                     "compute the CAM before any transform that changes the grid (e.g. before Invertd)."
                 )
         device = torch.device(self.device) if self.device is not None else img.device
-        batch = img[None].to(device)
-        source = region_source(pred[None], self.multi_label) if pred is not None else None
-        source = source.to(device) if source is not None else None
+        source = region_source(pred[None], self.multi_label).to(device) if pred is not None else None
         truth = torch.as_tensor(label)[None].to(device) if label is not None else None
-        cams = self.engine(batch, classes=self.classes, region=self.region, pred=source, label=truth)
-        if isinstance(self.layers, str):
-            return _on_item_grid(cams.map, img, img.device)
-        return {key: _on_item_grid(value, img, img.device) for key, value in cams.items()}
+        result = self.engine(img[None].to(device), classes=self.classes, region=self.region, pred=source, label=truth)
+        maps = {layer: MetaTensor(result[layer].as_tensor()[0].detach().to(img.device)) for layer in self.layer_keys}
+        for cam in maps.values():
+            if isinstance(img, MetaTensor):
+                cam.copy_meta_from(img)
+        return maps, result.region[0].cpu() > 0
 
 
 class NormalizeSegCAM(Transform):

@@ -1,22 +1,36 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""Dictionary transforms computing and normalising Seg-CAMs, for postprocessing before ``Invertd``/``SaveImaged``."""
+"""Dictionary transforms computing Seg-CAMs (with their statistics) for postprocessing before ``Invertd``, saving
+them after it with the one writer, and normalising them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 from torch import nn
 
 from ..cam import Region
+from ..outputs import CAMWriter, cam_keys, cam_output_keys, case_rows, safe_case_name
 from .array import ComputeSegCAM, NormalizeSegCAM
 
-__all__ = ["SegCAMd", "SegCAMD", "SegCAMDict", "NormalizeSegCAMd", "NormalizeSegCAMD", "NormalizeSegCAMDict"]
+__all__ = [
+    "SegCAMd",
+    "SegCAMD",
+    "SegCAMDict",
+    "SaveSegCAMd",
+    "SaveSegCAMD",
+    "SaveSegCAMDict",
+    "NormalizeSegCAMd",
+    "NormalizeSegCAMD",
+    "NormalizeSegCAMDict",
+]
 
 
 class SegCAMd(MapTransform):
@@ -38,16 +52,13 @@ class SegCAMd(MapTransform):
         pred_key: the prediction key (one per image key, or one for all). ``None`` makes the CAM engine predict.
         label_key: the ground-truth key, needed by ``"label"``, ``"fp"`` and ``"fn"`` regions.
         cam_key: where the CAM is written (one per image key, or one for all when there is one image key).
-        layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
-        method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
-        classes: the explained class index or indices.
-        region: the explained region (``"pred"``, ``"label"``, ``"fp"``, ``"fn"``, a mask, a
-            :py:class:`~monai_segcam.Voxel`...).
-        inferer: a ``SlidingWindowInferer`` (e.g. the evaluator's) for sliding-window CAMs with the same windows;
-            ``None`` or a ``SimpleInferer`` for whole-volume CAMs.
-        device: where the CAM is computed (the item comes back on its own device), see ``ComputeSegCAM``.
+        layers, method, classes, region, inferer, device, cam_kwargs: as for
+            :py:class:`~monai_segcam.transforms.ComputeSegCAM` (``inferer``: e.g. the evaluator's).
+        stats_key: when given, the item also gets the statistics rows of its CAMs under this key (one
+            :py:data:`~monai_segcam.outputs.CSV_COLUMNS` dict per layer and class, from
+            :py:func:`~monai_segcam.metrics.cam_statistics`, as the handlers' CSV: collect them and
+            :py:func:`~monai_segcam.outputs.write_table`); a label that cannot be used leaves its columns empty.
         allow_missing_keys: skip image keys missing from the item instead of raising.
-        cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
 
     Example:
         .. code-block:: python
@@ -76,6 +87,7 @@ class SegCAMd(MapTransform):
         region: str | Region | torch.Tensor = "pred",
         inferer: Inferer | None = None,
         device: torch.device | str | None = None,
+        stats_key: str | None = None,
         allow_missing_keys: bool = False,
         **cam_kwargs: Any,
     ) -> None:
@@ -86,16 +98,10 @@ class SegCAMd(MapTransform):
         self.pred_keys = ensure_tuple_rep(pred_key, len(self.keys))
         self.label_keys = ensure_tuple_rep(label_key, len(self.keys))
         self.cam_key_bases = ensure_tuple_rep(cam_key, len(self.keys))
-        layer_names = None if isinstance(layers, str) else [str(layer) for layer in ensure_tuple(layers)]
-        self.layer_names = layer_names
-        self.cam_keys: tuple[str, ...] = tuple(
-            key for base in self.cam_key_bases for key in ([base] if layer_names is None else self._layer_keys(base))
-        )
+        self.stats_key = stats_key
+        self.cam_keys: tuple[str, ...] = tuple(k for base in self.cam_key_bases for k in cam_keys(base, layers))
         if len(set(self.cam_keys)) != len(self.cam_keys):
             raise ValueError(f"The output keys {list(self.cam_keys)} are not unique: give one cam_key per image key.")
-
-    def _layer_keys(self, base: str) -> list[str]:
-        return [f"{base}_{layer}" for layer in self.layer_names or []]
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -106,12 +112,59 @@ class SegCAMd(MapTransform):
                     raise KeyError(f"SegCAMd: {role} {other!r} is not in the data (keys: {list(d)}).")
             pred = d[pred_key] if pred_key is not None else None
             label = d[label_key] if label_key is not None else None
-            cams = self.cam(d[key], pred=pred, label=label)
-            if isinstance(cams, dict):
-                for layer, out_key in zip(self.layer_names or [], self._layer_keys(cam_key)):
-                    d[out_key] = cams[layer]
-            else:
-                d[cam_key] = cams
+            maps, region = self.cam.explain(d[key], pred=pred, label=label)
+            for layer, out_key in cam_output_keys(cam_key, self.cam.layers).items():
+                d[out_key] = maps[layer]
+            if self.stats_key is not None:
+                d[self.stats_key] = self._rows(d[key], maps, region, label)
+        return d
+
+    def _rows(self, img: torch.Tensor, maps: dict[str, torch.Tensor], region: torch.Tensor, label: Any) -> list[dict]:
+        case = safe_case_name(img.meta if isinstance(img, MetaTensor) else None)
+        return case_rows(case, self.cam.method, maps, ensure_tuple(self.cam.classes), region, label, img)[0]
+
+
+class SaveSegCAMd(MapTransform):
+    """Write the CAMs of an item (e.g. after ``Invertd``) with the one writer
+    (:py:class:`~monai_segcam.outputs.CAMWriter`): ``{case}_cam_{method}_{layer}_class{c}.nii.gz`` per layer and
+    class in ``output_dir``, atomically, named after the CAM's source file like the handlers' and the command line's.
+
+    Args:
+        cam_key: the CAM key of :py:class:`SegCAMd`; the keys read are those of
+            :py:func:`~monai_segcam.outputs.cam_output_keys` (``cam_key``, or ``f"{cam_key}_{layer}"`` per layer).
+        layers: the layer(s), as given to :py:class:`SegCAMd`.
+        method: the method's name, as given to :py:class:`SegCAMd`.
+        classes: the explained class indices, as given to :py:class:`SegCAMd`.
+        output_dir: the folder of the files.
+        allow_missing_keys: skip CAM keys missing from the item instead of raising.
+
+    Example:
+        .. code-block:: python
+
+            SaveSegCAMd(cam_key="cam", layers=["bottleneck", "pre_head"], classes=[1, 2], output_dir="cams")
+    """
+
+    def __init__(
+        self,
+        cam_key: str = "cam",
+        layers: str | Sequence[str] = "pre_head",
+        method: str = "hirescam",
+        classes: int | Sequence[int] = 1,
+        output_dir: str | os.PathLike = "./",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        self.layer_keys = cam_output_keys(cam_key, layers)
+        super().__init__(list(self.layer_keys.values()), allow_missing_keys)
+        self.method, self.classes = method, ensure_tuple(classes)
+        self.writer = CAMWriter(output_dir)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        layers = {key: layer for layer, key in self.layer_keys.items()}
+        for key in self.key_iterator(d):
+            case = safe_case_name(d[key].meta if isinstance(d[key], MetaTensor) else None)
+            with self.writer.all_or_nothing():
+                self.writer.write(case, self.method, {layers[key]: d[key]}, self.classes)
         return d
 
 
@@ -150,4 +203,5 @@ class NormalizeSegCAMd(MapTransform):
 
 
 SegCAMD = SegCAMDict = SegCAMd
+SaveSegCAMD = SaveSegCAMDict = SaveSegCAMd
 NormalizeSegCAMD = NormalizeSegCAMDict = NormalizeSegCAMd

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
 import os
 import re
@@ -138,6 +139,11 @@ def test_demo_evaluation(evaluation):
     raw = {Path(row["filename"]).name: row for row in read_csv(out / "val_mean_dice_raw.csv")}
     assert sorted(raw) == [image.name for image in SAMPLES]
     assert all(float(row["class0"]) > 0.8 and float(row["class1"]) > 0.8 for row in raw.values())  # labels 1, 2
+    with open(out / "report" / "report.json") as stream:  # the review report's Dice is MONAI's MeanDice per case
+        report = {case["name"]: case["dice"] for case in json.load(stream)["cases"]}
+    for name, row in raw.items():
+        expected = [float(row["class0"]), float(row["class1"])]
+        assert [report[case_name(Path(name))][c] for c in ("1", "2")] == pytest.approx(expected, rel=1e-5)
     rows = [row for row in read_csv(out / "segcam_stats.csv") if row["status"] == "ok"]
     assert len(rows) == len(SAMPLES) * 2
     for row in rows:  # the predicted organ's CAM lies mostly inside the organ's label
@@ -182,6 +188,8 @@ def test_torchrun_two_processes_match_single_process(evaluation, tmp_path):
         np.testing.assert_allclose(affine, reference_affine, atol=1e-6)
         np.testing.assert_allclose(distributed, reference, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(reference).max()))
     assert math.isclose(_metric(tmp_path), _metric(evaluation), rel_tol=1e-6)
+    with open(tmp_path / "report" / "report.json") as stream:  # rank 0 wrote the review report of every case
+        assert [case["name"] for case in json.load(stream)["cases"]] == [case_name(image) for image in SAMPLES]
     for csv_name in ("segcam_stats.csv", "cam_fp/segcam_stats_fp.csv", "cam_fn/segcam_stats_fn.csv"):
         rows, reference = read_csv(tmp_path / csv_name), read_csv(evaluation / csv_name)
         assert [(r["case"], r["class"]) for r in rows] == [(r["case"], r["class"]) for r in reference]  # once each
@@ -211,11 +219,14 @@ def test_train_with_cams_per_validation_epoch(tmp_path):
         folder = tmp_path / "eval" / "cams" / f"epoch_{epoch:04d}"
         for layer in ("bottleneck", "pre_head"):
             for c in (1, 2):
-                cam, affine = load(folder / f"image002_cam_hirescam_{layer}_class{c}.nii.gz")
+                cam, _affine = load(folder / f"image002_cam_hirescam_{layer}_class{c}.nii.gz")
                 assert cam.shape == (56, 56, 48) and np.isfinite(cam).all()  # the validation (preprocessed) grid
                 assert (folder / f"image002_cam_hirescam_{layer}_class{c}.png").stat().st_size > 1000
         rows = read_csv(folder / "segcam_stats.csv")
         assert {row["epoch"] for row in rows if row["status"] == "ok"} == {str(epoch)}
+        report = tmp_path / "eval" / "cams" / "report" / f"epoch_{epoch:04d}"  # the review report of the epoch
+        assert (report / "cases" / "image002.js").stat().st_size > 1000 and (report / "index.html").exists()
+    assert 'href="epoch_0002/index.html"' in (tmp_path / "eval" / "cams" / "report" / "index.html").read_text()
 
 
 # generic overlay on a model-zoo style bundle -----------------------------------------------------------------------
@@ -225,16 +236,22 @@ SPLEEN_AFFINE = np.array([[0.0, -1.2, 0.0, 30.0], [-1.0, 0.0, 0.0, 20.0], [0.0, 
 SPLEEN_SHAPE = (48, 40, 20)
 
 
-@pytest.fixture
-def spleen_like(tmp_path) -> Path:
-    """The spleen-like fixture bundle with random weights in ``models/model.pt`` and two CT-like volumes."""
-    root = tmp_path / "spleen_like"
-    shutil.copytree(SPLEEN_LIKE, root)
+def copy_fixture_bundle(source: Path, root: Path) -> Path:
+    """A copy of a fixture bundle at ``root`` with random weights (seed 0) of its ``network_def`` in
+    ``models/model.pt``."""
+    shutil.copytree(source, root)
     parser = ConfigParser()
     parser.read_config(root / "configs" / "inference.json")
     torch.manual_seed(0)
     (root / "models").mkdir()
     torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    return root
+
+
+@pytest.fixture
+def spleen_like(tmp_path) -> Path:
+    """The spleen-like fixture bundle with random weights in ``models/model.pt`` and two CT-like volumes."""
+    root = copy_fixture_bundle(SPLEEN_LIKE, tmp_path / "spleen_like")
     (root / "data" / "imagesTs").mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(2):

@@ -4,6 +4,8 @@ partial outputs. The subprocesses run up front in the ``cli_runs`` fixture."""
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
@@ -55,7 +57,11 @@ def test_failed_case_leaves_nothing(cli_runs):
     assert result.returncode == 1
     lines = _error_lines(result.stderr)
     assert "cannot read image" in lines[0] and "1 of 2 case(s) failed" in lines[-1]
-    assert sorted(p.name for p in output.iterdir()) == ["case_01_T1"]
+    assert sorted(p.name for p in output.iterdir() if p.is_dir()) == ["case_01_T1"]
     assert {p.name for p in (output / "case_01_T1").iterdir()} == {
         "case_01_T1_seg.nii.gz", "case_01_T1_cam_hirescam_pre_head_class1.nii.gz", "case_01_T1_segcam.json"
     }  # fmt: skip
+    with open(output / "segcam_stats.csv", newline="") as stream:  # the failed case is recorded, the batch went on
+        rows = {row["case"]: row for row in csv.DictReader(stream)}
+    assert rows["case_01_T1"]["status"] == "ok" and rows["corrupt"]["status"] == "failed"
+    assert "cannot read image" in rows["corrupt"]["error"]

@@ -4,6 +4,7 @@ the input's own grid (shape and affine read back with nibabel, references from n
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def _reference_grid(kind: str, path: Path) -> np.ndarray:
 
 
 def _no_leftovers(output: Path) -> None:
-    assert not [p for p in output.iterdir() if p.name.startswith(".segcam-tmp-")]
+    assert not list(output.rglob(".*"))  # no temporary file or folder
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,11 @@ def explained(cli_runs):
     """The run over all four formats, the bundle run (label region, no PNGs, quiet) and the ``layers`` command."""
     results = {name: cli_runs[name][0] for name in ("formats", "bundle", "layers")}
     return results, cli_runs["formats"][1], cli_runs["bundle"][1]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
 
 
 CASES = {"nifti": "case_01_T1", "nrrd": "scan", "mha": "scan_b", "dicom": "dicom_series"}
@@ -67,7 +73,8 @@ def test_pngs_and_summary(explained, cli_data):
     results, output, _ = explained
     assert results["formats"].returncode == 0, results["formats"].stderr
     _no_leftovers(output)
-    assert sorted(p.name for p in output.iterdir()) == sorted(CASES.values())
+    assert sorted(p.name for p in output.iterdir() if p.is_dir()) == sorted(CASES.values())
+    assert {row["case"] for row in read_csv(output / "segcam_stats.csv")} == set(CASES.values()) | {"mean", "std"}
     case = output / "case_01_T1"
     summary = json.loads((case / "case_01_T1_segcam.json").read_text())
     assert summary["input"]["path"] == str(cli_data["nifti"])
@@ -82,7 +89,7 @@ def test_pngs_and_summary(explained, cli_data):
     cam = files["case_01_T1_cam_hirescam_pre_head_class1.nii.gz"]
     assert (cam["class"], cam["layer"], cam["module"], cam["method"]) == (1, "pre_head", "model.1", "hirescam")
     assert cam["stats"]["max"] > 0 and len(cam["stats"]["peak_voxel"]) == 3
-    assert 0 <= cam["stats"]["mass_in_prediction"] <= 1
+    assert 0 <= cam["stats"]["relevance_mass_region"] <= 1  # the region is the prediction
     pngs = [name for name, entry in files.items() if entry["kind"] == "png"]
     assert sorted(pngs) == sorted(
         ["case_01_T1_cam_hirescam_pre_head_class1.png", "case_01_T1_cam_hirescam_bottleneck_class1.png",

@@ -277,3 +277,30 @@ def test_batch_of_different_sizes_padded_by_collation(tmp_path):
         assert saved.shape == original.shape
         np.testing.assert_allclose(saved.affine, original.affine, atol=1e-5)
         assert np.isfinite(saved.get_fdata()).all() and saved.get_fdata().max() > 0
+
+
+@pytest.mark.parametrize(
+    "label, reason",
+    [
+        (lambda label: label[:, :, :-2], "another grid"),  # cropped: not on the image's grid
+        (lambda label: label[:, 0], "not channel first"),  # loaded but not transformed like the image
+        (lambda label: label.float() * 0.5, "non-integer values"),  # not a label map nor one-hot
+        (lambda label: ["case_seg.nii.gz"] * label.shape[0], "not an image"),  # a file name never loaded
+    ],
+)
+def test_unusable_label_leaves_label_statistics_empty_and_says_so_once(tmp_path, label, reason, caplog):
+    """A label the statistics cannot use never stops the CAMs: the files are written, the label columns are left
+    empty and one warning per run says why."""
+    files = write_cases(tmp_path, n=2)
+    out = tmp_path / "cams"
+    seen = lambda output: (output["image"], output["pred"], label(output["label"]))  # noqa: E731
+    handler = SegCAMHandler(classes=[1], output_dir=out, output_transform=seen)  # MONAI-style output_transform
+    with caplog.at_level("WARNING"):
+        make_evaluator(files, make_net(), [handler], inverted=False).run()
+    rows = [row for row in read_csv(out / "segcam_stats.csv") if row["status"] == "ok"]
+    assert [row["case"] for row in rows] == ["case_0", "case_1"]
+    for row in rows:
+        assert row["relevance_mass_label"] == row["pointing_game_label"] == "" and float(row["max"]) > 0
+        assert (out / f"{row['case']}_cam_hirescam_pre_head_class1.nii.gz").exists()
+    messages = [r.getMessage() for r in caplog.records if "label statistics left empty" in r.getMessage()]
+    assert len(messages) == 1 and reason in messages[0], messages

@@ -61,7 +61,7 @@ def reference(networks, mirror_axes, patch, data, layer, cotangent):
                     mean = 0
                     for axes in mirrors:
                         dims = [2 + a for a in axes]
-                        flip = (lambda t, d=dims: torch.flip(t, d)) if dims else (lambda t: t)
+                        flip = (lambda t, dims=dims: torch.flip(t, dims)) if dims else (lambda t: t)
                         mean = mean + flip(net(flip(window)))
                         terms.append((tile, dims))
                     out = mean / len(mirrors)

@@ -13,10 +13,10 @@ import torch
 
 pytest.importorskip("nnunetv2", reason="nnU-Net v2 is an optional dependency (pip install monai-segcam[nnunet])")
 
-from nnunet_reference import reference  # noqa: E402
+from nnunet_reference import reference
 
-from monai_segcam import SlidingWindowSegCAM  # noqa: E402
-from monai_segcam.nnunet import NNUNetModel, NNUNetSegCAM, nnunet_window_grid  # noqa: E402
+from monai_segcam import SlidingWindowSegCAM
+from monai_segcam.nnunet import NNUNetModel, NNUNetSegCAM, nnunet_window_grid
 
 pytestmark = pytest.mark.slow  # the session fixture trains a tiny nnU-Net (about 30 s)
 

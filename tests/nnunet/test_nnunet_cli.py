@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("nnunetv2", reason="nnU-Net v2 is an optional dependency (pip install monai-segcam[nnunet])")
 
-from monai_segcam.cli import main  # noqa: E402
-from monai_segcam.cli.io import CLIError  # noqa: E402
-from monai_segcam.cli.nnunet import group_cases  # noqa: E402
-from monai_segcam.nnunet import NNUNetModel, NNUNetSegCAM  # noqa: E402
+from monai_segcam.cli import main
+from monai_segcam.cli.io import CLIError
+from monai_segcam.cli.nnunet import group_cases
+from monai_segcam.nnunet import NNUNetModel, NNUNetSegCAM
 
 pytestmark = pytest.mark.slow  # the session fixture trains a tiny nnU-Net (about 30 s)
 
@@ -36,7 +36,7 @@ def test_group_cases(tmp_path):
     assert group_cases(["scan.nii.gz"], 1) == [("scan", ["scan.nii.gz"])]
     with pytest.raises(CLIError, match=r"needs channels 0000..0001, got 0000"):
         group_cases(["a_0000.nii.gz"], 2)
-    with pytest.raises(CLIError, match="<case>_0000.nii.gz"):
+    with pytest.raises(CLIError, match=r"<case>_0000\.nii\.gz"):
         group_cases(["scan.nii.gz"], 2)
 
 

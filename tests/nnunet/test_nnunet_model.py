@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("nnunetv2", reason="nnU-Net v2 is an optional dependency (pip install monai-segcam[nnunet])")
 
-from monai_segcam.nnunet import (  # noqa: E402
+from monai_segcam.nnunet import (
     NNUNetModel,
     NNUNetSegCAM,
     available_folds,
@@ -69,7 +69,7 @@ def test_checkpoint_with_code_is_refused(tmp_path):
 
 
 def test_model_folder_errors(nnunet_folder, tmp_path):
-    with pytest.raises(FileNotFoundError, match="plans.json is missing"):
+    with pytest.raises(FileNotFoundError, match=r"plans\.json is missing"):
         NNUNetModel(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"folds with checkpoint_final.pth: \[0, 1\]"):
         NNUNetModel(nnunet_folder, folds=[3])

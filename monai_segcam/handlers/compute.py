@@ -1,0 +1,233 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""The compute handler: Seg-CAMs of an evaluator's batch at ``FORWARD_COMPLETED``, into ``engine.state.output``, and
+the cases (:py:class:`CAMCase`) the saver, statistics and TensorBoard handlers read."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from monai.data import MetaTensor
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer
+from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_version, optional_import
+from torch import nn
+
+from ..cam import Region
+from ..inferers.segcam_inferer import result_layers
+from ..outputs import CaseNamer, cam_output_keys, source_meta
+from ..transforms.array import ComputeSegCAM
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
+
+__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "rank_and_world"]
+
+
+class OnError(StrEnum):
+    """What the handlers do when a case fails: ``"raise"`` (naming the case) or ``"skip"`` (record the case and its
+    error in the CSV and :py:attr:`SegCAMHandler.failed`, and continue)."""
+
+    RAISE = "raise"
+    SKIP = "skip"
+
+
+@dataclass
+class CAMCase:
+    """One case of a batch, from :py:class:`SegCAMComputeHandler` to the saver, statistics and TensorBoard handlers:
+    its position in the batch, name, epoch, status (``"ok"``, ``"failed"`` with an ``error``, or ``"resumed"``: its
+    outputs exist), network input ``image`` ``(C, *spatial)``, maps per layer ``cams`` (``MetaTensor``
+    ``(n_classes, *spatial)`` on the network input grid with the image's metadata), explained ``region`` per class
+    (bool), ``label`` as the engine output holds it, the ``files`` written per ``(layer, class)``, and ``named_by``:
+    the batch key whose source file named the case when the image has no source-file metadata of its own."""
+
+    index: int
+    name: str
+    epoch: int
+    status: str = "ok"
+    error: str = ""
+    image: torch.Tensor | None = None
+    cams: dict[str, MetaTensor] = field(default_factory=dict)
+    region: torch.Tensor | None = None
+    label: Any = None
+    files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    named_by: str | None = None
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of ``torch.distributed``, ``(0, 1)`` outside it."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Logger) -> None:
+    """Apply the error policy to a failed case: raise naming it (``"raise"``), or mark it failed and log it."""
+    if look_up_option(on_error, OnError) == OnError.RAISE:
+        raise RuntimeError(f"SegCAMHandler: case {case.name!r} failed: {type(error).__name__}: {error}") from error
+    case.status, case.error = "failed", f"{type(error).__name__}: {error}".replace("\n", " ")
+    case.cams, case.files = {}, {}
+    logger.warning(f"SegCAMHandler: skipping case {case.name!r}: {case.error}")
+
+
+class SegCAMComputeHandler:
+    """Seg-CAMs at ``IterationEvents.FORWARD_COMPLETED`` of a ``SupervisedEvaluator``, from its prediction, into
+    ``engine.state.output`` (see :py:class:`SegCAMHandler`), and the batch's :py:meth:`cases` for the saver,
+    statistics and TensorBoard handlers. Cases are named after the image's source file, or the first loaded key's
+    when the image has none (several loaded images concatenated by a bundle).
+
+    Args:
+        network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key, output_transform,
+        interval, epoch_level, cases, max_cases, on_error, name, cam_kwargs: as for :py:class:`SegCAMHandler`.
+        done: ``(case name, engine) -> bool``: the case's outputs exist already (resume); it is not computed again.
+
+    Example:
+        .. code-block:: python
+
+            SegCAMComputeHandler(layers="pre_head", classes=1).attach(evaluator)  # evaluator.state.output["cam"]
+    """
+
+    def __init__(
+        self,
+        network: nn.Module | None = None,
+        layers: str | Sequence[str] = "pre_head",
+        method: str = "hirescam",
+        classes: int | Sequence[int] = 1,
+        region: str | Region | torch.Tensor = "pred",
+        inferer: Inferer | None = None,
+        cam_key: str = "cam",
+        image_key: str = "image",
+        pred_key: str | None = "pred",
+        label_key: str | None = "label",
+        output_transform: Callable[[Any], tuple[Any, Any, Any]] | None = None,
+        interval: int = 1,
+        epoch_level: bool = True,
+        cases: Sequence[str] | Callable[[str], bool] | None = None,
+        max_cases: int | None = None,
+        on_error: str = OnError.RAISE,
+        done: Callable[[str, Engine], bool] | None = None,
+        name: str | None = None,
+        **cam_kwargs: Any,
+    ) -> None:
+        if interval < 1:
+            raise ValueError(f"interval must be a positive integer, got {interval}.")
+        if max_cases is not None and max_cases < 0:
+            raise ValueError(f"max_cases must be None or non-negative, got {max_cases}.")
+        self.network, self.inferer = network, inferer
+        self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
+        self.output_keys = cam_output_keys(cam_key, result_layers(method, layers))
+        self.layers = list(self.output_keys)
+        self.method = method if isinstance(method, str) else type(method).__name__
+        self.classes = tuple(int(c) for c in ensure_tuple(classes))
+        self.region = region
+        self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
+        self.output_transform = output_transform or self._from_output
+        self.interval, self.epoch_level = interval, epoch_level
+        self.case_filter, self.max_cases = cases, max_cases
+        self.on_error = look_up_option(on_error, OnError)
+        self.done = done
+        self.multi_label = bool(cam_kwargs.get("multi_label", False))
+        self.logger = logging.getLogger(name or __name__)
+        self.cam: ComputeSegCAM | None = None
+        self.batch: list[CAMCase] = []
+        self._names = CaseNamer()
+        self._count = 0
+
+    def attach(self, engine: Engine) -> None:
+        """Register the handler's events on ``engine``; the CAM engine is built at ``STARTED`` (workflows attach
+        handlers before they set their ``network`` and ``inferer``)."""
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self.epoch_started)
+        engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self)
+
+    def cases(self, engine: Engine) -> list[CAMCase]:
+        """The cases of the current batch (the ``source`` of the saver, statistics and TensorBoard handlers)."""
+        return self.batch
+
+    def active(self, engine: Engine) -> bool:
+        """Whether this epoch (``epoch_level``) or iteration is one of every ``interval``."""
+        count = engine.state.epoch if self.epoch_level else engine.state.iteration
+        return count % self.interval == 0
+
+    def started(self, engine: Engine) -> None:
+        """``STARTED``: build the CAM engine from the engine's network and inferer."""
+        network = self.network if self.network is not None else getattr(engine, "network", None)
+        if not isinstance(network, nn.Module):
+            raise ValueError("SegCAMHandler needs a network: pass `network=` or attach it to an engine with one.")
+        inferer = self.inferer if self.inferer is not None else getattr(engine, "inferer", None)
+        if self.cam is None or self.cam.engine.network is not network:
+            kwargs = {"classes": self.classes, "region": self.region, **self.cam_kwargs}
+            self.cam = ComputeSegCAM(network, inferer=inferer, **kwargs)
+
+    def epoch_started(self, engine: Engine) -> None:
+        """``EPOCH_STARTED``: forget the previous epoch's case names and count."""
+        self.batch, self._count = [], 0
+        self._names.reset()
+
+    def __call__(self, engine: Engine) -> None:
+        """``FORWARD_COMPLETED``: the CAMs of the batch's selected cases, into ``engine.state.output``."""
+        self.batch = []
+        if not self.active(engine):
+            return
+        image, pred, label = self.output_transform(engine.state.output)
+        for i in range(image.shape[0]):
+            name, named_by = self._case_name(image[i], i, engine)
+            case = CAMCase(i, name, engine.state.epoch, named_by=named_by)
+            if not self._selected(case.name):
+                continue
+            self._count += 1
+            self.batch.append(case)
+            if self.done is not None and self.done(case.name, engine):
+                case.status = "resumed"
+                continue
+            try:
+                self._compute(case, image[i], pred, label)
+            except Exception as error:
+                fail_case(case, error, self.on_error, self.logger)
+        if len(self.batch) == image.shape[0] and all(case.status == "ok" for case in self.batch):
+            for layer, key in self.output_keys.items():
+                stacked = MetaTensor(torch.stack([case.cams[layer].as_tensor() for case in self.batch]))
+                engine.state.output[key] = stacked.copy_meta_from(image) if isinstance(image, MetaTensor) else stacked
+
+    def _from_output(self, output: Any) -> tuple[Any, Any, Any]:
+        if not isinstance(output, Mapping) or self.image_key not in output:
+            raise KeyError(
+                f"SegCAMHandler expects engine.state.output to be a dict with {self.image_key!r} at FORWARD_COMPLETED "
+                "(a SupervisedEvaluator's output); check image_key or give output_transform."
+            )
+        pred = output.get(self.pred_key) if self.pred_key is not None else None
+        return output[self.image_key], pred, output.get(self.label_key) if self.label_key is not None else None
+
+    def _selected(self, name: str) -> bool:
+        if self.max_cases is not None and self._count >= self.max_cases:
+            return False
+        if self.case_filter is None:
+            return True
+        return bool(self.case_filter(name)) if callable(self.case_filter) else name in self.case_filter
+
+    def _case_name(self, item: torch.Tensor, index: int, engine: Engine) -> tuple[str, str | None]:
+        """The case name from the source file's metadata, unique within the epoch, and the key that named it."""
+        named_by, meta = source_meta(item, getattr(engine.state, "batch", None), index, skip=[self.label_key])
+        rank, world = rank_and_world()
+        fallback = f"case_it{engine.state.iteration}_{index}" + (f"_rank{rank}" if world > 1 else "")
+        return self._names(meta, default=fallback), named_by
+
+    def _compute(self, case: CAMCase, item: torch.Tensor, pred: Any, label: Any) -> None:
+        """The case's CAMs by the transform's path (:py:meth:`ComputeSegCAM.explain`), on the item's grid; a label
+        on another grid is not given to the engine (only label regions need it, and they then say so)."""
+        if self.cam is None:
+            raise RuntimeError("SegCAMHandler is not attached to an engine.")
+        case.label = label[case.index] if isinstance(label, (torch.Tensor, list, tuple)) else label
+        usable = isinstance(case.label, torch.Tensor) and tuple(case.label.shape[1:]) == tuple(item.shape[1:])
+        item_pred = pred[case.index] if pred is not None else None
+        case.cams, case.region = self.cam.explain(item, item_pred, case.label.detach() if usable else None)
+        case.image = item.detach()

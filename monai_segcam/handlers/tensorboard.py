@@ -1,0 +1,82 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""The TensorBoard handler: orthogonal CAM slices of each computed case as TensorBoard images."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from monai.utils import ensure_tuple, optional_import
+
+from ..visualize import log_cam_to_tensorboard
+from .compute import CAMCase, Engine, Events, rank_and_world
+
+SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
+
+__all__ = ["SegCAMTensorBoardHandler"]
+
+
+class SegCAMTensorBoardHandler:
+    """Log the orthogonal slices of each computed case's CAMs (with the explained region's contour) at
+    ``ITERATION_COMPLETED``, tagged ``segcam/{case}/{layer}/class{c}``.
+
+    Args:
+        source: ``engine -> cases``, e.g. :py:meth:`~monai_segcam.handlers.SegCAMComputeHandler.cases`.
+        classes: the explained class indices.
+        summary_writer: a TensorBoard ``SummaryWriter``.
+        log_dir: a folder for a ``SummaryWriter`` the handler creates (one file per rank) and closes at ``COMPLETED``.
+        global_step_transform: the step from the engine; defaults to ``engine.state.epoch``.
+
+    Example:
+        .. code-block:: python
+
+            compute = SegCAMComputeHandler(classes=1)
+            for handler in (compute, SegCAMTensorBoardHandler(compute.cases, classes=1, log_dir="runs/cams")):
+                handler.attach(evaluator)
+    """
+
+    def __init__(
+        self,
+        source: Callable[[Engine], Sequence[CAMCase]],
+        classes: int | Sequence[int] = 1,
+        summary_writer: Any | None = None,
+        log_dir: str | os.PathLike | None = None,
+        global_step_transform: Callable[[Engine], int] | None = None,
+    ) -> None:
+        if summary_writer is not None and log_dir is not None:
+            raise ValueError("Give summary_writer or tensorboard_dir, not both.")
+        self.source = source
+        self.classes = tuple(int(c) for c in ensure_tuple(classes))
+        self.summary_writer, self.log_dir, self._own_writer = summary_writer, log_dir, False
+        self.global_step_transform = global_step_transform or (lambda engine: engine.state.epoch)
+
+    def attach(self, engine: Engine) -> None:
+        """Register :py:meth:`__call__` (``ITERATION_COMPLETED``) and :py:meth:`close` (``COMPLETED``)."""
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self.close)
+
+    def __call__(self, engine: Engine) -> None:
+        """``ITERATION_COMPLETED``: log the slices of each computed case."""
+        step = self.global_step_transform(engine)
+        for case in self.source(engine):
+            if case.status != "ok" or case.image is None:
+                continue
+            for layer, cam in case.cams.items():
+                for j, c in enumerate(self.classes):
+                    region = None if case.region is None else case.region[j]
+                    tag = f"segcam/{case.name}/{layer}/class{c}"
+                    log_cam_to_tensorboard(self._writer(), tag, case.image[0], cam[j], region=region, step=step)
+
+    def close(self, engine: Engine) -> None:
+        """``COMPLETED``: close the ``SummaryWriter`` the handler created."""
+        if self._own_writer and self.summary_writer is not None:
+            self.summary_writer.close()
+            self.summary_writer, self._own_writer = None, False
+
+    def _writer(self) -> Any:
+        if self.summary_writer is None:
+            suffix = f".rank{rank_and_world()[0]}" if rank_and_world()[1] > 1 else ""
+            self.summary_writer = SummaryWriter(log_dir=os.fspath(self.log_dir), filename_suffix=suffix)
+            self._own_writer = True
+        return self.summary_writer

@@ -1,0 +1,268 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""The one writer of CAM files: NIfTI maps and PNG views, named by :py:func:`~monai_segcam.outputs.cam_file_name`
+and written atomically (:py:func:`~monai_segcam.outputs.atomic_output`), used by every front door (handlers,
+transforms, command line)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.utils import optional_import
+
+from .files import atomic_output, safe_path
+from .names import cam_file_name, panel_file_name, segmentation_file_name
+
+nib, _ = optional_import("nibabel")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["write_nifti", "write_png", "write_text", "CAMWriter"]
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def write_nifti(
+    data: ArrayLike,
+    path: str | os.PathLike,
+    affine: ArrayLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    channel_dim: int | None = 0,
+    output_dtype: np.dtype | type = np.float32,
+) -> str:
+    """Write ``data`` as a NIfTI file with nibabel, atomically.
+
+    Like MONAI's ``NibabelWriter``: the array is stored channel last (a single channel is squeezed), the affine is
+    the voxel-to-world (RAS) affine, set as sform and qform (code 1), and no resampling happens.
+
+    Args:
+        data: a channel-first array ``(C, *spatial)`` (``channel_dim=0``) or a spatial array (``channel_dim=None``).
+            A ``MetaTensor`` provides its own affine.
+        path: destination file (``.nii`` or ``.nii.gz``). Relative to ``output_dir`` when that is given.
+        affine: the voxel-to-world (RAS) affine; defaults to the ``MetaTensor``'s. A plain array needs one: the
+            writer never invents a geometry.
+        output_dir: when given, ``path`` must lie inside it (see :py:func:`~monai_segcam.outputs.safe_path`).
+        channel_dim: the channel dimension of ``data``, or ``None``.
+        output_dtype: the data type stored in the file.
+
+    Returns:
+        the path written.
+
+    Raises:
+        ValueError: without an affine, or with one that is not 4x4.
+        OSError: when the file cannot be written (naming it); no partial file is left.
+
+    Example:
+        .. code-block:: python
+
+            write_nifti(cam[0:1], "case1_cam_hirescam_pre_head_class1.nii.gz", output_dir="out")  # a MetaTensor
+    """
+    path = safe_path(output_dir, os.fspath(path)) if output_dir is not None else os.fspath(path)
+    if affine is None and isinstance(data, MetaTensor):
+        affine = data.affine
+    if affine is None:
+        raise ValueError(f"No affine for {path}: give `affine=` (a plain array has no voxel-to-world geometry).")
+    affine = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be a 4x4 voxel-to-world matrix, got shape {affine.shape}.")
+    array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    if channel_dim is not None:
+        array = np.moveaxis(array, channel_dim, -1)
+        array = array[..., 0] if array.shape[-1] == 1 else array
+    image = nib.Nifti1Image(np.ascontiguousarray(array.astype(output_dtype, copy=False)), affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    with atomic_output(path) as tmp:
+        nib.save(image, tmp)
+    return path
+
+
+def write_png(figure: Figure, path: str | os.PathLike, dpi: float = 100) -> str:
+    """Write a matplotlib figure as a PNG of ``figsize * dpi`` pixels, atomically; returns the path.
+
+    Example:
+        .. code-block:: python
+
+            write_png(plot_orthogonal_slices(image, cam), "out/case1_cam.png")
+    """
+    with atomic_output(path, suffix=".png") as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    return os.fspath(path)
+
+
+def write_text(text: str, path: str | os.PathLike) -> str:
+    """Write ``text`` (UTF-8) atomically, e.g. a CSV or JSON document; returns the path.
+
+    Example:
+        .. code-block:: python
+
+            write_text(json.dumps(summary, indent=2) + "\\n", "out/case1/case1_segcam.json")
+    """
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as stream:
+        stream.write(text)
+    return os.fspath(path)
+
+
+class CAMWriter:
+    """Writes the CAMs of cases into ``output_dir``: per layer and class a NIfTI map and/or a PNG of orthogonal
+    slices, named ``{case}_cam_{method}_{layer}_class{c}`` (:py:func:`~monai_segcam.outputs.cam_file_name`), each
+    file atomically.
+
+    Args:
+        output_dir: the folder; every path is confined to it.
+        nifti: write NIfTI maps.
+        png: write PNG views (needs matplotlib).
+        center: the PNG planes' centre, ``"peak"`` or ``"centroid"`` (see
+            :py:func:`~monai_segcam.visualize.plot_orthogonal_slices`).
+        dpi: PNG resolution.
+
+    Example:
+        .. code-block:: python
+
+            writer = CAMWriter("cams", png=True)
+            files = writer.write("case1", "hirescam", {"pre_head": cam}, classes=[1], image=image[0], regions=region)
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        nifti: bool = True,
+        png: bool = False,
+        center: str = "peak",
+        dpi: float = 100,
+    ) -> None:
+        self.output_dir = os.fspath(output_dir)
+        self.nifti, self.png, self.center, self.dpi = nifti, png, center, dpi
+        self._transaction: list[str] | None = None
+
+    @property
+    def extensions(self) -> list[str]:
+        """The file extensions written per layer and class."""
+        return ([".nii.gz"] if self.nifti else []) + ([".png"] if self.png else [])
+
+    def paths(self, case: str, method: str, layers: Sequence[str], classes: Sequence[int]) -> list[str]:
+        """Every file :py:meth:`write` writes for a case (e.g. to resume: the case is done when all exist)."""
+        return [self.path(case, method, layer, c, ext) for layer in layers for c in classes for ext in self.extensions]
+
+    def path(self, case: str, method: str, layer: str, class_index: int, extension: str) -> str:
+        """The path of one file, inside ``output_dir``."""
+        return safe_path(self.output_dir, cam_file_name(case, method, layer, class_index, extension))
+
+    def write(
+        self,
+        case: str,
+        method: str,
+        maps: Mapping[str, ArrayLike],
+        classes: Sequence[int],
+        affine: ArrayLike | None = None,
+        image: ArrayLike | None = None,
+        regions: ArrayLike | None = None,
+        shown: Mapping[str, ArrayLike] | None = None,
+        class_names: Mapping[int, str] | None = None,
+    ) -> dict[tuple[str, int], list[str]]:
+        """Write one case's maps; returns the paths written per ``(layer, class)``.
+
+        Args:
+            case: the case name.
+            method: the CAM method's name.
+            maps: ``{layer: (len(classes), *spatial)}``, as saved (``MetaTensor`` or array with ``affine``).
+            classes: the class index of each channel.
+            affine: the maps' voxel-to-world affine (defaults to each ``MetaTensor``'s own).
+            image: the background ``(*spatial)`` of the PNGs, on the grid of ``shown``.
+            regions: the explained region per class ``(len(classes), *spatial)``, drawn as a contour in the PNGs.
+            shown: the maps drawn in the PNGs (default ``maps``), e.g. on the network grid of ``image``.
+            class_names: class index -> name, added to the PNG titles.
+        """
+        files: dict[tuple[str, int], list[str]] = {}
+        for layer, cam in maps.items():
+            for j, c in enumerate(classes):
+                written = files.setdefault((layer, c), [])
+                if self.nifti:
+                    path = self.path(case, method, layer, c, ".nii.gz")
+                    written.append(self.record(write_nifti(cam[j : j + 1], path, affine)))
+                if self.png:
+                    name = f" ({class_names[c]})" if class_names and class_names.get(c) else ""
+                    region = None if regions is None else regions[j]
+                    path = self.path(case, method, layer, c, ".png")
+                    title = f"{case} {method} {layer} class {c}{name}"
+                    written.append(self.record(self._view(image, (shown or maps)[layer][j], region, title, path)))
+        return files
+
+    def write_panels(
+        self, case: str, image: Any, maps: Mapping[tuple[str, str], Any], classes: Sequence[int], regions: Any = None
+    ) -> list[str]:
+        """One PNG per class, ``{case}_cam_class{c}_panel.png``, of every map of a case, layers x methods
+        (:py:func:`~monai_segcam.visualize.plot_cam_panel`); ``maps`` by ``(layer, method)``, ``(n, *spatial)``."""
+        from monai_segcam.visualize import plot_cam_panel
+
+        paths = []
+        for j, c in enumerate(classes):
+            panel: dict[str, dict[str, Any]] = {}
+            for (layer, method), cam in maps.items():
+                panel.setdefault(layer, {})[method] = cam[j]
+            region = None if regions is None or not regions[j].any() else regions[j]
+            figure = plot_cam_panel(image, panel, region=region, title=f"{case} | class {c}")
+            paths.append(self.record(write_png(figure, safe_path(self.output_dir, panel_file_name(case, c)), self.dpi)))
+            figure.clear()
+        return paths
+
+    def write_segmentation(self, case: str, logits: np.ndarray, affine: ArrayLike, multi_label: bool) -> np.ndarray:
+        """Write ``{case}_seg.nii.gz`` from logits ``(C, *spatial)``: the argmax, or for multi-label networks one
+        channel per class (logit > 0) stored as ``(X, Y, Z, C)``; returns every class's mask ``(C, *spatial)``."""
+        path = safe_path(self.output_dir, segmentation_file_name(case))
+        if multi_label:
+            masks = logits > 0
+            self.record(write_nifti(masks.astype(np.uint8), path, affine, channel_dim=0, output_dtype=np.uint8))
+            return masks
+        seg = logits.argmax(0)
+        dtype = np.uint8 if len(logits) <= 255 else np.int16
+        self.record(write_nifti(seg, path, affine, channel_dim=None, output_dtype=dtype))
+        return np.stack([seg == c for c in range(len(logits))])
+
+    def _view(self, image: Any, cam: Any, region: Any, title: str, path: str) -> str:
+        from monai_segcam.visualize import plot_orthogonal_slices
+
+        figure = plot_orthogonal_slices(image, cam, region=region, center=self.center, title=title)
+        try:
+            return write_png(figure, path, self.dpi)
+        finally:
+            figure.clear()
+
+    def record(self, path: str) -> str:
+        """Count ``path`` as part of the current :py:meth:`all_or_nothing` block (the writer's own files and those
+        the caller writes beside them); returns it."""
+        if self._transaction is not None:
+            self._transaction.append(path)
+        return path
+
+    @contextmanager
+    def all_or_nothing(self) -> Iterator[None]:
+        """A block whose files are all kept, or all removed when it raises (also ``KeyboardInterrupt``).
+
+        Example:
+            .. code-block:: python
+
+                with writer.all_or_nothing():
+                    writer.write("case1", "hirescam", maps, classes=[1])
+                    write_text(summary, writer.output_dir + "/case1_segcam.json")  # counted with writer.record(...)
+        """
+        outer, self._transaction = self._transaction, []
+        created = not os.path.isdir(self.output_dir)
+        try:
+            yield
+        except BaseException:
+            for path in self._transaction:
+                if os.path.exists(path):
+                    os.unlink(path)
+            if created and os.path.isdir(self.output_dir) and not os.listdir(self.output_dir):
+                os.rmdir(self.output_dir)
+            raise
+        finally:
+            if outer is not None:
+                outer.extend(self._transaction)
+            self._transaction = outer

@@ -1,0 +1,86 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""A review report from the files ``monai-segcam explain`` wrote (``--report``), read back from its output folder.
+
+Per case folder ``OUTPUT/<case>/`` it reads ``<case>_segcam.json`` (the input and label paths, the files, each map's
+class, layer, method and statistics), the input image (on its own grid), ``<case>_seg.nii.gz`` and the CAM NIfTI
+files. The JSON's statistics (:py:func:`~monai_segcam.metrics.cam_statistics`, as in the command's
+``segcam_stats.csv``) are the report's; label statistics and Dice are computed by the report from the label file
+given to the command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .writer import SegCAMReport
+
+__all__ = ["report_from_explain_output"]
+
+
+def _load(path: str) -> Any:
+    from monai.transforms import LoadImage
+
+    return LoadImage(image_only=True, ensure_channel_first=True)(path)
+
+
+def _rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for entry in summary["files"]:
+        if entry.get("kind") != "cam":
+            continue
+        stats = entry.get("stats", {})
+        row = {"layer": entry["layer"], "method": entry["method"], "class": entry["class"], "status": "ok"}
+        row.update(max=stats.get("max"), mean=stats.get("mean"), region_voxels=stats.get("region_voxels"))
+        row["relevance_mass_region"] = stats.get("relevance_mass_region")
+        rows.append(row)
+    return rows
+
+
+def report_from_explain_output(
+    output_dir: str | os.PathLike,
+    cases: Sequence[str] | None = None,
+    report_dir: str | os.PathLike | None = None,
+    **options: Any,
+) -> str:
+    """Write the review report of the cases in a ``monai-segcam explain`` output folder; returns ``index.html``'s path.
+
+    Args:
+        output_dir: the command's ``--output`` folder.
+        cases: the case folders to report, in this order; default: every folder holding a ``<case>_segcam.json``.
+        report_dir: the report folder; default ``output_dir/report``.
+        options: further :py:class:`SegCAMReport` options (``flag_threshold``, ``max_size``...).
+
+    Example:
+        .. code-block:: python
+
+            report_from_explain_output("cams/")  # cams/report/index.html
+    """
+    output_dir = os.fspath(output_dir)
+    if cases is None:
+        names = sorted(os.listdir(output_dir))
+        cases = [n for n in names if os.path.isfile(os.path.join(output_dir, n, f"{n}_segcam.json"))]
+    summaries = []
+    for name in cases:
+        with open(os.path.join(output_dir, name, f"{name}_segcam.json"), encoding="utf-8") as stream:
+            summaries.append(json.load(stream))
+    multi_label = any(bool(s.get("model", {}).get("multi_label")) for s in summaries)
+    names = {int(c): n for s in summaries for c, n in s.get("classes", {}).items() if n}
+    report = SegCAMReport(
+        report_dir if report_dir is not None else os.path.join(output_dir, "report"),
+        **{"class_names": names, "multi_label": multi_label, **options},
+    )
+    for summary in summaries:
+        folder = os.path.join(output_dir, summary["case"])
+        cams = {
+            (entry["layer"], entry["method"], int(entry["class"])): _load(os.path.join(folder, entry["file"]))
+            for entry in summary["files"]
+            if entry.get("kind") == "cam"
+        }
+        seg = _load(os.path.join(folder, f"{summary['case']}_seg.nii.gz"))
+        label = summary["input"].get("label")
+        image = _load(summary["input"]["path"])
+        report.add_case(summary["case"], image, seg, cams, rows=_rows(summary), label=_load(label) if label else None)
+    return report.write()

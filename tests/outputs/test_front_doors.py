@@ -1,0 +1,142 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""One case through every front door (the command line on a bundle, SegCAMHandler in an evaluator, SegCAMd +
+Invertd + SaveSegCAMd): the same file names, the same maps on the same grid, the same statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import DataLoader, Dataset
+from monai.engines import SupervisedEvaluator
+from monai.inferers import SlidingWindowInferer
+from monai.networks.nets import UNet
+from monai.transforms import (
+    Compose,
+    Invertd,
+)
+
+from monai_segcam.cli import main
+from monai_segcam.handlers import SegCAMHandler
+from monai_segcam.metrics import STAT_COLUMNS
+from monai_segcam.outputs import read_table
+from monai_segcam.transforms import SaveSegCAMd, SegCAMd
+
+NET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8, 16], "strides": [2, 2]}
+AFFINE = np.array([[0.0, -1.2, 0.0, 30.0], [0.9, 0.0, 0.0, -10.0], [0.0, 0.0, 2.5, 5.0], [0.0, 0.0, 0.0, 1.0]])
+SHAPE = (26, 22, 12)
+LAYER, CLASSES = "encoder.0", [1, 2]  # a layer key with a dot: "encoder.0" in every file name
+ROI = [16, 16, 16]
+
+
+def transforms(keys: list[str]) -> list[dict]:
+    modes = ["bilinear", "nearest"][: len(keys)]
+    return [
+        {"_target_": "LoadImaged", "keys": keys},
+        {"_target_": "EnsureChannelFirstd", "keys": keys},
+        {"_target_": "Orientationd", "keys": keys, "axcodes": "RAS"},
+        {"_target_": "Spacingd", "keys": keys, "pixdim": [1.5, 1.5, 2.0], "mode": modes},
+        {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -1.0, "a_max": 3.0, "b_min": 0.0, "b_max": 1.0},
+    ]
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """An image with a non-trivial affine, its label, and a bundle (network, preprocessing, sliding window)."""
+    root = tmp_path_factory.mktemp("front_doors")
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 0.3, SHAPE).astype(np.float32)
+    label = np.zeros(SHAPE, np.uint8)
+    label[6:16, 5:14, 3:8], label[17:23, 4:10, 4:9] = 1, 2
+    image[label > 0] += 1.5 + label[label > 0]
+    nib.save(nib.Nifti1Image(image, AFFINE), root / "case 7.nii.gz")
+    nib.save(nib.Nifti1Image(label, AFFINE), root / "case 7_seg.nii.gz")
+    bundle = root / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    torch.manual_seed(0)
+    torch.save(UNet(**NET).state_dict(), bundle / "models" / "model.pt")
+    config = {
+        "network_def": {"_target_": "UNet", **NET},
+        "preprocessing": {"_target_": "Compose", "transforms": transforms(["image"])},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": ROI, "sw_batch_size": 2, "overlap": 0.25},
+    }
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    return root
+
+
+def network(case) -> UNet:
+    net = UNet(**NET)
+    net.load_state_dict(torch.load(case / "bundle" / "models" / "model.pt", weights_only=True))
+    return net.eval()
+
+
+def preprocessing() -> Compose:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"pre": {"_target_": "Compose", "transforms": transforms(["image", "label"])}})
+    return parser.get_parsed_content("pre")
+
+
+def by_command_line(case, out) -> tuple[dict, dict]:
+    status = main(["explain", str(case / "case 7.nii.gz"), "--bundle", str(case / "bundle"), "--label",
+                   str(case / "case 7_seg.nii.gz"), "--layers", LAYER, "--classes", *map(str, CLASSES), "--no-png",
+                   "--device", "cpu", "--quiet", "--output", str(out)])  # fmt: skip
+    assert status == 0
+    files = {p.name: p for p in (out / "case_7").glob("*_cam_*.nii.gz")}
+    return files, read_table(out / "segcam_stats.csv")
+
+
+def by_handler(case, out) -> tuple[dict, dict]:
+    pre = preprocessing()
+    data = [{"image": str(case / "case 7.nii.gz"), "label": str(case / "case 7_seg.nii.gz")}]
+    handler = SegCAMHandler(layers=[LAYER], classes=CLASSES, output_dir=out)
+    post = Invertd([handler.output_keys[LAYER], "pred"], pre, orig_keys="image", nearest_interp=False)
+    inferer = SlidingWindowInferer(ROI, 2, 0.25)
+    SupervisedEvaluator("cpu", DataLoader(Dataset(data, pre)), network(case), inferer=inferer, postprocessing=post,
+                        val_handlers=[handler]).run()  # fmt: skip
+    return {p.name: p for p in out.glob("*_cam_*.nii.gz")}, read_table(out / "segcam_stats.csv")
+
+
+def by_transforms(case, out) -> tuple[dict, list[dict]]:
+    pre, net, inferer = preprocessing(), network(case), SlidingWindowInferer(ROI, 2, 0.25)
+    item = pre({"image": str(case / "case 7.nii.gz"), "label": str(case / "case 7_seg.nii.gz")})
+    with torch.no_grad():
+        item["pred"] = inferer(item["image"][None], net)[0]
+    post = Compose([
+        SegCAMd("image", net, label_key="label", layers=[LAYER], classes=CLASSES, inferer=inferer, stats_key="stats"),
+        Invertd(f"cam_{LAYER}", pre, orig_keys="image", nearest_interp=False),
+        SaveSegCAMd(layers=[LAYER], classes=CLASSES, output_dir=out),
+    ])  # fmt: skip
+    rows = post(item)["stats"]
+    return {p.name: p for p in out.glob("*_cam_*.nii.gz")}, rows
+
+
+def test_every_front_door_gives_the_same_files_and_statistics(case, tmp_path):
+    cli_files, cli_rows = by_command_line(case, tmp_path / "cli")
+    handler_files, handler_rows = by_handler(case, tmp_path / "handler")
+    transform_files, transform_rows = by_transforms(case, tmp_path / "transform")
+    names = {f"case_7_cam_hirescam_{LAYER}_class{c}.nii.gz" for c in CLASSES}
+    assert set(cli_files) == set(handler_files) == set(transform_files) == names
+    for name in names:
+        reference = nib.load(handler_files[name])
+        assert reference.shape == SHAPE
+        np.testing.assert_allclose(reference.affine, AFFINE, atol=1e-4)
+        scale = max(1.0, float(np.abs(reference.get_fdata()).max()))
+        for other in (cli_files[name], transform_files[name]):
+            np.testing.assert_allclose(nib.load(other).affine, reference.affine, atol=1e-5)
+            np.testing.assert_allclose(nib.load(other).get_fdata(), reference.get_fdata(), atol=1e-4 * scale)
+    transform_rows = {(r["case"], r["layer"], r["method"], str(r["class"])): r for r in transform_rows}
+    assert set(cli_rows) == set(handler_rows) == set(transform_rows) == {
+        ("case_7", LAYER, "hirescam", str(c)) for c in CLASSES
+    }  # fmt: skip
+    for key, row in handler_rows.items():
+        assert float(row["relevance_mass_label"]) > 0 and float(row["region_voxels"]) > 0, row  # label stats exist
+        for column in STAT_COLUMNS:
+            expected = float(row[column])
+            for other in (cli_rows[key], transform_rows[key]):
+                assert math.isclose(float(other[column]), expected, rel_tol=1e-4, abs_tol=1e-6), (column, other, row)

@@ -25,8 +25,10 @@ from .regions import (
     region_weights,
 )
 from .result import CAMResult
+from .roles import LayerDiscoveryError, LayerRoles, discover_roles
 from .scorecam import ScoreCAMRule
 from .segcam import SegCAM
+from .selection import select_logits
 from .sliding_window import SlidingWindowSegCAM
 from .terms import TermCapture, Terms, mirror_flips, term_gradients
 from .windows import GridFactory, WindowGrid, window_slices
@@ -51,6 +53,10 @@ __all__ = [
     "list_layers",
     "resolve_layers",
     "unwrap_network",
+    "discover_roles",
+    "LayerRoles",
+    "LayerDiscoveryError",
+    "select_logits",
     "CAMRule",
     "ScoreCAMRule",
     "get_rule",

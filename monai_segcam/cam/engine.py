@@ -1,9 +1,9 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""Checks and helpers shared by the CAM engines: output selection, input/output validation, upsampling."""
+"""Checks and helpers shared by the CAM engines: input/output validation, upsampling."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -14,7 +14,6 @@ from monai.utils import ensure_tuple
 from .layers import ResolvedLayer
 
 __all__ = [
-    "select_output",
     "all_finite",
     "network_spatial_dims",
     "check_image",
@@ -23,20 +22,6 @@ __all__ = [
     "check_activations",
     "check_output",
 ]
-
-
-def select_output(output: Any, selector: int | str | Callable[[Any], torch.Tensor] | None) -> torch.Tensor:
-    """The segmentation logits from a network output (a tensor, or a tuple/list/dict picked by ``selector``)."""
-    if callable(selector):
-        output = selector(output)
-    elif selector is not None:
-        output = output[selector]
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(
-            f"The network returned a {type(output).__name__} (e.g. deep supervision or several heads); choose the "
-            "segmentation logits with `output_selector=` (an index, a key or a callable)."
-        )
-    return output
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

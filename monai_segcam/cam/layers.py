@@ -1,17 +1,18 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""Naming the layers a CAM is built from: ``named_modules()`` names, role presets and output selectors.
+"""Naming the layers a CAM is built from: ``named_modules()`` names, layer roles and output selectors.
 
 A layer is named by its ``named_modules()`` name (``"model.1.submodule.2"``), optionally followed by a selector
-for modules whose output is a tuple, list or dict (``"swinViT[4]"``, ``"heads[seg]"``), or by a role preset that
-is resolved per architecture:
+for modules whose output is a tuple, list or dict (``"swinViT[4]"``, ``"heads[seg]"``), or by a role, discovered
+for any network from one traced forward pass (:py:mod:`monai_segcam.cam.roles`):
 
 - ``"bottleneck"``: the deepest, lowest-resolution stage;
-- ``"pre_head"``: the last feature map before the segmentation head (highest resolution, closest to the decision);
-- ``"encoder.N"`` / ``"decoder.N"``: the encoder and decoder stages, numbered in the order the forward pass runs
-  them (``encoder.0`` is the first, highest-resolution encoder stage; ``decoder.0`` the first, deepest decoder stage).
+- ``"pre_head"``: the last feature map before the module that produces the logits;
+- ``"encoder.N"`` / ``"decoder.N"``: the stages where the resolution goes down / comes back up, numbered in the
+  order the forward pass runs them (``encoder.0`` is the first, highest-resolution encoder stage; ``decoder.0`` the
+  first, deepest decoder stage).
 
-Presets are known for MONAI's ``UNet``, ``BasicUNet``, ``DynUNet``, ``SegResNet`` and ``SwinUNETR``, also when the
-network is wrapped (``DistributedDataParallel``, ``DataParallel``, ``torch.compile``) or is a submodule of the model.
+Names are those of the network without its wrappers (``DistributedDataParallel``, ``DataParallel``,
+``torch.compile``); a network that is a submodule of the model resolves too.
 """
 
 from __future__ import annotations
@@ -22,10 +23,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from monai.networks.nets import BasicUNet, DynUNet, SegResNet, SwinUNETR, UNet
 from torch import nn
 
-__all__ = ["ResolvedLayer", "LayerInfo", "LayerTable", "unwrap_network", "layer_presets", "resolve_layers", "list_layers"]
+from .roles import LayerDiscoveryError, LayerRoles, discover_roles, roles_of_trace, trace_network
+
+__all__ = [
+    "ResolvedLayer",
+    "LayerInfo",
+    "LayerTable",
+    "unwrap_network",
+    "layer_presets",
+    "resolve_layers",
+    "list_layers",
+]
 
 _SELECTOR = re.compile(r"^(?P<name>[^\[\]]*)\[(?P<key>[^\[\]]+)\]$")
 
@@ -64,54 +74,19 @@ def unwrap_network(network: nn.Module) -> nn.Module:
             return network
 
 
-def _unet_roles(net: UNet) -> dict[str, str]:
-    """MONAI ``UNet`` nests ``Sequential(down, SkipConnection(Sequential(...)), up)`` down to the bottom layer."""
-    encoders, decoders = ["model.0"], []
-    prefix, node = "model.1.submodule", net.model[1].submodule
-    while isinstance(node, nn.Sequential) and len(node) == 3:
-        encoders.append(f"{prefix}.0")
-        decoders.insert(0, f"{prefix}.2")
-        prefix, node = f"{prefix}.1.submodule", node[1].submodule
-    return _roles(encoders, prefix, decoders, pre_head="model.1")
+ROLE = re.compile(r"^(bottleneck|pre_head|(encoder|decoder)\.\d+)$")
 
 
-def _basic_unet_roles(net: BasicUNet) -> dict[str, str]:
-    return _roles(["conv_0", "down_1", "down_2", "down_3"], "down_4", ["upcat_4", "upcat_3", "upcat_2", "upcat_1"])
+def layer_presets(network: nn.Module, example_input_shape: Sequence[int] | None = None) -> dict[str, str]:
+    """The layer roles (``encoder.N``, ``bottleneck``, ``decoder.N``, ``pre_head``) -> module names of ``network``,
+    discovered from one traced forward pass (:py:func:`~monai_segcam.cam.roles.discover_roles`; cached per network).
 
+    Args:
+        network: the segmentation network (wrappers such as DDP are unwrapped; names are those of the unwrapped one).
+        example_input_shape: the probe's shape ``(B, C, *spatial)``; by default 64³, 96³, 128³ are tried.
 
-def _dynunet_roles(net: DynUNet) -> dict[str, str]:
-    encoders = ["input_block"] + [f"downsamples.{i}" for i in range(len(net.downsamples))]
-    return _roles(encoders, "bottleneck", [f"upsamples.{i}" for i in range(len(net.upsamples))])
-
-
-def _segresnet_roles(net: SegResNet) -> dict[str, str]:
-    n_down = len(net.down_layers)
-    encoders = [f"down_layers.{i}" for i in range(n_down - 1)]
-    return _roles(encoders, f"down_layers.{n_down - 1}", [f"up_layers.{i}" for i in range(len(net.up_layers))])
-
-
-def _swin_unetr_roles(net: SwinUNETR) -> dict[str, str]:
-    encoders = ["encoder1", "encoder2", "encoder3", "encoder4"]
-    return _roles(encoders, "encoder10", ["decoder5", "decoder4", "decoder3", "decoder2", "decoder1"])
-
-
-def _roles(encoders: list[str], bottleneck: str, decoders: list[str], pre_head: str | None = None) -> dict[str, str]:
-    roles = {f"encoder.{i}": name for i, name in enumerate(encoders)}
-    roles["bottleneck"] = bottleneck
-    roles.update({f"decoder.{i}": name for i, name in enumerate(decoders)})
-    roles["pre_head"] = pre_head or decoders[-1]
-    return roles
-
-
-_ARCHITECTURES = ((UNet, _unet_roles), (BasicUNet, _basic_unet_roles), (DynUNet, _dynunet_roles),
-                  (SegResNet, _segresnet_roles), (SwinUNETR, _swin_unetr_roles))  # fmt: skip
-
-
-def layer_presets(network: nn.Module) -> dict[str, str]:
-    """Role presets (``bottleneck``, ``pre_head``, ``encoder.N``, ``decoder.N``) -> module names for ``network``.
-
-    The first module (in ``named_modules()`` order) of a known MONAI architecture is used, so a network wrapped in
-    another module resolves too. Returns an empty dict for unknown architectures.
+    Raises:
+        LayerDiscoveryError: the network does not run on the probe, or has no module producing the logits.
 
     Example:
         .. code-block:: python
@@ -119,11 +94,7 @@ def layer_presets(network: nn.Module) -> dict[str, str]:
             layer_presets(UNet(3, 1, 3, (16, 32, 64, 128, 256), (2, 2, 2, 2)))["bottleneck"]
             # 'model.1.submodule.1.submodule.1.submodule.1.submodule'
     """
-    for prefix, module in unwrap_network(network).named_modules():
-        for arch, roles_of in _ARCHITECTURES:
-            if isinstance(module, arch):
-                return {role: f"{prefix}.{name}" if prefix else name for role, name in roles_of(module).items()}
-    return {}
+    return dict(discover_roles(unwrap_network(network), example_input_shape).roles)
 
 
 def _parse(name: str) -> tuple[str, int | str | None]:
@@ -141,11 +112,41 @@ def _strip_wrapper_prefixes(name: str) -> str:
     return name
 
 
-def resolve_layers(network: nn.Module, layers: str | Sequence[str]) -> list[ResolvedLayer]:
-    """Resolve layer names and presets to modules of the unwrapped ``network``.
+def _roles_hint(net: nn.Module, example_input_shape: Sequence[int] | None) -> str:
+    try:
+        return f" Roles of this network: {list(discover_roles(net, example_input_shape).roles)}."
+    except LayerDiscoveryError:
+        return ""
+
+
+def _role(net: nn.Module, role: str, example_input_shape: Sequence[int] | None) -> str:
+    roles = discover_roles(net, example_input_shape)
+    if role in roles.roles:
+        return roles.roles[role]
+    reason = roles.missing.get(role if role in ("bottleneck", "pre_head") else f"{role.split('.')[0]}.N")
+    raise ValueError(
+        f"Layer role {role!r} does not exist in {type(net).__name__}: "
+        + (reason if reason else f"the discovered roles are {list(roles.roles)}")
+        + ". Use monai_segcam.list_layers(network, input_shape) to see every layer with its role and output shape."
+    )
+
+
+def resolve_layers(
+    network: nn.Module, layers: str | Sequence[str], example_input_shape: Sequence[int] | None = None
+) -> list[ResolvedLayer]:
+    """Resolve layer names and roles to modules of the unwrapped ``network``.
+
+    Roles are discovered only when one is requested (:py:func:`layer_presets`); module names need no forward pass.
+
+    Args:
+        network: the segmentation network.
+        layers: names and roles, see the module's docstring.
+        example_input_shape: the probe's shape for discovering roles ``(B, C, *spatial)``, e.g. the sliding window;
+            by default 64³, 96³, 128³ are tried.
 
     Raises:
-        ValueError: an unknown name, listing the closest module names and presets.
+        ValueError: an unknown name, listing the closest module names and the roles; a role the network does not
+            have, saying why; :py:class:`~monai_segcam.cam.roles.LayerDiscoveryError` when roles cannot be discovered.
 
     Example:
         .. code-block:: python
@@ -154,18 +155,19 @@ def resolve_layers(network: nn.Module, layers: str | Sequence[str]) -> list[Reso
     """
     net = unwrap_network(network)
     modules = dict(net.named_modules())
-    presets = layer_presets(net)
     resolved = []
     for key in [layers] if isinstance(layers, str) else list(layers):
         name, selector = _parse(str(key))
-        name = presets.get(name, name if name in modules else _strip_wrapper_prefixes(name))
+        if ROLE.match(name):
+            name = _role(net, name, example_input_shape)
+        elif name not in modules:
+            name = _strip_wrapper_prefixes(name)
         if name not in modules or name == "":
-            candidates = [n for n in modules if n] + list(presets)
+            candidates = [n for n in modules if n] + ["bottleneck", "pre_head", "encoder.0", "decoder.0"]
             close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
             hint = f" Closest names: {close}." if close else ""
-            presets_hint = f" Presets for this network: {sorted(presets)}." if presets else ""
             raise ValueError(
-                f"Unknown layer {key!r} for {type(net).__name__}.{hint}{presets_hint}"
+                f"Unknown layer {key!r} for {type(net).__name__}.{hint}{_roles_hint(net, example_input_shape)}"
                 " Use monai_segcam.list_layers(network, input_shape) to see every layer with its output shape."
             )
         resolved.append(ResolvedLayer(key=str(key), module_name=name, module=modules[name], selector=selector))
@@ -176,7 +178,7 @@ def resolve_layers(network: nn.Module, layers: str | Sequence[str]) -> list[Reso
 
 @dataclass
 class LayerInfo:
-    """One row of :py:func:`list_layers`: a module, its output shape and the presets naming it."""
+    """One row of :py:func:`list_layers`: a module, its output shape and the roles naming it."""
 
     name: str
     type: str
@@ -185,23 +187,27 @@ class LayerInfo:
 
 
 class LayerTable(list):
-    """A list of :py:class:`LayerInfo` that prints as a table.
+    """A list of :py:class:`LayerInfo` that prints as a table; ``roles`` is the discovered
+    :py:class:`~monai_segcam.cam.roles.LayerRoles` (``None`` when discovery failed, ``note`` then says why).
 
     Example:
         .. code-block:: python
 
             table = list_layers(net, (1, 1, 96, 96, 96))
-            print(table)  # name, type, output shape, presets
+            print(table)  # name, type, output shape, roles
             bottlenecks = [info.name for info in table if "bottleneck" in info.roles]
     """
+
+    roles: LayerRoles | None = None
+    note: str = ""
 
     def __str__(self) -> str:
         width = max([len(info.name) for info in self] + [4])
         type_width = max([len(info.type) for info in self] + [4])
-        lines = [f"{'name':<{width}}  {'type':<{type_width}}  {'output':<24}  presets"]
+        lines = [f"{'name':<{width}}  {'type':<{type_width}}  {'output':<24}  roles"]
         for info in self:
             lines.append(f"{info.name:<{width}}  {info.type:<{type_width}}  {info.output_shape:<24}  {', '.join(info.roles)}")
-        return "\n".join(lines)
+        return "\n".join(lines + ([self.note] if self.note else []))
 
 
 def _describe(output: object) -> str:
@@ -215,15 +221,18 @@ def _describe(output: object) -> str:
 
 
 def list_layers(network: nn.Module, example_input_shape: Sequence[int], device: torch.device | str | None = None) -> LayerTable:
-    """Run one forward pass on zeros and list every module with its output shape and the presets that name it.
+    """Run one forward pass on a random input and list every module with its output shape and the roles it has.
+
+    The same pass discovers the roles (:py:mod:`monai_segcam.cam.roles`).
 
     Args:
         network: the segmentation network (wrappers are unwrapped).
-        example_input_shape: ``(B, C, *spatial)`` of the zero input, e.g. ``(1, 1, 96, 96, 96)``.
+        example_input_shape: ``(B, C, *spatial)`` of the probe input, e.g. ``(1, 1, 96, 96, 96)``.
         device: where to run; defaults to the device of the network's first parameter.
 
     Returns:
-        a :py:class:`LayerTable` (``print(table)`` shows it); modules never called in the forward are left out.
+        a :py:class:`LayerTable` (``print(table)`` shows it); modules never called in the forward are left out. When
+        the roles cannot be discovered the table has no roles and its ``note`` says why.
 
     Example:
         .. code-block:: python
@@ -231,32 +240,22 @@ def list_layers(network: nn.Module, example_input_shape: Sequence[int], device: 
             print(list_layers(UNet(3, 1, 3, (16, 32, 64), (2, 2)), (1, 1, 64, 64, 64)))
     """
     net = unwrap_network(network)
-    if device is None:
-        device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    calls, output = trace_network(net, example_input_shape, device)
+    table = LayerTable()
+    try:
+        table.roles = roles_of_trace(calls, output, example_input_shape)
+    except (LayerDiscoveryError, TypeError) as exc:  # TypeError: an ambiguous output (select_logits)
+        table.note = f"no roles: {exc}"
     roles_by_name: dict[str, list[str]] = {}
-    for role, name in layer_presets(net).items():
+    for role, name in (table.roles.roles if table.roles else {}).items():
         roles_by_name.setdefault(name, []).append(role)
     shapes: dict[str, str] = {}
-
-    def record(name: str):
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            shapes.setdefault(name, _describe(output))
-
-        return hook
-
-    handles = [module.register_forward_hook(record(name)) for name, module in net.named_modules() if name]
-    training = [(module, module.training) for module in net.modules()]
-    try:
-        net.eval()
-        with torch.no_grad():
-            net(torch.zeros(tuple(example_input_shape), device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in training:
-            module.training = flag
-    return LayerTable(
+    for call in calls:
+        if call.parent is not None:
+            shapes.setdefault(call.name, _describe(call.output))
+    table.extend(
         LayerInfo(name, type(module).__name__, shapes[name], roles_by_name.get(name, []))
         for name, module in net.named_modules()
         if name in shapes
     )
+    return table

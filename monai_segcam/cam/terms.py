@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from .capture import ActivationCapture
-from .engine import check_activations, check_output, select_output
+from .engine import check_activations, check_output
 from .layers import ResolvedLayer, resolve_layers, unwrap_network
+from .selection import select_logits
 
 __all__ = ["Terms", "TermCapture", "mirror_flips", "term_gradients"]
 
@@ -148,7 +149,8 @@ class TermCapture:
             capture.reset()
             # the bare network: a DDP forward may run collectives and a compiled one recompiles for the hooks
             with terms.autocast(x.device):
-                out = select_output(unwrap_network(terms.networks[m])(terms.flip(x, t)), terms.output_selector)
+                output = unwrap_network(terms.networks[m])(terms.flip(x, t))
+                out = select_logits(output, terms.output_selector, x.shape[2:])
             out = terms.flip(out.to(x.dtype) if terms.amp else out, t)
             check_activations(capture, layers)
             check_output(out, layers)

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     cam = explain.add_argument_group("CAM")
     cam.add_argument(
         "--layers", nargs="+", default=["pre_head"], metavar="L",
-        help="layer names or presets (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
+        help="layer names or roles (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
     cam.add_argument("--method", nargs="+", default=["hirescam"], choices=method_names(), metavar="M",
                      help=", ".join(method_names()))  # fmt: skip
@@ -115,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_arguments(explain)
 
     layers = commands.add_parser(
-        "layers", help="list the network's layers with output shapes and presets",
-        description="List the layers a CAM can be built from, with their output shapes and the presets naming them.",
+        "layers", help="list the network's layers with output shapes and roles",
+        description="List the layers a CAM can be built from, with their output shapes and the roles discovered for them.",
     )  # fmt: skip
     _model_arguments(layers)
     layers.add_argument(
@@ -128,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    """Run ``monai-segcam layers``: print the layer table and the presets."""
+    """Run ``monai-segcam layers``: print the layer table and the discovered roles."""
     from monai.inferers import SlidingWindowInferer
 
-    from monai_segcam.cam import layer_presets, list_layers
+    from monai_segcam.cam import list_layers
 
     from .model import load_model, resolve_device
 
@@ -151,10 +151,10 @@ def run_layers(args: argparse.Namespace) -> int:
         ) from exc
     if not args.quiet:
         print(table)
-        presets = layer_presets(network)
+        roles = table.roles.roles if table.roles else {}
         name = type(network).__name__
-        print(f"\npresets ({name}):" if presets else f"\nno presets for {name}: use layer names")
-        for role, name in presets.items():
+        print(f"\nroles ({name}, discovered on {tuple(shape)}):" if roles else f"\nno roles for {name}: use layer names")
+        for role, name in roles.items():
             print(f"  {role:<12} -> {name}")
     return 0
 

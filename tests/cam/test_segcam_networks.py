@@ -172,10 +172,15 @@ def test_no_parameter_gradients_hooks_or_state_left_behind():
 
 
 def test_all_classes_from_one_forward_pass():
+    """One forward pass per call for all classes; the roles are discovered once per network (one probe pass when
+    the first engine is built), so building another engine runs no forward pass."""
     net = small_unet()
+    cam = SegCAM(net, layers=["bottleneck", "pre_head"], method="hirescam")
     calls = []
     handle = net.register_forward_pre_hook(lambda *_: calls.append(1))
-    SegCAM(net, layers=["bottleneck", "pre_head"], method="hirescam")(torch.randn(1, 1, 24, 24, 24), classes=[0, 1, 2], region="all")
+    cam(torch.randn(1, 1, 24, 24, 24), classes=[0, 1, 2], region="all")
+    assert len(calls) == 1
+    SegCAM(net, layers=["bottleneck", "pre_head", "encoder.0"], method="gradcam")
     handle.remove()
     assert len(calls) == 1
 

@@ -109,32 +109,43 @@ def test_empty_region_gives_exact_zeros_and_a_warning_sliding_window(method):
 
 
 class TupleOutput(nn.Module):
-    """A user's wrapper returning ``(logits, aux)``; it stores its network as ``self.module`` (like DDP does)."""
+    """A user's wrapper returning ``(logits, aux)``; it stores its network as ``self.module`` (like DDP does). With
+    ``twice`` the auxiliary output is a second full-resolution map, so the logits are ambiguous."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, twice: bool = False) -> None:
         super().__init__()
         self.module = net
+        self.twice = twice
 
     def forward(self, x):
         logits = self.module(x)
-        return logits, logits.mean()
+        return logits, (2 * logits if self.twice else logits.mean())
 
 
 @pytest.mark.parametrize("engine", ["segcam", "sliding_window"])
 def test_tuple_output_needs_output_selector(engine):
-    """A network returning a tuple: TypeError asking for ``output_selector``; with ``output_selector=0`` the maps
-    equal the bare network's. The wrapper's own layer name ``module.model.1`` resolves (it is not a DDP prefix)."""
+    """A network returning a tuple with two full-resolution maps: TypeError naming both and asking for
+    ``output_selector``; with ``output_selector=0`` the maps equal the bare network's. With one full-resolution map
+    (the other a scalar) that map is picked without a selector. The wrapper's own layer name ``module.model.1``
+    resolves (it is not a DDP prefix)."""
     net = small_unet()
-    wrapper = TupleOutput(net)
+    wrapper = TupleOutput(net, twice=True)
     image = torch.randn(1, 1, 8, 8, 8)
     before = set_mixed_state(wrapper)
-    with pytest.raises(TypeError, match=r"returned a tuple .* choose the segmentation logits with `output_selector=`"):
-        _make(engine, wrapper, layers="module.model.1")(image, region="all").map
+    with pytest.raises(
+        TypeError,
+        match=r"returned a tuple .*2 of them .*\[0\] \(1, 3, 8, 8, [48]\), \[1\] \(1, 3, 8, 8, [48]\); choose the "
+        r"segmentation logits with `output_selector=`",
+    ):
+        _make(engine, wrapper, layers="module.model.1")(image, region="all")
     assert_untouched(wrapper, before)
     maps = _make(engine, wrapper, layers="module.model.1", output_selector=0)(image, classes=[1, 2]).map
     expected = _make(engine, net, layers="model.1")(image, classes=[1, 2]).map
     torch.testing.assert_close(maps, expected)
     assert_untouched(wrapper, before)
+    single = TupleOutput(net)
+    torch.testing.assert_close(_make(engine, single, layers="module.model.1")(image, classes=[1, 2]).map, expected)
+
 
 
 @pytest.mark.parametrize("engine", ["segcam", "sliding_window"])

@@ -1,0 +1,1 @@
+from .early_stop_score_function import score_function

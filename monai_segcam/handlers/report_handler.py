@@ -14,10 +14,10 @@ from monai.data import MetaTensor
 from monai.utils import IgniteInfo, ensure_tuple, min_version, optional_import
 from monai.utils.dist import string_list_all_gather
 
+from ..outputs import cam_output_keys, epoch_folder, safe_case_name
 from ..report import SegCAMReport
 from ..report.stats import DEFAULT_FLAG_THRESHOLD
 from ..report.writer import write_epochs_index
-from ..outputs import cam_output_keys, epoch_folder, safe_case_name
 from .compute import rank_and_world
 from .segcam_handler import SegCAMHandler
 

@@ -113,8 +113,7 @@ class SegCAMHandler(SegCAMComputeHandler):
         output_transform: Callable[[Any], tuple[Any, Any, Any]] | None = None,
         **cam_kwargs: Any,
     ) -> None:
-        saving = output_dir is not None and (save_nifti or save_png)
-        if resume and not saving:
+        if resume and (output_dir is None or not (save_nifti or save_png)):
             raise ValueError("resume=True needs files to resume from: give output_dir with save_nifti or save_png.")
         super().__init__(
             network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key,
@@ -122,7 +121,7 @@ class SegCAMHandler(SegCAMComputeHandler):
             name, **cam_kwargs,
         )  # fmt: skip
         self.saver = None
-        if saving:
+        if output_dir is not None and (save_nifti or save_png):
             self.saver = SegCAMSaver(self.cases, output_dir, self.method, layers, classes, cam_key, pred_key,
                                      save_nifti, save_png, epoch_subdir, on_error, name)  # fmt: skip
         self.stats = SegCAMStatsHandler(self.cases, self.method, layers, classes, output_dir, csv_name, epoch_subdir,

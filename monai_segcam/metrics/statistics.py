@@ -57,8 +57,11 @@ def label_masks(
         return None, f"the label's shape is not channel first like the image's ({shapes})"
     if tuple(label.shape[1:]) != grid:
         return None, f"the label lies on another grid ({tuple(label.shape[1:])}) than the network input ({grid})"
-    both = isinstance(label, MetaTensor) and isinstance(image, MetaTensor)
-    if both and not torch.allclose(label.affine.double().cpu(), image.affine.double().cpu(), atol=1e-3):
+    if (
+        isinstance(label, MetaTensor)
+        and isinstance(image, MetaTensor)
+        and not torch.allclose(label.affine.double().cpu(), image.affine.double().cpu(), atol=1e-3)
+    ):
         return None, "the label's affine differs from the network input's (it was not transformed like the image)"
     values = label.detach().cpu()
     values = values.as_tensor() if isinstance(values, MetaTensor) else values
@@ -102,7 +105,7 @@ def cam_statistics(
         "max": flat.max(1).values.tolist(),
         "mean": flat.mean(1).tolist(),
         "std": flat.std(1, unbiased=False).tolist(),
-        **{column: nan for column in STAT_COLUMNS[3:]},
+        **dict.fromkeys(STAT_COLUMNS[3:], nan),
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # maps without positive energy score 0 (recorded as such)

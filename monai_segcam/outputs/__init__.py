@@ -5,8 +5,8 @@ files (:py:mod:`.files`), the writer of NIfTI maps and PNG views (:py:mod:`.writ
 
 from __future__ import annotations
 
-from .geometry import check_cam_geometry
 from .files import atomic_output, remove_stale_temporaries, safe_path
+from .geometry import check_cam_geometry
 from .names import (
     CaseNamer,
     cam_file_name,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from .array import ComputeSegCAM, NormalizeSegCAM
 from .dictionary import (
-    NormalizeSegCAMd,
     NormalizeSegCAMD,
+    NormalizeSegCAMd,
     NormalizeSegCAMDict,
-    SaveSegCAMd,
     SaveSegCAMD,
+    SaveSegCAMd,
     SaveSegCAMDict,
-    SegCAMd,
     SegCAMD,
+    SegCAMd,
     SegCAMDict,
 )
 

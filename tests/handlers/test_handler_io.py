@@ -56,19 +56,17 @@ def test_save_nifti_keeps_affine_and_values(tmp_path):
 
 
 def test_failed_writes_leave_no_partial_file(tmp_path):
-    with pytest.raises(RuntimeError, match="writer failed"):
-        with atomic_output(tmp_path / "stats.csv") as tmp:
-            with open(tmp, "w") as stream:
-                stream.write("case,max\nhalf a ro")
-            raise RuntimeError("writer failed")
+    with pytest.raises(RuntimeError, match="writer failed"), atomic_output(tmp_path / "stats.csv") as tmp:
+        with open(tmp, "w") as stream:
+            stream.write("case,max\nhalf a ro")
+        raise RuntimeError("writer failed")
     assert os.listdir(tmp_path) == []
 
     (tmp_path / "old.nii.gz").write_bytes(b"previous version")
-    with pytest.raises(RuntimeError, match="writer failed"):
-        with atomic_output(tmp_path / "old.nii.gz") as tmp:
-            assert tmp.endswith(".nii.gz") and os.path.dirname(tmp) == str(tmp_path)
-            nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp)
-            raise RuntimeError("writer failed")
+    with pytest.raises(RuntimeError, match="writer failed"), atomic_output(tmp_path / "old.nii.gz") as tmp:
+        assert tmp.endswith(".nii.gz") and os.path.dirname(tmp) == str(tmp_path)
+        nib.save(nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp)
+        raise RuntimeError("writer failed")
     assert (tmp_path / "old.nii.gz").read_bytes() == b"previous version"
 
     (tmp_path / "a_directory.nii.gz").mkdir()

@@ -22,10 +22,10 @@ from monai.networks.nets import UNet
 from monai.visualize import GradCAM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import median_times, peak_rss_in_subprocess, report_child_peak, reset_peak_rss  # noqa: E402
+from _common import median_times, peak_rss_in_subprocess, report_child_peak, reset_peak_rss
 
-from monai_segcam import SegCAM, layer_presets  # noqa: E402
-from monai_segcam.cam.regions import class_masks  # noqa: E402
+from monai_segcam import SegCAM, layer_presets
+from monai_segcam.cam.regions import class_masks
 
 CLASS = 1
 

@@ -28,9 +28,9 @@ from monai.networks.nets import UNet
 from monai_segcam.cam import WindowGrid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import median_times, peak_rss_in_subprocess, report_child_peak, reset_peak_rss  # noqa: E402
+from _common import median_times, peak_rss_in_subprocess, report_child_peak, reset_peak_rss
 
-from monai_segcam import Box, SlidingWindowSegCAM, layer_presets  # noqa: E402
+from monai_segcam import Box, SlidingWindowSegCAM, layer_presets
 
 ROI, OVERLAP = (96, 96, 96), 0.25
 

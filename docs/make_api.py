@@ -14,6 +14,7 @@ from pathlib import Path
 MODULES = [
     "monai_segcam",
     "monai_segcam.cam",
+    "monai_segcam.perturbation",
     "monai_segcam.transforms",
     "monai_segcam.inferers",
     "monai_segcam.handlers",
@@ -23,6 +24,7 @@ MODULES = [
     "monai_segcam.visualize",
     "monai_segcam.data",
     "monai_segcam.utils",
+    "monai_segcam.nnunet",
 ]
 
 

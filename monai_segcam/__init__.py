@@ -10,6 +10,7 @@ Example:
         result = cam(image, classes=1, region="pred")  # a CAMResult: result.map, result.region, ...
 
 Subpackages: :py:mod:`monai_segcam.cam` (engines), :py:mod:`~monai_segcam.transforms`,
+:py:mod:`~monai_segcam.perturbation` (occlusion, input channels),
 :py:mod:`~monai_segcam.inferers`, :py:mod:`~monai_segcam.handlers` (Ignite), :py:mod:`~monai_segcam.metrics`
 (explanation quality), :py:mod:`~monai_segcam.visualize` (pictures), :py:mod:`~monai_segcam.data` (phantoms),
 :py:mod:`~monai_segcam.cli` (``monai-segcam``).
@@ -25,13 +26,14 @@ from .cam import (
     SlidingWindowSegCAM,
     Voxel,
     layer_presets,
-    mirror_flips,
     list_layers,
+    mirror_flips,
     normalize_cam,
     resolve_layers,
 )
 from .handlers import SegCAMHandler
 from .inferers import SegCAMInferer
+from .perturbation import ChannelAttribution, SegOcclusion
 from .transforms import ComputeSegCAM, NormalizeSegCAMd, SegCAMd
 
 __version__ = "0.1.0"
@@ -41,6 +43,8 @@ __all__ = [
     "SlidingWindowSegCAM",
     "CAMResult",
     "mirror_flips",
+    "SegOcclusion",
+    "ChannelAttribution",
     "list_layers",
     "layer_presets",
     "resolve_layers",

@@ -207,9 +207,9 @@ def _last_error(log: str) -> str:
 
 
 def _classify(log: str) -> str:
-    if "cam and mask must have the same number of dims" in log or "relevance_mass" in log and "Error" in log:
+    if "cam and mask must have the same number of dims" in log or ("relevance_mass" in log and "Error" in log):
         return "handler's label statistics (issue 11 item 4)"
-    if "orig_keys" in log or "Invertd" in log and "meta" in log:
+    if "orig_keys" in log or ("Invertd" in log and "meta" in log):
         return "Invertd of the concatenated image (issue 16)"
     return ""
 

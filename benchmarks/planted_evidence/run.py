@@ -18,6 +18,13 @@ Tasks (see :py:mod:`monai_segcam.data.planted`) and what is measured, per held-o
 
 A ``random`` row (uniform noise maps) gives the chance level of every metric. Scores are mean ± std over cases.
 
+Perturbation baselines (layer ``input``, in their own table between the ``planted-perturbation`` markers):
+``occlusion`` (:py:class:`~monai_segcam.perturbation.SegOcclusion`, 8³ occluders every 4 voxels set to 0, the
+background value; positive drops), and the gradient maps of
+:py:class:`~monai_segcam.perturbation.ChannelAttribution` of the one input channel: ``input_x_gradient`` and
+``integrated_gradients`` (16 steps from the zero image), signed. Each gets the same metrics on the same region.
+``--perturbation-only`` runs just these rows (and ``random``) and rewrites just their table.
+
 Run: ``python benchmarks/planted_evidence/run.py`` (about 4 minutes on 2 cores, one process per task). It prints
 the results and writes them between the ``planted-evidence`` markers of ``docs/planted_evidence.md`` (the prose
 around them is kept) and the panels ``docs/figures/planted_<task>.png``.
@@ -33,19 +40,20 @@ import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HELD_OUT_SEED, SHAPE, load_network  # noqa: E402
-from train import evaluate  # noqa: E402
+from common import HELD_OUT_SEED, SHAPE, load_network
+from train import evaluate
 
-from monai_segcam import Component, SegCAM, normalize_cam  # noqa: E402
-from monai_segcam.cam.regions import region_cotangent, region_weights  # noqa: E402
-from monai_segcam.data.planted import PLANTED_TASKS, make_planted_case  # noqa: E402
-from monai_segcam.metrics import (  # noqa: E402
+from monai_segcam import Component, SegCAM, normalize_cam
+from monai_segcam.cam.regions import region_cotangent, region_weights
+from monai_segcam.data.planted import PLANTED_TASKS, make_planted_case
+from monai_segcam.metrics import (
     auc,
     cascading_randomization,
     perturbation_curve,
@@ -54,10 +62,14 @@ from monai_segcam.metrics import (  # noqa: E402
     relevance_mass,
     topk_iou,
 )
+from monai_segcam.perturbation import ChannelAttribution, SegOcclusion
 
-__all__ = ["METHODS", "LAYERS", "METRICS", "select_cases", "run_task", "format_table", "write_doc"]
+__all__ = ["METHODS", "PERTURBATION", "LAYERS", "METRICS", "select_cases", "run_task", "format_table", "write_doc"]
 
 METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam")
+PERTURBATION = ("occlusion", "input_x_gradient", "integrated_gradients")  # maps on the input: layer "input"
+OCCLUSION = {"mask_size": 8, "stride": 4, "baseline": 0.0, "batch_size": 16}
+IG_STEPS = 16
 LAYERS = ("encoder.0", "encoder.1", "encoder.2", "bottleneck", "decoder.0", "decoder.1", "pre_head")
 RANDOM = "random"
 METRICS = {
@@ -75,6 +87,7 @@ CASCADE = (
 SURVIVES = 0.5
 ZONE = 2  # dilation (voxels) of the evidence masks: the CAMs come from grids 2x to 8x coarser than the image
 BEGIN, END = "<!-- planted-evidence:begin -->", "<!-- planted-evidence:end -->"
+PERTURBATION_MARKERS = ("<!-- planted-perturbation:begin -->", "<!-- planted-perturbation:end -->")
 DOC = os.path.join("docs", "planted_evidence.md")
 
 
@@ -181,8 +194,10 @@ def run_task(
     steps: int = 10,
     randomize_cases: int = 2,
     shape: Sequence[int] = SHAPE,
+    perturbation: Sequence[str] = (),
 ) -> tuple[list[dict], dict, dict]:
-    """Run the benchmark of ``task``: one row per (case, method, layer) plus the ``random`` rows.
+    """Run the benchmark of ``task``: one row per (case, method, layer) plus the ``random`` rows, and one per (case,
+    perturbation method) with layer ``"input"``.
 
     Returns:
         ``(rows, info, figure)``: rows are dicts with ``case``, ``method``, ``layer``, ``zero`` (the map is all zero)
@@ -225,7 +240,26 @@ def run_task(
                 rows.append(row)
                 if index == 0:
                     figure["cams"].setdefault(layer, {})[method] = normalize_cam(cam)[0, 0].numpy()
+        for method in perturbation:
+            cam = perturbation_map(method, net, x, weights, cls)
+            row = {"case": index, "method": method, "layer": "input", "zero": not bool(cam.any())}
+            row.update(_localisation(task, cam, ev))
+            row.update(_curves(score_fn, x, cam, steps))
+            if index < randomize_cases:
+                def map_fn(network, method=method, x=x, weights=weights):
+                    return perturbation_map(method, network, x, weights, cls)
+
+                row[RANDOMIZATION] = cascading_randomization(map_fn, net, layers=CASCADE, seed=0)[-1].spearman
+            rows.append(row)
     return rows, info, figure
+
+
+def perturbation_map(method: str, net, x: torch.Tensor, weights: torch.Tensor, cls: int) -> torch.Tensor:
+    """The ``(1, 1, *S)`` map of a perturbation method (see :py:data:`PERTURBATION`) for the region ``weights``."""
+    if method == "occlusion":
+        return SegOcclusion(net, **OCCLUSION)(x, classes=cls, region=weights).map.as_tensor()
+    attribution = ChannelAttribution(net, methods=method, steps=IG_STEPS, baseline=0.0)
+    return attribution(x, classes=cls, region=weights).maps[method][:, :, 0]
 
 
 def _randomization(net, x, weights, cls, method, layer) -> float:
@@ -260,7 +294,7 @@ def format_table(task: str, rows: list[dict]) -> str:
 
         print(format_table("marker", rows))
     """
-    metrics = list(METRICS[task]) + [RANDOMIZATION]
+    metrics = [*list(METRICS[task]), RANDOMIZATION]
     keys = list(dict.fromkeys((row["method"], row["layer"]) for row in rows))
     lines = ["| method | layer | " + " | ".join(metrics) + " | zero maps |", "|---|---|" + "---|" * (len(metrics) + 1)]
     for method, layer in keys:
@@ -282,7 +316,7 @@ def _winners(task: str, rows: list[dict]) -> list[str]:
     """Best (method, layer) per metric by mean; deletion is lower-is-better, ``mass other``/distractor too."""
     lower = {"deletion", "mass other", "mass distractor", RANDOMIZATION}
     out = []
-    for metric in list(METRICS[task]) + [RANDOMIZATION]:
+    for metric in [*list(METRICS[task]), RANDOMIZATION]:
         means = {}
         for row in rows:
             if metric in row and row["method"] != RANDOM and not math.isnan(row[metric]):
@@ -317,8 +351,9 @@ def report(task: str, rows: list[dict], info: dict) -> str:
     )
 
 
-def write_doc(section: str, path: str = DOC) -> None:
-    """Put ``section`` between the ``planted-evidence`` markers of ``path`` (created with the markers if missing).
+def write_doc(section: str, path: str = DOC, markers: tuple[str, str] = (BEGIN, END)) -> None:
+    """Put ``section`` between the ``markers`` (default: ``planted-evidence``) of ``path`` (created with them if
+    missing).
 
     Example:
 
@@ -326,13 +361,14 @@ def write_doc(section: str, path: str = DOC) -> None:
 
         write_doc("### results", "docs/planted_evidence.md")
     """
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else f"# Planted evidence\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{path} has no {BEGIN} ... {END} markers.")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
+    begin, end = markers
+    text = Path(path).read_text(encoding="utf-8") if os.path.exists(path) else f"# Planted evidence\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        raise ValueError(f"{path} has no {begin} ... {end} markers.")
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
     with open(path, "w", encoding="utf-8") as f:
-        f.write(f"{head}{BEGIN}\n{section}\n{END}{tail}")
+        f.write(f"{head}{begin}\n{section}\n{end}{tail}")
 
 
 def _view(task: str, case: dict) -> tuple[str, int]:
@@ -378,18 +414,28 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--layers", nargs="+", default=list(LAYERS))
     parser.add_argument("--tasks", nargs="+", default=list(PLANTED_TASKS), choices=PLANTED_TASKS)
+    parser.add_argument("--perturbation", nargs="*", default=list(PERTURBATION), choices=PERTURBATION,
+                        help="perturbation rows (none: skip them)")  # fmt: skip
+    parser.add_argument("--perturbation-only", action="store_true",
+                        help="run only the perturbation rows (and random); rewrite only their table")  # fmt: skip
     parser.add_argument("--doc", default=DOC, help="Markdown file with the planted-evidence markers ('' to skip)")
     parser.add_argument("--figures", default=os.path.join("docs", "figures"), help="figure folder ('' to skip)")
     args = parser.parse_args()
-    kwargs = dict(num=args.num, steps=args.steps, randomize_cases=args.randomize_cases, methods=args.methods,
-                  layers=args.layers)
+    methods = [] if args.perturbation_only else args.methods
+    kwargs = {"num": args.num, "steps": args.steps, "randomize_cases": args.randomize_cases, "methods": methods,
+              "layers": args.layers, "perturbation": args.perturbation}
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=len(args.tasks)) as pool:
         results = list(pool.map(_run_one, [(task, kwargs) for task in args.tasks]))
-    sections = []
-    for task, rows, info, figure, seconds in results:
-        sections.append(report(task, rows, info))
-        if args.figures:
+    cam_sections, perturbation_sections = [], []
+    for task, rows, info, figure, _ in results:
+        cam_rows = [row for row in rows if row["method"] not in PERTURBATION]
+        perturbation_rows = [row for row in rows if row["method"] in PERTURBATION or row["method"] == RANDOM]
+        if methods:
+            cam_sections.append(report(task, cam_rows, info))
+        if args.perturbation:
+            perturbation_sections.append(report(task, perturbation_rows, info))
+        if args.figures and methods:
             os.makedirs(args.figures, exist_ok=True)
             save_panel(task, figure, os.path.join(args.figures, f"planted_{task}.png"))
     command = "python benchmarks/planted_evidence/run.py " + " ".join(sys.argv[1:])
@@ -397,11 +443,13 @@ def main() -> None:
         f"Generated by `{command.strip()}` ({args.num} cases per task, {args.steps}-step curves, "
         f"torch {torch.__version__}, {time.perf_counter() - start:.0f} s wall).\n"
     )
-    section = header + "\n" + "\n".join(sections)
-    print(section)
-    if args.doc:
-        write_doc(section, args.doc)
-
+    for sections, markers in ((cam_sections, (BEGIN, END)), (perturbation_sections, PERTURBATION_MARKERS)):
+        if not sections:
+            continue
+        section = header + "\n" + "\n".join(sections)
+        print(section)
+        if args.doc:
+            write_doc(section, args.doc, markers)
 
 if __name__ == "__main__":
     main()

@@ -21,9 +21,9 @@ import torch
 from monai.losses import DiceCELoss
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HELD_OUT_SEED, NUM_CLASSES, SHAPE, build_network, checkpoint_path  # noqa: E402
+from common import HELD_OUT_SEED, NUM_CLASSES, SHAPE, build_network, checkpoint_path
 
-from monai_segcam.data.planted import PLANTED_TASKS, make_planted_batch  # noqa: E402
+from monai_segcam.data.planted import PLANTED_TASKS, make_planted_batch
 
 __all__ = ["train", "evaluate"]
 

@@ -7,13 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
 from monai.utils import ensure_tuple, look_up_option
 from torch import nn
 
 from ..utils.enums import CAMTarget
 from .methods import CAMRule, get_rule
-from .result import CAMResult
+from .result import CAMResult, as_image_map
 from .terms import Terms
 
 __all__ = ["CAMEngine"]
@@ -49,10 +48,11 @@ class CAMEngine:
         flips: Sequence[Sequence[int]] | None = None,
         amp: bool = False,
         amp_dtype: torch.dtype | None = None,
+        example_input_shape: Sequence[int] | None = None,
         **method_kwargs: Any,
     ) -> None:
         self.network = network
-        self.terms = Terms(network, flips, layers, output_selector, amp, amp_dtype)
+        self.terms = Terms(network, flips, layers, output_selector, amp, amp_dtype, example_input_shape)
         self.layers = self.terms.layers[0]
         self.rule = get_rule(method, **method_kwargs)
         self.target = look_up_option(target, CAMTarget)
@@ -93,10 +93,7 @@ class CAMEngine:
             value = value[crop] if crop is not None else value
             if not nonempty.all():
                 value = torch.where(nonempty.to(value.device), value, torch.zeros_like(value))
-            value = MetaTensor(value.relu() if self.relu else value)
-            if isinstance(image, MetaTensor):
-                value.copy_meta_from(image)
-            out[key] = value
+            out[key] = as_image_map(value.relu() if self.relu else value, image)
         classes = tuple(int(c) for c in ensure_tuple(classes))
         modules = {layer.key: layer.module_name for layer in self.layers}
         return CAMResult(out, classes, self.rule.method_name, weights, prediction, modules)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from monai.data import MetaTensor
 
-__all__ = ["CAMResult"]
+__all__ = ["CAMResult", "as_image_map"]
 
 
 @dataclass
@@ -68,3 +68,16 @@ class CAMResult(Mapping):
         if len(self.maps) != 1:
             raise ValueError(f"This result has {len(self.maps)} layers {self.layers}: index it by layer.")
         return next(iter(self.maps.values()))
+
+
+def as_image_map(value: torch.Tensor, image: torch.Tensor) -> MetaTensor:
+    """A map on the image's grid as a ``MetaTensor`` carrying the image's metadata (affine, applied operations) when
+    the image is a ``MetaTensor``.
+
+    Example:
+        .. code-block:: python
+
+            cam = as_image_map(raw.relu(), image)  # saved and inverted like the image
+    """
+    out = MetaTensor(value.as_tensor() if isinstance(value, MetaTensor) else value)
+    return out.copy_meta_from(image) if isinstance(image, MetaTensor) else out

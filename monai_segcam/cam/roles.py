@@ -119,7 +119,7 @@ class LayerRoles:
         stages: every stage of the forward pass in order, with its output shape (for tables and error messages).
         head: the name of the module producing the logits.
         probe_shape: the shape of the probe input that was traced.
-        missing: role -> why it could not be discovered (e.g. no stage changes the resolution).
+        missing: role -> why it could not be discovered (e.g. no stage is coarser than the input).
     """
 
     roles: dict[str, str]
@@ -163,7 +163,7 @@ def probe_shapes(network: nn.Module, example_shape: Sequence[int] | None = None)
     dims = len(convs[0].kernel_size) if convs else None
     if example_shape is not None:
         shape = tuple(int(s) for s in example_shape)
-        return [(1, channels) + shape if channels is not None and len(shape) == dims else shape]
+        return [(1, channels, *shape) if channels is not None and len(shape) == dims else shape]
     if channels is None or dims is None:
         raise LayerDiscoveryError(
             f"{type(network).__name__} has no convolution to tell its input channels and dimensions from; "
@@ -388,8 +388,8 @@ def roles_of_trace(calls: list[TracedCall], output: Any, probe_shape: Sequence[i
         raise LayerDiscoveryError(f"Nothing is computed before the head {head.name!r}; stages: {_describe_stages(stages)}.")
     roles: dict[str, str] = {}
     missing: dict[str, str] = {}
-    if len({_voxels(s.output) for s in body}) < 2:
-        reason = "no stage before the head changes the resolution, so there is no encoder, bottleneck or decoder"
+    if min((_voxels(s.output) for s in body), default=math.inf) >= math.prod(probe_shape[2:]):
+        reason = "no stage before the head is coarser than the input, so there is no encoder, bottleneck or decoder"
         missing = {"bottleneck": reason, "encoder.N": reason, "decoder.N": reason}
     else:
         encoders, bottleneck, decoders = _u_shape(body)

@@ -29,7 +29,7 @@ class SegCAM(SlidingWindowSegCAM):
         network: the segmentation network, on the device to compute on (wrappers such as DDP are unwrapped), or
             several (an ensemble whose logits are averaged).
         layers: a layer name (``named_modules()`` name, optionally with a ``[index]`` selector for tuple outputs) or
-            a preset (``"pre_head"``, ``"bottleneck"``, ``"encoder.N"``, ``"decoder.N"``), or a list of them.
+            a role (``"pre_head"``, ``"bottleneck"``, ``"encoder.N"``, ``"decoder.N"``), or a list of them.
         method: ``"gradcam"``, ``"hirescam"``, ``"xrescam"``, ``"gradcampp"``, ``"xgradcam"``, ``"layercam"``,
             ``"eigencam"``, ``"scorecam"``, or a :py:class:`~monai_segcam.cam.methods.CAMRule`.
         target: explain the ``"logits"`` or the ``"probabilities"`` (softmax; sigmoid with ``multi_label``).

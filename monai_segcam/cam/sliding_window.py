@@ -121,8 +121,9 @@ class SlidingWindowSegCAM(CAMEngine):
         **method_kwargs: Any,
     ) -> None:
         super().__init__(
-            network, layers, method, target, relu, multi_label, output_selector, flips, amp, amp_dtype, **method_kwargs
-        )
+            network, layers, method, target, relu, multi_label, output_selector, flips, amp, amp_dtype,
+            _probe_shape(network, roi_size), **method_kwargs,
+        )  # fmt: skip
         for name, value in (("scorecam_batch_size", scorecam_batch_size), ("sw_batch_size", sw_batch_size)):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}.")
@@ -209,6 +210,15 @@ class SlidingWindowSegCAM(CAMEngine):
         weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device=device)
         windows.set_region(weights, stitched, classes)
         return windows.explain(), weights, windows.grid.crop, source
+
+
+def _probe_shape(network: nn.Module | Sequence[nn.Module], roi_size: Sequence[int] | int) -> tuple[int, ...] | None:
+    """The window size as the probe of layer-role discovery, when it is fully given (a fixed-size network then needs
+    no other probe)."""
+    first = network if isinstance(network, nn.Module) else next(iter(network), None)
+    dims = network_spatial_dims(first) if isinstance(first, nn.Module) else None
+    roi = (roi_size,) * (dims or 0) if isinstance(roi_size, int) else tuple(roi_size or ())
+    return roi if roi and all(isinstance(r, int) and r > 0 for r in roi) else None
 
 
 @dataclass

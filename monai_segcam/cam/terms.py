@@ -51,6 +51,7 @@ class Terms:
         output_selector: picks the logits from a structured network output.
         amp: run the networks under ``torch.autocast`` (mixed precision); the logits come back in float32.
         amp_dtype: the autocast type; defaults to float16 on CUDA and bfloat16 elsewhere.
+        example_input_shape: the probe input (or its spatial size) for discovering layer roles (a window's size).
 
     Example:
         .. code-block:: python
@@ -67,6 +68,7 @@ class Terms:
         output_selector: int | str | Callable[[Any], torch.Tensor] | None = None,
         amp: bool = False,
         amp_dtype: torch.dtype | None = None,
+        example_input_shape: Sequence[int] | None = None,
     ) -> None:
         members = [networks] if isinstance(networks, nn.Module) else list(networks)
         if not members or not all(isinstance(m, nn.Module) for m in members):
@@ -77,7 +79,7 @@ class Terms:
             raise ValueError("flips is empty: give None (no flip) or a list of axis sets such as [(), (0,)].")
         if len(set(self.flips)) != len(self.flips) or any(len(set(f)) != len(f) for f in self.flips):
             raise ValueError(f"flips {self.flips} repeat an axis set or an axis.")
-        self.layers = [resolve_layers(member, layers) for member in members]
+        self.layers = [resolve_layers(member, layers, example_input_shape) for member in members]
         self.output_selector = output_selector
         self.amp = amp
         self.amp_dtype = amp_dtype

@@ -46,6 +46,7 @@ from ..outputs import (
 )
 from .io import CLIError, check_exists, read_image
 from .model import LoadedModel, load_model, resolve_device
+from .perturbation import OCCLUSION, channel_engine, occlusion_engine, write_channel_csv
 
 __all__ = ["parse_region", "run_explain"]
 
@@ -122,12 +123,13 @@ def _region(parsed: tuple[str, list[tuple[int, ...]]], original: Any, image: Any
     return Box(tuple(start.tolist()), tuple(end.tolist())), {**description, "end": end.tolist()}
 
 
-def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any]]:
-    """One ``SlidingWindowSegCAM`` per method, with the bundle inferer's window settings unless overridden.
+def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any], Any]:
+    """One ``SlidingWindowSegCAM`` per method (``SegOcclusion`` for ``occlusion``), with the bundle inferer's window
+    settings unless overridden.
 
     Returns:
-        the sliding-window engine whose ``predict`` gives the stitched logits shared by all methods, and the engines
-        by method.
+        the sliding-window engine whose ``predict`` gives the stitched logits shared by all methods, the engines by
+        method, and the channel table's ``ChannelAttribution`` (``None`` without ``--channel-table``).
     """
     from monai.inferers import SlidingWindowInferer
 
@@ -151,9 +153,12 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
         **overrides,
     }
     engines = {}
-    for method in args.method:
+    predict_only = [] if any(method != OCCLUSION for method in args.method) else ["hirescam"]  # for its predict()
+    for method in [*args.method, *predict_only]:
         try:
-            if isinstance(model.inferer, SlidingWindowInferer):
+            if method == OCCLUSION:
+                engines[method] = occlusion_engine(model, args, common)
+            elif isinstance(model.inferer, SlidingWindowInferer):
                 engines[method] = SlidingWindowSegCAM.from_inferer(
                     model.inferer, model.network, method=method, **common
                 )
@@ -161,7 +166,8 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
                 engines[method] = SlidingWindowSegCAM(model.network, **{"roi_size": -1, **common, "method": method})
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
-    return next(iter(engines.values())), engines
+    predictor = next(engine for method, engine in engines.items() if method != OCCLUSION)
+    return predictor, {method: engines[method] for method in args.method}, channel_engine(model, args, common)
 
 
 def _preprocess(path: str, original: Any, model: LoadedModel, args: Namespace) -> Any:
@@ -241,19 +247,20 @@ def _maps(engines: dict[str, Any], x: torch.Tensor, path: str, **call: Any) -> t
 
 
 def _explain_case(
-    path: str, label_path: str | None, name: str, model: LoadedModel, engines: dict[str, Any], args: Namespace,
-    output: str, settings: dict[str, Any],
+    path: str, label_path: str | None, name: str, model: LoadedModel, engines: tuple[Any, dict[str, Any], Any],
+    args: Namespace, output: str, settings: dict[str, Any],
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
     """Compute and write one case's files into ``output/name`` (all or none); returns its JSON summary and its
     statistics rows (:py:func:`~monai_segcam.metrics.cam_statistics` on the network grid, as every front door)."""
     start = time.perf_counter()
     original, image, label = _load(path, label_path, model, args)
     x = torch.as_tensor(image).float()[None]
-    predictor = next(iter(engines.values()))
+    predictor, engines, channels = engines
     logits = predictor.predict(x).cpu()
     classes = _classes(logits.shape[1], model, args)
     region, region_summary = _region(parse_region(args.region), original, image)
-    maps, explained = _maps(engines, x, path, classes=classes, region=region, pred=logits, label=label)
+    call = {"classes": classes, "region": region, "pred": logits, "label": label}
+    maps, explained = _maps(engines, x, path, **call)
     rows = []
     for method in engines:
         by_layer = {layer: cam for (layer, m), cam in maps.items() if m == method}
@@ -272,7 +279,10 @@ def _explain_case(
         files = _write_cams(writer, name, original, inverted, masks[classes], rows, classes, model, args)
         for entry in files:
             if entry["kind"] == "cam":
-                entry.update(module=layer_modules[entry["layer"]])
+                entry.update(module=layer_modules.get(entry["layer"]))  # occlusion's "input" has no module
+        if channels is not None:
+            files.append(write_channel_csv(channels, x, name, call, args, writer.output_dir))
+            writer.record(os.path.join(writer.output_dir, files[-1]["file"]))
         summary = {
             "case": name,
             "input": {
@@ -350,7 +360,10 @@ def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, A
         "device": str(device),
         "normalize": args.normalize,
         "png": args.png,
-    }
+        "perturbation": {
+            "mask_size": args.mask_size, "stride": args.mask_stride, "baseline": args.baseline, "steps": args.steps,
+        } if OCCLUSION in args.method or args.channel_table else None,
+    }  # fmt: skip
 
 
 def run_explain(args: Namespace) -> int:
@@ -368,7 +381,7 @@ def run_explain(args: Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args, checkpoint_required=True)
     model.network.to(device)
-    predictor, engines = _engines(model, args, device)
+    predictor, engines, channels = _engines(model, args, device)
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isdir(output):
         raise CLIError(f"--output {args.output} exists and is not a folder")
@@ -384,7 +397,8 @@ def run_explain(args: Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                summary, found = _explain_case(path, label_path, name, model, engines, args, output, settings)
+                built = (predictor, engines, channels)
+                summary, found = _explain_case(path, label_path, name, model, built, args, output, settings)
                 rows += found
             except Exception as exc:  # one failed case leaves nothing behind, is recorded and does not stop the others
                 if len(args.images) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError, ValueError)):

@@ -9,6 +9,9 @@ import warnings
 from collections.abc import Sequence
 
 from .io import CLIError
+from .nnunet import add_nnunet_arguments
+from .perturbation import OCCLUSION
+from .perturbation import add_arguments as add_perturbation_arguments
 
 __all__ = ["build_parser", "main"]
 
@@ -17,6 +20,8 @@ _EPILOG = """examples:
   monai-segcam layers --bundle bundles/segcam_demo
   monai-segcam explain ct.nii.gz --bundle bundles/segcam_demo --layers bottleneck pre_head \\
       --method hirescam gradcam --classes 1 --output cams/
+  monai-segcam explain case_0000.nii.gz case_0001.nii.gz --nnunet nnUNetTrainer__nnUNetPlans__3d_fullres \\
+      --folds 0 1 2 3 4 --output cams/
   monai-segcam explain scan.nrrd dicom_folder/ --network monai.networks.nets.UNet \\
       --network-args '{"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [16, 32, 64],
       "strides": [2, 2]}' --checkpoint model.pt --roi-size 96 --output cams/
@@ -38,6 +43,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     source = group.add_mutually_exclusive_group(required=True)
     source.add_argument("--bundle", metavar="DIR", help="MONAI bundle folder (network_def, preprocessing, inferer)")
     source.add_argument("--network", metavar="DOTTED.PATH", help="network class, e.g. monai.networks.nets.UNet")
+    source.add_argument(
+        "--nnunet", metavar="MODEL_FOLDER",
+        help="nnU-Net v2 model folder <trainer>__<plans>__<configuration>/ or a MONAI bundle converted from one "
+        "(needs pip install monai-segcam[nnunet])",
+    )  # fmt: skip
     group.add_argument(
         "--config", nargs="+", default=["configs/inference.json"], metavar="FILE",
         help="bundle config file(s), relative to the bundle (default: configs/inference.json)",
@@ -48,6 +58,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         help="weights: a state dict or a dict holding one under 'model'/'state_dict' (bundle: models/model.pt)",
     )  # fmt: skip
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    add_nnunet_arguments(parser)
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers", nargs="+", default=["pre_head"], metavar="L",
         help="layer names or roles (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
-    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=method_names(), metavar="M",
-                     help=", ".join(method_names()))  # fmt: skip
+    methods = [*method_names(), OCCLUSION]
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=methods, metavar="M",
+                     help=", ".join(methods))  # fmt: skip
     cam.add_argument(
         "--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)"
     )
@@ -99,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0.25)")
     window.add_argument("--sw-batch-size", type=int, metavar="N", help="windows per forward pass")
     window.add_argument("--mode", choices=("constant", "gaussian"), help="blending of overlapping windows")
+    add_perturbation_arguments(explain)
     intensity = explain.add_argument_group("preprocessing without a bundle (the image is used on its own grid)")
     intensity.add_argument(
         "--intensity-range", nargs=2, type=float, metavar=("A_MIN", "A_MAX"), help="clip and scale to [0, 1]"
@@ -174,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "method", None):
         args.method = list(dict.fromkeys(args.method))
     try:
+        if getattr(args, "nnunet", None):
+            from .nnunet import run_explain_nnunet, run_layers_nnunet
+
+            return run_layers_nnunet(args) if args.command == "layers" else run_explain_nnunet(args)
         if args.command == "layers":
             return run_layers(args)
         from .explain import run_explain

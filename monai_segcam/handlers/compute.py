@@ -18,6 +18,7 @@ from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_v
 from torch import nn
 
 from ..cam import Region
+from ..inferers.segcam_inferer import result_layers
 from ..outputs import CaseNamer, cam_output_keys, source_meta
 from ..transforms.array import ComputeSegCAM
 
@@ -123,7 +124,7 @@ class SegCAMComputeHandler:
             raise ValueError(f"max_cases must be None or non-negative, got {max_cases}.")
         self.network, self.inferer = network, inferer
         self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
-        self.output_keys = cam_output_keys(cam_key, layers)
+        self.output_keys = cam_output_keys(cam_key, result_layers(method, layers))
         self.layers = list(self.output_keys)
         self.method = method if isinstance(method, str) else type(method).__name__
         self.classes = tuple(int(c) for c in ensure_tuple(classes))

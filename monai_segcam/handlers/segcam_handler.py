@@ -12,6 +12,7 @@ from monai.inferers import Inferer
 from torch import nn
 
 from ..cam import Region
+from ..inferers.segcam_inferer import result_layers
 from ..metrics import STAT_COLUMNS
 from ..outputs import CSV_COLUMNS
 from .compute import Engine, OnError, SegCAMComputeHandler
@@ -113,7 +114,9 @@ class SegCAMHandler(SegCAMComputeHandler):
         output_transform: Callable[[Any], tuple[Any, Any, Any]] | None = None,
         **cam_kwargs: Any,
     ) -> None:
-        if resume and (output_dir is None or not (save_nifti or save_png)):
+        layers = result_layers(method, layers)
+        saving = output_dir is not None and (save_nifti or save_png)
+        if resume and not saving:
             raise ValueError("resume=True needs files to resume from: give output_dir with save_nifti or save_png.")
         super().__init__(
             network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key,

@@ -13,7 +13,6 @@ from .perturbation import (
     perturbation_curve,
     region_score_fn,
 )
-from .statistics import STAT_COLUMNS, cam_statistics, label_masks
 from .randomization import (
     LayerOrder,
     RandomizationStep,
@@ -21,6 +20,7 @@ from .randomization import (
     pearson_correlation,
     spearman_rank_correlation,
 )
+from .statistics import STAT_COLUMNS, cam_statistics, label_masks
 
 __all__ = [
     "relevance_mass",

@@ -57,10 +57,8 @@ def label_masks(
         return None, f"the label's shape is not channel first like the image's ({shapes})"
     if tuple(label.shape[1:]) != grid:
         return None, f"the label lies on another grid ({tuple(label.shape[1:])}) than the network input ({grid})"
-    if (
-        isinstance(label, MetaTensor)
-        and isinstance(image, MetaTensor)
-        and not torch.allclose(label.affine.double().cpu(), image.affine.double().cpu(), atol=1e-3)
+    if isinstance(label, MetaTensor) and isinstance(image, MetaTensor) and not torch.allclose(
+        label.affine.double().cpu(), image.affine.double().cpu(), atol=1e-3
     ):
         return None, "the label's affine differs from the network input's (it was not transformed like the image)"
     values = label.detach().cpu()

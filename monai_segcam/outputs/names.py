@@ -166,8 +166,9 @@ def source_meta(
     if meta.get("filename_or_obj"):
         return None, meta
     for key, value in batch.items() if isinstance(batch, Mapping) else ():
-        loaded = key not in skip and getattr(value, "is_batch", False) and index < len(value)
-        if loaded and value[index].meta.get("filename_or_obj"):
+        if key not in skip and getattr(value, "is_batch", False) and index < len(value) and value[index].meta.get(
+            "filename_or_obj"
+        ):
             return str(key), value[index].meta
     return None, meta
 

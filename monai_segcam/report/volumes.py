@@ -110,7 +110,7 @@ def report_grid(grid: Grid, max_size: int) -> Grid:
 def _area_prefilter(array: np.ndarray, grid: Grid, target: Grid) -> tuple[np.ndarray, Grid]:
     """Average blocks of the source so that its voxels are no smaller than the target's (avoids aliasing)."""
     steps = np.linalg.norm(np.linalg.inv(target.affine[:3, :3]) @ grid.affine[:3, :3], axis=0)  # in target voxels
-    factors = [min(n, max(1, int(math.floor(1 / max(step, 1e-12) + 1e-6)))) for step, n in zip(steps, grid.shape)]
+    factors = [min(n, max(1, math.floor(1 / max(step, 1e-12) + 1e-6))) for step, n in zip(steps, grid.shape)]
     if all(f == 1 for f in factors):
         return array, grid
     shape = tuple(n // f for n, f in zip(grid.shape, factors))

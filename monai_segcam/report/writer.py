@@ -368,7 +368,7 @@ def _thumbnail_slices(image, cam, maps, seg, classes, multi_label):
     if maps:
         k = maps[0]["peak"][2]
     elif seg is not None and seg[2].any():
-        k = int(round(float(np.nonzero(seg[2])[2].mean())))
+        k = round(float(np.nonzero(seg[2])[2].mean()))
     else:
         k = image.shape[2] // 2
     low, high = np.percentile(image, (0.5, 99.5))

@@ -14,7 +14,7 @@ from monai.utils import TransformBackends, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
-from ..inferers.segcam_inferer import make_segcam, region_source
+from ..inferers.segcam_inferer import make_segcam, region_source, result_layers
 from ..outputs import cam_output_keys
 
 __all__ = ["ComputeSegCAM", "NormalizeSegCAM"]
@@ -60,6 +60,7 @@ class ComputeSegCAM(Transform):
         **cam_kwargs: Any,
     ) -> None:
         self.engine = make_segcam(network, inferer, layers=layers, method=method, **cam_kwargs)
+        layers = result_layers(method, layers)
         self.layers = layers
         self.layer_keys = list(cam_output_keys("cam", layers))
         self.method = method if isinstance(method, str) else type(method).__name__

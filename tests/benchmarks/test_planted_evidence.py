@@ -80,6 +80,26 @@ def test_benchmark_smoke(tmp_path):
         doc = tmp_path / "doc.md"
         doc.write_text(f"# intro\n\n{run.BEGIN}\nold\n{run.END}\n\nprose\n")
         run.write_doc(run.report(task, rows, info), str(doc))
-        text = doc.read_text()
+        text = doc.read_text(encoding="utf-8")
         assert "old" not in text and text.startswith("# intro") and text.endswith("prose\n") and table in text
         assert set(figure["cams"]) == {"bottleneck"} and figure["image"].shape == (40, 40, 40)
+
+
+def test_benchmark_perturbation_rows(tmp_path):
+    """The perturbation rows (layer "input") get every metric and go to their own markers, leaving the CAM table."""
+    sys.path.insert(0, os.path.abspath(BENCH))
+    try:
+        import run
+    finally:
+        sys.path.pop(0)
+    rows, info, _ = run.run_task(
+        "marker", num=1, methods=(), layers=(), steps=2, randomize_cases=1, perturbation=("input_x_gradient",)
+    )
+    assert [(r["method"], r["layer"]) for r in rows] == [("random", "-"), ("input_x_gradient", "input")]
+    assert all(math.isfinite(rows[1][m]) for m in (*run.METRICS["marker"], run.RANDOMIZATION))
+    doc = tmp_path / "doc.md"
+    begin, end = run.PERTURBATION_MARKERS
+    doc.write_text(f"{run.BEGIN}\ncam table\n{run.END}\n{begin}\nold\n{end}\n")
+    run.write_doc(run.report("marker", rows, info), str(doc), run.PERTURBATION_MARKERS)
+    text = doc.read_text(encoding="utf-8")
+    assert "cam table" in text and "old" not in text and "| input_x_gradient | input |" in text

@@ -219,7 +219,7 @@ def test_train_with_cams_per_validation_epoch(tmp_path):
         folder = tmp_path / "eval" / "cams" / f"epoch_{epoch:04d}"
         for layer in ("bottleneck", "pre_head"):
             for c in (1, 2):
-                cam, affine = load(folder / f"image002_cam_hirescam_{layer}_class{c}.nii.gz")
+                cam, _affine = load(folder / f"image002_cam_hirescam_{layer}_class{c}.nii.gz")
                 assert cam.shape == (56, 56, 48) and np.isfinite(cam).all()  # the validation (preprocessed) grid
                 assert (folder / f"image002_cam_hirescam_{layer}_class{c}.png").stat().st_size > 1000
         rows = read_csv(folder / "segcam_stats.csv")

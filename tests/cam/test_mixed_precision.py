@@ -13,7 +13,7 @@ from monai_segcam import SegCAM, SlidingWindowSegCAM
 from monai_segcam.data.planted import make_planted_case
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "planted_evidence"))
-from common import HELD_OUT_SEED, load_network  # noqa: E402
+from common import HELD_OUT_SEED, load_network
 
 ROI = (40, 40, 32)  # two windows along the last axis: the planted networks need most of the 40³ context
 

@@ -69,4 +69,4 @@ def test_recompute_path_when_nothing_fits():
     region = cam(x, classes=[1, 2]).region
     slices = cam.grid(x.shape[2:]).slices
     touching = sum(bool(region[(..., *w)].any()) for w in slices)
-    assert 0 < touching and net.windows == len(slices) + touching
+    assert touching > 0 and net.windows == len(slices) + touching

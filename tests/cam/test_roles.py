@@ -15,7 +15,6 @@ import pytest
 import torch
 from monai.networks.nets import (
     UNETR,
-    VNet,
     AttentionUnet,
     BasicUNet,
     DiNTS,
@@ -25,6 +24,7 @@ from monai.networks.nets import (
     SegResNetDS,
     SwinUNETR,
     UNet,
+    VNet,
 )
 from monai.networks.nets.dints import TopologyInstance
 from torch import nn
@@ -211,6 +211,13 @@ def test_discovery_reproduces_the_former_presets(name):
     assert layer_presets(build(name)) == OLD_PRESETS[name]
 
 
+def test_discovery_reproduces_the_former_presets_of_a_one_level_unet():
+    """The smallest UNet (one down step, no residual units: the command line tests' network) has no decoder stage;
+    the former preset had none either."""
+    net = UNet(3, 1, 3, (4, 8), (2,), num_res_units=0)
+    assert layer_presets(net) == {"encoder.0": "model.0", "bottleneck": "model.1.submodule", "pre_head": "model.1"}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_segcam_and_sliding_window_on_bottleneck_and_pre_head(name):
     net, size = build(name), NETWORKS[name][1]
@@ -302,7 +309,7 @@ class Interpolated(nn.Module):
 def test_ambiguous_or_impossible_discovery_says_why():
     flat = Flat()
     assert discover_roles(flat, (1, 1, 8, 8, 8)).roles == {"pre_head": "body"}
-    with pytest.raises(ValueError, match=r"'bottleneck' does not exist in Flat: no stage before the head changes"):
+    with pytest.raises(ValueError, match=r"'bottleneck' does not exist in Flat: no stage before the head is coarser than the input"):
         SegCAM(flat, layers="bottleneck")
     with pytest.raises(ValueError, match=r"'encoder.4' does not exist in UNet: the discovered roles are \['encoder.0'"):
         SegCAM(build("UNet"), layers="encoder.4")

@@ -40,7 +40,7 @@ def region(logits, c):
 
 
 def test_hirescam_closed_form_and_completeness(case):
-    net, x, acts, logits = case
+    net, x, _acts, logits = case
     c = 1
     m = region(logits, c)
     maps = SegCAM(net, layers="layer", method="hirescam", relu=False)(x, classes=c).map
@@ -53,7 +53,7 @@ def test_hirescam_closed_form_and_completeness(case):
 
 
 def test_gradcam_closed_form(case):
-    net, x, acts, logits = case
+    net, x, _acts, logits = case
     c = 2
     m = region(logits, c)
     maps = SegCAM(net, layers="layer", method="gradcam", relu=False)(x, classes=c).map
@@ -83,7 +83,7 @@ def test_layercam_xgradcam_gradcampp_closed_form(case):
 
 
 def test_xrescam_pool_one_is_hirescam_and_pooling_formula(case):
-    net, x, acts, logits = case
+    net, x, _acts, _logits = case
     hires = SegCAM(net, layers="layer", method="hirescam", relu=False)(x, classes=1).map
     xres1 = SegCAM(net, layers="layer", method="xrescam", pool_size=1, relu=False)(x, classes=1).map
     torch.testing.assert_close(xres1, hires)

@@ -87,8 +87,8 @@ def test_engines_pick_the_full_resolution_logits(engine):
     assert all(auto[k].abs().sum() > 0 for k in auto)
     torch.testing.assert_close({k: v.as_tensor() for k, v in auto.items()}, {k: v.as_tensor() for k, v in explicit.items()})
     heads = TwoHeads().eval()
-    auto = make(heads, layers="pre_head")(x, classes=[1, 2], region="all")
-    explicit = make(heads, layers="pre_head", output_selector="seg")(x, classes=[1, 2], region="all")
+    auto = make(heads, layers="pre_head")(x, classes=[1, 2], region="all").map
+    explicit = make(heads, layers="pre_head", output_selector="seg")(x, classes=[1, 2], region="all").map
     assert auto.abs().sum() > 0
     torch.testing.assert_close(auto.as_tensor(), explicit.as_tensor())
 

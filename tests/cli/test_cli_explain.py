@@ -29,7 +29,7 @@ def _reference_grid(kind: str, path: Path) -> np.ndarray:
 
 
 def _no_leftovers(output: Path) -> None:
-    assert not [p for p in output.rglob(".*")]  # no temporary file or folder
+    assert not list(output.rglob(".*"))  # no temporary file or folder
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,8 @@ def _run_two_ranks(folder: Path) -> None:
         )
     for rank, process in enumerate(context.processes):
         if process.exitcode != 0:
-            warnings.warn(f"rank {rank} finished its work, then its interpreter died of signal {-process.exitcode}")
+            warnings.warn(f"rank {rank} finished its work, then its interpreter died of signal {-process.exitcode}",
+                          stacklevel=2)  # fmt: skip
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def test_exact_contributions_are_optimal(baseline):
     # the exact contribution of each voxel to S relative to the baseline: w.(x - x_baseline)
     exact = (net.weight * (image - _baseline(image, baseline))).sum(1, keepdim=True)
     random_cam = torch.rand(exact.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    kw = dict(steps=exact.numel(), baseline=baseline, sigma=2.0, batch_size=64)  # one voxel per step
+    kw = {"steps": exact.numel(), "baseline": baseline, "sigma": 2.0, "batch_size": 64}  # one voxel per step
 
     deletion = {
         name: perturbation_curve(score_fn, image, cam, mode="deletion", **kw).scores
@@ -115,7 +115,7 @@ def test_real_network_and_mode_restored():
     cotangent = torch.zeros_like(logits)
     cotangent[:, 1] = logits.argmax(1) == 1
     score_fn = region_score_fn(net, cotangent)
-    frac, scores = perturbation_curve(score_fn, image, torch.rand(16, 16, 16), steps=4, baseline="mean")
+    _frac, scores = perturbation_curve(score_fn, image, torch.rand(16, 16, 16), steps=4, baseline="mean")
     assert net.training
     assert scores.shape == (5,) and not scores.requires_grad
     torch.testing.assert_close(scores[0], (cotangent * logits).sum())

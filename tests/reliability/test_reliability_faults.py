@@ -121,7 +121,7 @@ def test_non_finite_region_mask_and_pred_are_refused(engine):
     image = torch.randn(1, 1, 8, 8, 8)
     mask = torch.rand(1, 1, 8, 8, 8)
     mask[0, 0, 1, 2, 3] = float("nan")
-    with pytest.raises(ValueError, match="region .* contains NaN or Inf"):
+    with pytest.raises(ValueError, match=r"region .* contains NaN or Inf"):
         cam(image, region=mask)
     pred = torch.randn(1, 3, 8, 8, 8)
     pred[0, 1, 0, 0, 0] = float("inf")

@@ -5,6 +5,7 @@ their affines, rows taking precedence, maps on other grids, the stated size, and
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def test_statistics_dice_and_flags_in_closed_form(planted_report):
 
 
 def test_stored_volumes_read_back_through_their_affines(planted_report):
-    folder, report = planted_report
+    folder, _report = planted_report
     case = planted_case(PLANTED["beta"], seed=1)
     data = case_data(folder, "beta")
     assert data["shape"] == list(SHAPE) and data["spacing"] == pytest.approx([1.5, 1.5, 2.0])
@@ -152,7 +153,7 @@ def test_size_is_stated_and_cams_from_layers(tmp_path):
     report = SegCAMReport(tmp_path)
     report.add_case("only", case["image"], case["segmentation"], cams)
     index = report.write()
-    stated = int(re.search(r"\((\d+) bytes", open(index, encoding="utf-8").read()).group(1))
+    stated = int(re.search(r"\((\d+) bytes", Path(index).read_text(encoding="utf-8")).group(1))
     assert stated == report_size(tmp_path)  # the page's own bytes included
     assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == ["index.js", "report.css", "viewer.js"]
     with pytest.raises(ValueError, match="flag_threshold"):

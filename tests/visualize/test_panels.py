@@ -16,7 +16,7 @@ COLUMNS = ("liver", "tumour")
 
 
 def _cams(cam):
-    return {row: {col: cam * (r + 1) for col in COLUMNS} for r, row in enumerate(ROWS)}
+    return {row: dict.fromkeys(COLUMNS, cam * (r + 1)) for r, row in enumerate(ROWS)}
 
 
 def _cells(fig):
@@ -25,7 +25,7 @@ def _cells(fig):
 
 @pytest.mark.parametrize("scale, n_colorbars", [("row", 3), ("shared", 1)])
 def test_panel_grid_and_labels(volumes, scale, n_colorbars):
-    image, cam, region = volumes
+    image, cam, _region = volumes
     fig = plot_cam_panel(torch.from_numpy(image), _cams(torch.from_numpy(cam)), scale=scale, title="flow")
     cells = _cells(fig)
     assert len(cells) == len(ROWS) * len(COLUMNS)

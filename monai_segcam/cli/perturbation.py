@@ -1,0 +1,101 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Occlusion (``--method occlusion``) and the per-case channel table (``--channel-table``) of ``explain``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from argparse import Namespace
+from typing import Any
+
+from .io import CLIError
+
+__all__ = ["OCCLUSION", "add_arguments", "occlusion_engine", "channel_engine", "write_channel_csv"]
+
+OCCLUSION = "occlusion"  # monai_segcam.perturbation.occlusion.METHOD, without importing torch for `--help`
+
+
+def _baseline(text: str) -> float | str:
+    if text in ("mean", "blur"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid baseline {text!r}: use a number, mean or blur") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``occlusion and input channels`` option group of ``explain``."""
+    group = parser.add_argument_group("occlusion (--method occlusion) and input channels (--channel-table)")
+    group.add_argument("--mask-size", nargs="+", type=int, default=[16], metavar="N",
+                       help="occluder size in voxels, one value or one per axis (default 16)")  # fmt: skip
+    group.add_argument("--mask-stride", nargs="+", type=int, metavar="N", help="occluder step (default: --mask-size)")
+    group.add_argument("--baseline", type=_baseline, default=0.0, metavar="B",
+                       help="what occluded voxels become: a number (default 0), mean or blur")  # fmt: skip
+    group.add_argument("--perturbation-batch-size", type=int, default=8, metavar="N",
+                       help="occluded windows per forward pass (default 8)")  # fmt: skip
+    group.add_argument("--channel-table", action="store_true",
+                       help="write <case>_channels.csv: per class and input channel, the region score drop when the "
+                       "channel alone takes the baseline, input x gradient and integrated gradients")  # fmt: skip
+    group.add_argument("--channel-names", nargs="+", metavar="NAME",
+                       help="input channel names (default: the bundle metadata's channel_def)")  # fmt: skip
+    group.add_argument("--steps", type=int, default=16, metavar="N", help="integrated-gradients steps (default 16)")
+
+
+def _one_or_all(values: list[int] | None) -> Any:
+    return None if values is None else values[0] if len(values) == 1 else tuple(values)
+
+
+def _build(cls: Any, model: Any, common: dict[str, Any], extra: dict[str, Any]) -> Any:
+    from monai.inferers import SlidingWindowInferer
+
+    kwargs = {key: value for key, value in common.items() if key != "layers"}
+    try:
+        if isinstance(model.inferer, SlidingWindowInferer):
+            return cls.from_inferer(model.inferer, model.network, **kwargs, **extra)
+        return cls(model.network, **{"roi_size": -1, **kwargs, **extra})
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def occlusion_engine(model: Any, args: Namespace, common: dict[str, Any]) -> Any:
+    """:py:class:`~monai_segcam.perturbation.SegOcclusion` with the bundle inferer's windows (or the overrides in
+    ``common``) and the command's occluder options."""
+    from monai_segcam.perturbation import SegOcclusion
+
+    extra = {
+        "mask_size": _one_or_all(args.mask_size),
+        "stride": _one_or_all(args.mask_stride),
+        "baseline": args.baseline,
+        "batch_size": args.perturbation_batch_size,
+    }
+    return _build(SegOcclusion, model, common, extra)
+
+
+def channel_engine(model: Any, args: Namespace, common: dict[str, Any]) -> Any:
+    """:py:class:`~monai_segcam.perturbation.ChannelAttribution` with the same windows, or ``None`` without
+    ``--channel-table``."""
+    if not args.channel_table:
+        return None
+    from monai_segcam.perturbation import ChannelAttribution
+
+    extra = {"baseline": args.baseline, "steps": args.steps, "batch_size": args.perturbation_batch_size}
+    return _build(ChannelAttribution, model, {**common, "progress": False}, extra)
+
+
+def write_channel_csv(
+    engine: Any, x: Any, name: str, call: dict[str, Any], args: Namespace, staging: str
+) -> dict[str, Any]:
+    """Compute one case's channel attributions (``call``: classes, region, pred, label) and write
+    ``<name>_channels.csv`` into ``staging``; returns the JSON summary's file entry."""
+    from monai_segcam.perturbation import channel_names, write_channel_table
+
+    try:
+        result = engine(x, **call)
+        source = args.channel_names if args.channel_names is not None else args.bundle
+        names = channel_names(source, x.shape[1])
+    except ValueError as exc:
+        raise CLIError(f"{name}: channel table: {exc}") from exc
+    file_name = f"{name}_channels.csv"
+    write_channel_table(result.rows([name], names), os.path.join(staging, file_name))
+    return {"file": file_name, "kind": "channel_table", "channels": names, "steps": engine.steps}

@@ -1,0 +1,115 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""``monai-segcam explain IMAGE... --nnunet MODEL_FOLDER`` and ``monai-segcam layers --nnunet``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nnunetv2", reason="nnU-Net v2 is an optional dependency (pip install monai-segcam[nnunet])")
+
+from monai_segcam.cli import main
+from monai_segcam.cli.io import CLIError
+from monai_segcam.cli.nnunet import group_cases
+from monai_segcam.nnunet import NNUNetModel, NNUNetSegCAM
+
+pytestmark = pytest.mark.slow  # the session fixture trains a tiny nnU-Net (about 30 s)
+
+
+def load(path):
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    return np.asarray(image.dataobj), image.affine
+
+
+def test_group_cases(tmp_path):
+    for name in ("b_0001.nii.gz", "b_0000.nii.gz", "a_0000.nii.gz", "a_0001.nii.gz", "notes.txt"):
+        (tmp_path / name).touch()
+    cases = group_cases([str(tmp_path)], 2)
+    assert [(c, [f.rsplit("/", 1)[-1] for f in files]) for c, files in cases] == [
+        ("a", ["a_0000.nii.gz", "a_0001.nii.gz"]), ("b", ["b_0000.nii.gz", "b_0001.nii.gz"])
+    ]  # fmt: skip
+    assert group_cases(["scan.nii.gz"], 1) == [("scan", ["scan.nii.gz"])]
+    with pytest.raises(CLIError, match=r"needs channels 0000..0001, got 0000"):
+        group_cases(["a_0000.nii.gz"], 2)
+    with pytest.raises(CLIError, match=r"<case>_0000\.nii\.gz"):
+        group_cases(["scan.nii.gz"], 2)
+
+
+def test_explain_two_folds_mirrored(nnunet_folder, nnunet_case, tmp_path, capsys):
+    files = [str(nnunet_case["image0"]), str(nnunet_case["image1"])]
+    out = tmp_path / "out"
+    args = ["explain", *files, "--nnunet", str(nnunet_folder), "--folds", "0", "1", "--layers", "pre_head",
+            "encoder.1", "--method", "hirescam", "gradcam", "--output", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    case = out / "case"
+    expected = NNUNetSegCAM(NNUNetModel(nnunet_folder, folds=[0, 1]), layers=["pre_head", "encoder.1"])(files)
+    seg, affine = load(case / "case_seg.nii.gz")
+    assert np.array_equal(seg, expected.segmentation)
+    np.testing.assert_allclose(affine, expected.affine, atol=1e-4)
+    cam, cam_affine = load(case / "case_cam_hirescam_encoder.1_class1.nii.gz")
+    np.testing.assert_allclose(cam, expected.maps["encoder.1"][0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(cam_affine, affine)
+    summary = json.loads((case / "case_segcam.json").read_text())
+    assert summary["settings"]["folds"] == ["0", "1"] and summary["settings"]["mirror_axes"] == [0, 1, 2]
+    cams = [f for f in summary["files"] if f["kind"] == "cam"]
+    assert {(f["layer"], f["method"]) for f in cams} == {
+        ("pre_head", "hirescam"), ("encoder.1", "hirescam"), ("pre_head", "gradcam"), ("encoder.1", "gradcam")
+    }  # fmt: skip
+    assert all(0 < f["stats"]["mass_in_region"] <= 1 for f in cams)
+    assert (case / "case_cam_gradcam_pre_head_class1.png").is_file()
+
+
+def test_explain_regions_without_mirroring(nnunet_folder, nnunet_case, tmp_path):
+    """``--no-mirroring``, one fold, a folder of cases; a voxel, a box and the label given on the input file's grid
+    land where nnU-Net's transpose, crop and resampling put them."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for c in (0, 1):
+        shutil.copy(nnunet_case[f"image{c}"], folder / f"ball_{c:04d}.nii.gz")
+    common = [str(folder), "--nnunet", str(nnunet_folder), "--folds", "0", "--no-mirroring", "--no-png", "--quiet"]
+    label = load(nnunet_case["label"])[0] > 0
+    centre = np.argwhere(label).mean(0).round().astype(int)
+    model = NNUNetModel(nnunet_folder, folds=[0], use_mirroring=False)
+    case = model.preprocess([folder / "ball_0000.nii.gz", folder / "ball_0001.nii.gz"])
+    mid, low, high = np.rint(model.file_voxels_to_grid(np.stack([centre, centre - 2, centre + 2]), case)).astype(int)
+    point = ",".join(map(str, centre))
+    box = f"{','.join(map(str, centre - 2))}:{','.join(map(str, centre + 2))}"
+    regions = {
+        f"voxel:{point}": ([], {"voxel": mid.tolist()}),
+        f"box:{box}": ([], {"start": np.minimum(low, high).tolist(), "end": (np.maximum(low, high) + 1).tolist()}),
+        "label": (["--label", str(nnunet_case["label"])], {"kind": "label"}),
+    }
+    for region, (extra, expected) in regions.items():
+        out = tmp_path / region.split(":")[0]
+        assert main(["explain", *common, "--region", region, *extra, "--output", str(out)]) == 0
+        summary = json.loads((out / "ball" / "ball_segcam.json").read_text())
+        assert summary["settings"]["mirror_axes"] == [] and summary["settings"]["folds"] == ["0"]
+        assert {k: summary["region_on_network_grid"][k] for k in expected} == expected
+        cam, _ = load(out / "ball" / "ball_cam_hirescam_pre_head_class1.nii.gz")
+        stats = next(f["stats"] for f in summary["files"] if f["kind"] == "cam")
+        assert cam.shape == label.shape and np.isfinite(cam).all() and stats["region_voxels"] > 0
+    assert abs(stats["region_voxels"] - label.sum()) < 0.2 * label.sum()  # the label taken there and back
+
+
+def test_explain_errors(nnunet_folder, nnunet_case, tmp_path, capsys):
+    image = str(nnunet_case["image0"])
+    assert main(["explain", image, "--nnunet", str(nnunet_folder), "--output", str(tmp_path)]) == 1
+    assert "needs channels 0000..0001" in capsys.readouterr().err
+    assert main(["explain", image, "--nnunet", str(nnunet_folder), "--roi-size", "32", "--output", str(tmp_path)]) == 1
+    assert "--roi-size do not apply to --nnunet" in capsys.readouterr().err
+    assert main(["explain", image, "--nnunet", str(tmp_path), "--output", str(tmp_path)]) == 1
+    assert "plans.json is missing" in capsys.readouterr().err
+    args = ["explain", image, str(nnunet_case["image1"]), "--nnunet", str(nnunet_folder), "--folds", "4"]
+    assert main([*args, "--output", str(tmp_path)]) == 1
+    assert "folds with checkpoint_final.pth: [0, 1]" in capsys.readouterr().err
+
+
+def test_layers(nnunet_folder, capsys):
+    assert main(["layers", "--nnunet", str(nnunet_folder)]) == 0
+    printed = capsys.readouterr().out
+    assert "decoder.stages.1" in printed and "pre_head     -> decoder.stages.1" in printed

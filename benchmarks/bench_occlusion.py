@@ -15,7 +15,7 @@ get the same occlusion map ``mean over covering occluders of S(x) - S(x_p)``:
   ``activate=False``); its map is the mean occluded score, so the drop map is ``S(x) - map``. It needs
   ``STRIDE <= MASK``.
 
-Printed per way: wall time, window forward passes (counted by a hook on the network: one per window, whatever the
+Printed per way: wall time (median of ``--repeats`` round-robin runs), window forward passes (counted by a hook on the network: one per window, whatever the
 batch), and the largest difference of its map from ours relative to the map's largest value. Nothing is
 extrapolated: every figure is measured by the run.
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import torch
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("--res-units", type=int, default=0, help="UNet num_res_units")
     parser.add_argument("--region", choices=("all", "pred"), default="all")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--repeats", type=int, default=1, help="round-robin repetitions; medians are printed")
     args = parser.parse_args()
     # one thread by default: on 2 shared busy cores, 2 OpenMP threads ran this benchmark about 10x slower (measured)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
@@ -143,19 +145,23 @@ def main() -> None:
         f"{torch.get_num_threads()} threads"
     )
     _infer(net, x, args)  # warm-up: the first passes of a shape set up the kernels
+    times: dict[str, list[float]] = {method: [] for method in args.methods}
     results = {}
-    for method in args.methods:
-        counter.count = 0
-        start = time.perf_counter()
-        maps = {"ours": run_ours, "brute": run_brute, "monai": run_monai}[method](net, x, weights, args)
-        results[method] = (time.perf_counter() - start, counter.count, maps)
-    reference = results.get("ours", next(iter(results.values())))
-    print("| way | seconds | window passes | max diff from ours / max | vs ours (time) |")
+    for _ in range(args.repeats):  # round-robin, so that the machine's load affects every way alike
+        for method in args.methods:
+            counter.count = 0
+            start = time.perf_counter()
+            maps = {"ours": run_ours, "brute": run_brute, "monai": run_monai}[method](net, x, weights, args)
+            times[method].append(time.perf_counter() - start)
+            results[method] = (counter.count, maps)
+    seconds = {method: statistics.median(values) for method, values in times.items()}
+    reference = "ours" if "ours" in results else args.methods[0]
+    print(f"| way | seconds (median of {args.repeats}) | window passes | max diff from {reference} / max | time ratio |")
     print("|---|---|---|---|---|")
-    for method, (seconds, passes, maps) in results.items():
-        scale = float(reference[2].abs().max()) or 1.0
-        diff = float((maps - reference[2]).abs().max()) / scale
-        print(f"| {method} | {seconds:.1f} | {passes} | {diff:.1e} | {seconds / reference[0]:.2f}x |")
+    for method, (passes, maps) in results.items():
+        scale = float(results[reference][1].abs().max()) or 1.0
+        diff = float((maps - results[reference][1]).abs().max()) / scale
+        print(f"| {method} | {seconds[method]:.1f} | {passes} | {diff:.1e} | {seconds[method] / seconds[reference]:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from .channels import (
 )
 from .occlusion import SegOcclusion, occluder_boxes
 from .scoring import Perturbation, StitchedScorer
-from .windows import WindowLayout, box_footprint, footprint_mask
+from .windows import box_footprint, footprint_mask
 
 __all__ = [
     "SegOcclusion",
@@ -32,7 +32,6 @@ __all__ = [
     "StitchedExplainer",
     "Perturbation",
     "StitchedScorer",
-    "WindowLayout",
     "box_footprint",
     "footprint_mask",
 ]

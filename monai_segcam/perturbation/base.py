@@ -1,5 +1,5 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""What the perturbation explainers share: the network, MONAI's window settings, the explained target and region."""
+"""What the perturbation explainers share: the network(s), MONAI's window settings, the explained target and region."""
 
 from __future__ import annotations
 
@@ -10,17 +10,15 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer, sliding_window_inference
-from monai.utils import BlendMode, PytorchPadMode, look_up_option
+from monai.utils import BlendMode, PytorchPadMode, ensure_tuple_rep, look_up_option
 from torch import nn
 
-from ..cam.capture import ActivationCapture
 from ..cam.engine import check_classes, check_image, check_output, network_spatial_dims
-from ..cam.layers import unwrap_network
 from ..cam.regions import as_region, region_weights
-from ..cam.selection import select_logits
+from ..cam.terms import TermCapture, Terms
+from ..cam.windows import GridFactory, WindowGrid
 from ..utils.enums import CAMTarget
 from .scoring import StitchedScorer
-from .windows import WindowLayout
 
 __all__ = ["StitchedExplainer", "Prepared"]
 
@@ -41,33 +39,39 @@ class StitchedExplainer:
     (or the whole volume when ``roi_size`` is ``None``).
 
     Args:
-        network: the segmentation network (wrappers such as DDP are unwrapped).
+        network: the segmentation network (wrappers such as DDP are unwrapped), or several (an ensemble whose logits
+            are averaged).
         roi_size: the window size; ``None`` or non-positive components take the image size (``None``: whole volume).
         sw_batch_size: clean windows per forward pass.
         overlap, mode, sigma_scale, padding_mode, cval: MONAI's sliding-window settings.
-        sw_device: where windows run; defaults to the network's device.
+        sw_device: where windows run; defaults to the (first) network's device.
         device: where volume-sized tensors are stitched and accumulated; defaults to the image's device.
         target: ``"logits"`` or ``"probabilities"`` (softmax; sigmoid with ``multi_label``).
         multi_label: the network has independent sigmoid outputs (prediction = logit > 0).
-        output_selector: picks the logits from a tuple/dict network output (index, key or callable).
+        output_selector: picks the logits from a structured network output (index, key or callable; by default the
+            full-resolution tensor).
         logits_budget: bytes kept between passes: clean window logits on ``device`` first, then each window's
             blending weights and weighted region on ``sw_device``; what does not fit is recomputed when needed.
         progress: show progress bars.
         cpu_thresh: like ``SlidingWindowInferer``: stitch on the CPU when the image has more voxels than this.
+        flips: test-time flips (sets of spatial axes, ``()`` the identity) averaged with the members, as the CAM
+            engines explain them.
+        window_grid: another window scheme, ``fn(spatial_shape) -> WindowGrid`` (e.g. nnU-Net's tiles).
+        amp, amp_dtype: run the networks under ``torch.autocast`` (mixed precision).
 
     Example:
         .. code-block:: python
 
             class MyPerturbation(StitchedExplainer):  # a new perturbation method on the same machinery
                 def __call__(self, image, classes=1, region="pred", pred=None, label=None):
-                    with torch.no_grad(), ActivationCapture(self.network, []):
-                        state = self._prepare(image, classes, region, pred, label)
+                    with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
+                        state = self._prepare(run, image, classes, region, pred, label)
                         return state.scorer.region_score()  # S(x) (B, n_classes) of the stitched prediction
     """
 
     def __init__(
         self,
-        network: nn.Module,
+        network: nn.Module | Sequence[nn.Module],
         roi_size: Sequence[int] | int | None = None,
         sw_batch_size: int = 1,
         overlap: Sequence[float] | float = 0.25,
@@ -83,13 +87,19 @@ class StitchedExplainer:
         logits_budget: int = 1 << 30,
         progress: bool = False,
         cpu_thresh: int | None = None,
+        flips: Sequence[Sequence[int]] | None = None,
+        window_grid: GridFactory | None = None,
+        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
     ) -> None:
-        if not isinstance(network, nn.Module):
-            raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+        self.terms = Terms(network, flips, [], output_selector, amp, amp_dtype)
         if sw_batch_size < 1:
             raise ValueError(f"sw_batch_size must be a positive integer, got {sw_batch_size}.")
         if logits_budget < 0:
             raise ValueError(f"logits_budget must be a non-negative number of bytes, got {logits_budget}.")
+        overlaps = ensure_tuple_rep(overlap, 1) if isinstance(overlap, (int, float)) else tuple(overlap)
+        if any(not 0 <= o < 1 for o in overlaps):
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
         self.network = network
         self.roi_size = roi_size
         self.sw_batch_size = sw_batch_size
@@ -106,6 +116,7 @@ class StitchedExplainer:
         self.logits_budget = logits_budget
         self.progress = progress
         self.cpu_thresh = cpu_thresh
+        self.window_grid = window_grid
         self.window_passes = 0
 
     @classmethod
@@ -119,64 +130,56 @@ class StitchedExplainer:
         """
         if not isinstance(inferer, SlidingWindowInferer):
             raise TypeError(f"from_inferer needs a monai.inferers.SlidingWindowInferer, got {type(inferer).__name__}.")
-        settings = {
-            "roi_size": inferer.roi_size,
-            "sw_batch_size": inferer.sw_batch_size,
-            "overlap": inferer.overlap,
-            "mode": inferer.mode,
-            "sigma_scale": inferer.sigma_scale,
-            "padding_mode": inferer.padding_mode,
-            "cval": inferer.cval,
-            "sw_device": inferer.sw_device,
-            "device": inferer.device,
-            "progress": inferer.progress,
-            "cpu_thresh": inferer.cpu_thresh,
-        }
-        return cls(network, **{**settings, **kwargs})
+        names = ("roi_size", "sw_batch_size", "overlap", "mode", "sigma_scale", "padding_mode", "cval", "sw_device",
+                 "device", "progress", "cpu_thresh")  # fmt: skip
+        return cls(network, **{**{name: getattr(inferer, name) for name in names}, **kwargs})
 
     @property
     def layers(self) -> list:
         """No layer: perturbation maps live on the input (their layer key is ``"input"``)."""
         return []
 
-    def _predictor(self, window: torch.Tensor) -> torch.Tensor:
-        return select_logits(unwrap_network(self.network)(window), self.output_selector, window.shape[2:])
+    def grid(self, spatial_shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> WindowGrid:
+        """The window grid of an image (``window_grid`` when given, else MONAI's; ``roi_size=None``: one window)."""
+        if self.window_grid is not None:
+            return self.window_grid(tuple(spatial_shape))
+        roi = -1 if self.roi_size is None else self.roi_size
+        return WindowGrid.from_monai(
+            spatial_shape, roi, self.overlap, self.mode, self.sigma_scale, self.padding_mode, self.cval, device, dtype
+        )
 
     def _devices(self, image: torch.Tensor) -> tuple[torch.device, torch.device]:
         """``(sw_device, device)`` for an image."""
         if self.sw_device is not None:
             sw_device = torch.device(self.sw_device)
         else:
-            sw_device = next((p.device for p in self.network.parameters()), image.device)
+            sw_device = next((p.device for p in self.terms.networks[0].parameters()), image.device)
         if self.cpu_thresh is not None and image.shape[2:].numel() > self.cpu_thresh:
             return sw_device, torch.device("cpu")
         return sw_device, torch.device(self.device) if self.device is not None else image.device
 
     def predict(self, image: torch.Tensor) -> torch.Tensor:
-        """The stitched logits, with MONAI's ``sliding_window_inference`` and this object's settings (in ``eval()``
-        mode; the network's state is restored afterwards)."""
+        """The stitched logits, with MONAI's ``sliding_window_inference`` and this object's settings (mean over the
+        members and flips, in ``eval()`` mode; the networks' state is restored afterwards)."""
         sw_device, device = self._devices(image)
         roi = -1 if self.roi_size is None else self.roi_size
-        with torch.no_grad(), ActivationCapture(self.network, []):
+        with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
             return sliding_window_inference(
-                image, roi, self.sw_batch_size, self._predictor, self.overlap, self.mode, self.sigma_scale,
-                self.padding_mode, self.cval, sw_device, device, self.progress,
+                image, roi, self.sw_batch_size, run, self.overlap, self.mode, self.sigma_scale, self.padding_mode,
+                self.cval, sw_device, device, self.progress,
             )  # fmt: skip
 
-    def _prepare(self, image, classes, region, pred, label) -> Prepared:
+    def _prepare(self, run: TermCapture, image, classes, region, pred, label) -> Prepared:
         """Check the inputs, lay out the windows, build the region (from ``pred`` or a stitched clean pass, whose
-        window logits are kept for later) and the scorer's clean contributions. Call inside ``ActivationCapture``."""
-        x = check_image(image, network_spatial_dims(self.network))
+        window logits are kept for later) and the scorer's clean contributions. ``run`` is the open term capture."""
+        x = check_image(image, network_spatial_dims(self.terms.networks[0]))
         sw_device, device = self._devices(x)
         x = x.to(device)
         spatial = tuple(x.shape[2:])
-        layout = WindowLayout.from_monai(
-            spatial, self.roi_size, self.overlap, self.mode, self.sigma_scale, sw_device, device, x.dtype
-        )
+        grid = self.grid(spatial, sw_device, x.dtype)
         scorer = StitchedScorer(
-            self._predictor, layout, layout.pad_image(x, self.padding_mode, self.cval), self.target,
-            self.multi_label, sw_device, self.sw_batch_size, self.logits_budget, self.progress, self.padding_mode,
-            self.cval,
+            run, grid, grid.pad_image(x), self.target, self.multi_label, sw_device, self.sw_batch_size,
+            self.logits_budget, self.progress,
         )  # fmt: skip
         region = as_region(region)
         if pred is not None:
@@ -186,7 +189,7 @@ class StitchedExplainer:
                 raise ValueError(f"pred shape {tuple(pred.shape)} does not match the image {tuple(x.shape)}.")
             check_output(pred, [], "pred")
         elif region.needs_prediction:
-            pred = scorer.stitch(scorer.units)[layout.crop]
+            pred = scorer.stitch(scorer.units)[grid.crop]
             check_output(pred, [], "The stitched network output")
         if pred is not None and pred.shape[1] > 1:
             num_channels = pred.shape[1]

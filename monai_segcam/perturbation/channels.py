@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from monai.utils import StrEnum, ensure_tuple, look_up_option
 
-from ..cam.capture import ActivationCapture
 from ..outputs import atomic_output
 from .base import StitchedExplainer
 from .baselines import make_baseline
@@ -165,15 +164,15 @@ class ChannelAttribution(StitchedExplainer):
         if torch.is_inference_mode_enabled():  # the gradient measures need autograd
             with torch.inference_mode(False):
                 return self(image, classes, region, pred, label)
-        with torch.no_grad(), ActivationCapture(self.network, []):
-            state = self._prepare(image, classes, region, pred, label)
+        with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
+            state = self._prepare(run, image, classes, region, pred, label)
             x, scorer = state.x, state.scorer
             base = make_baseline(x, self.baseline, self.blur_sigma)
             scores, maps = {}, {}
             if ChannelMethod.DROP in self.methods:
-                whole = box_footprint(tuple(slice(None) for _ in x.shape[2:]), scorer.layout, self.padding_mode)
+                whole = box_footprint(tuple(slice(None) for _ in x.shape[2:]), scorer.grid)
                 drops = [Perturbation(b, whole, [j]) for b in range(x.shape[0]) for j in range(x.shape[1])]
-                padded_base = scorer.layout.pad_image(base, self.padding_mode, self.cval)
+                padded_base = scorer.grid.pad_image(base)
                 values = scorer.drops(drops, padded_base, self.batch_size)  # (B * C, n)
                 scores[ChannelMethod.DROP] = values.view(x.shape[0], x.shape[1], -1).transpose(1, 2)
             if ChannelMethod.INPUT_X_GRADIENT in self.methods:

@@ -19,7 +19,6 @@ import torch
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-from ..cam.capture import ActivationCapture
 from ..cam.result import CAMResult, as_image_map
 from .base import StitchedExplainer
 from .baselines import make_baseline
@@ -65,7 +64,7 @@ class SegOcclusion(StitchedExplainer):
     state restored afterwards.
 
     Args:
-        network: the segmentation network.
+        network: the segmentation network, or several (an ensemble whose logits are averaged).
         roi_size: the window size; ``None`` explains whole volumes (one forward pass per batch of occluded images).
         mask_size: the occluder's size in voxels (one value or one per axis; clipped to the image).
         stride: the step of the occluder grid; defaults to ``mask_size`` (non-overlapping occluders).
@@ -76,7 +75,7 @@ class SegOcclusion(StitchedExplainer):
         window_kwargs: the sliding-window and target settings of
             :py:class:`~monai_segcam.perturbation.base.StitchedExplainer` (``sw_batch_size``, ``overlap``, ``mode``,
             ``sigma_scale``, ``padding_mode``, ``cval``, ``sw_device``, ``device``, ``target``, ``multi_label``,
-            ``output_selector``, ``logits_budget``, ``progress``, ``cpu_thresh``).
+            ``output_selector``, ``logits_budget``, ``progress``, ``cpu_thresh``, ``flips``, ``window_grid``, ``amp``).
 
     Attributes:
         window_passes: the windows (or whole images) run through the network by the last call.
@@ -129,13 +128,12 @@ class SegOcclusion(StitchedExplainer):
             pred: an existing prediction (stitched logits or a label map) for prediction-based regions.
             label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
         """
-        with torch.no_grad(), ActivationCapture(self.network, []):
-            state = self._prepare(image, classes, region, pred, label)
+        with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
+            state = self._prepare(run, image, classes, region, pred, label)
             x, scorer = state.x, state.scorer
-            base = make_baseline(x, self.baseline, self.blur_sigma)
-            base = scorer.layout.pad_image(base, self.padding_mode, self.cval)
+            base = scorer.grid.pad_image(make_baseline(x, self.baseline, self.blur_sigma))
             boxes = occluder_boxes(x.shape[2:], self.mask_size, self.stride)
-            footprints = [box_footprint(box, scorer.layout, self.padding_mode) for box in boxes]
+            footprints = [box_footprint(box, scorer.grid) for box in boxes]
             occluders = [Perturbation(b, axes) for b in range(x.shape[0]) for axes in footprints]
             drops = scorer.drops(occluders, base, self.batch_size)
             maps = x.new_zeros((x.shape[0], len(state.classes), *x.shape[2:]))
@@ -146,7 +144,6 @@ class SegOcclusion(StitchedExplainer):
                 maps[(occluder.item, slice(None), *boxes[p % len(boxes)])] += drops[p].view(-1, *[1] * len(boxes[0]))
             maps = maps / count.clamp_min(1)  # voxels no occluder covers (stride > mask_size) stay 0
         self.window_passes = scorer.window_passes
-        maps = maps.relu() if self.relu else maps
-        wrapped = {LAYER_KEY: as_image_map(maps.to(image.device), image)}
+        wrapped = as_image_map((maps.relu() if self.relu else maps).to(image.device), image)
         prediction = None if state.prediction is None else state.prediction.to(image.device)
-        return CAMResult(wrapped, state.classes, METHOD, state.weights.to(image.device), prediction)
+        return CAMResult({LAYER_KEY: wrapped}, state.classes, METHOD, state.weights.to(image.device), prediction)

@@ -27,8 +27,9 @@ from monai.utils import optional_import
 
 from ..cam.engine import all_finite
 from ..cam.regions import region_cotangent
+from ..cam.windows import WindowGrid
 from ..utils.enums import CAMTarget
-from .windows import WindowLayout, footprint_mask
+from .windows import footprint_mask
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -53,7 +54,7 @@ class StitchedScorer:
 
     Args:
         predictor: window ``(N, C, *roi)`` -> logits ``(N, K, *roi)`` (the bare network and output selector).
-        layout: the windows of the images' shape.
+        grid: the windows of the images' shape (MONAI's, or another scheme's).
         padded: the padded images ``(B, C, *padded)`` on the stitching device.
         target: ``"logits"`` or ``"probabilities"``.
         multi_label: sigmoid instead of softmax for probabilities.
@@ -62,7 +63,6 @@ class StitchedScorer:
         logits_budget: bytes kept between passes: clean window logits (on the stitching device), then each window's
             blending weights and weighted region (on the window device); what does not fit is recomputed.
         progress: show progress bars.
-        padding_mode, cval: MONAI's padding, for gradients through it.
 
     Attributes:
         window_passes: the number of windows run through the network so far.
@@ -70,17 +70,17 @@ class StitchedScorer:
     Example:
         .. code-block:: python
 
-            scorer = StitchedScorer(predictor, layout, layout.pad_image(x), "logits", False, device, 4, 1 << 30,
-                                    False, "constant", 0.0)
+            grid = WindowGrid.from_monai(x.shape[2:], roi_size=(64, 64, 64))
+            scorer = StitchedScorer(predictor, grid, grid.pad_image(x), "logits", False, device, 4, 1 << 30, False)
             scorer.set_region(region_weights("all", None, [1], x.shape[2:], 1), [1])
-            box = box_footprint((slice(0, 8),) * 3, layout)
-            drops = scorer.drops([Perturbation(0, box)], layout.pad_image(torch.zeros_like(x)), batch_size=8)
+            box = box_footprint((slice(0, 8),) * 3, grid)
+            drops = scorer.drops([Perturbation(0, box)], grid.pad_image(torch.zeros_like(x)), batch_size=8)
     """
 
     def __init__(
         self,
         predictor: Callable[[torch.Tensor], torch.Tensor],
-        layout: WindowLayout,
+        grid: WindowGrid,
         padded: torch.Tensor,
         target: str,
         multi_label: bool,
@@ -88,15 +88,13 @@ class StitchedScorer:
         sw_batch_size: int,
         logits_budget: int,
         progress: bool,
-        padding_mode: str,
-        cval: float,
     ) -> None:
-        self.predictor, self.layout, self.padded = predictor, layout, padded
+        self.predictor, self.grid, self.padded = predictor, grid, padded
         self.target, self.multi_label = target, multi_label
         self.sw_device, self.device = sw_device, padded.device
         self.sw_batch_size, self.logits_budget, self.progress = sw_batch_size, logits_budget, progress
-        self.padding_mode, self.cval = padding_mode, cval
-        self.units = [(b, k) for b in range(padded.shape[0]) for k in range(len(layout.slices))]
+        self.count = grid.count(padded.device).to(padded.dtype)
+        self.units = [(b, k) for b in range(padded.shape[0]) for k in range(len(grid.slices))]
         self.kept: dict[tuple[int, int], torch.Tensor] = {}
         self.cache: dict[tuple, torch.Tensor] = {}
         self.kept_bytes = 0
@@ -111,7 +109,7 @@ class StitchedScorer:
 
     def index(self, unit: tuple[int, int]) -> tuple[slice, ...]:
         b, k = unit
-        return (slice(b, b + 1), slice(None), *self.layout.slices[k])
+        return (slice(b, b + 1), slice(None), *self.grid.slices[k])
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of windows, checked (window grid, finite values); counted in ``window_passes``."""
@@ -172,7 +170,11 @@ class StitchedScorer:
 
     def beta(self, k: int) -> torch.Tensor:
         """Blending weights of window ``k`` ``(*roi)`` on the window device."""
-        return self.cached(("beta", k), lambda: self.layout.beta(k)[0, 0])
+        def make() -> torch.Tensor:
+            importance = self.grid.importance.to(device=self.sw_device, dtype=self.padded.dtype)[0, 0]
+            return importance / self.count[(0, 0, *self.grid.slices[k])].to(self.sw_device)
+
+        return self.cached(("beta", k), make)
 
     def weighted_region(self, unit: tuple[int, int]) -> torch.Tensor:
         """``W beta_w`` of one window ``(n, *roi)`` on the window device."""
@@ -189,21 +191,21 @@ class StitchedScorer:
         images or of ``source`` (padded images; then nothing is kept)."""
         total = None
         outputs = self.clean_outputs(units, desc="clean windows" if source is None else None, source=source)
-        importance = self.layout.importance.to(self.device)[0]
+        importance = self.grid.importance.to(self.device)[0]
         for (b, k), logits in outputs:
             if total is None:
-                total = logits.new_zeros((self.padded.shape[0], logits.shape[0], *self.layout.padded_shape))
-            total[(b, slice(None), *self.layout.slices[k])] += logits * importance
+                total = logits.new_zeros((self.padded.shape[0], logits.shape[0], *self.grid.padded_shape))
+            total[(b, slice(None), *self.grid.slices[k])] += logits * importance
         if total is None:
-            return self.padded.new_zeros((self.padded.shape[0], 1, *self.layout.padded_shape))
-        return total / self.layout.count
+            return self.padded.new_zeros((self.padded.shape[0], 1, *self.grid.padded_shape))
+        return total / self.count
 
     # region -------------------------------------------------------------------------------------------------------
 
     def set_region(self, weights: torch.Tensor, classes: Sequence[int]) -> None:
         """Fix the region weights ``(B, n, *spatial)`` and classes; find the windows that touch the region and their
         clean contributions to the score."""
-        self.weights = F.pad(weights, self.layout.pad) if any(self.layout.pad) else weights
+        self.weights = F.pad(weights, self.grid.pad) if any(self.grid.pad) else weights
         self.classes = tuple(classes)
         self.relevant = [u for u in self.units if bool(self.weights[self.index(u)].any())]
         if self.target == CAMTarget.PROBABILITIES:
@@ -243,7 +245,7 @@ class StitchedScorer:
     def perturb(self, out: torch.Tensor, perturbation: Perturbation, unit: tuple[int, int], base: torch.Tensor) -> None:
         """Write one window of the perturbed image into ``out`` ``(C, *roi)``: the clean window with the footprint of
         the perturbed channels set to ``base`` (a box copied directly, mirrored copies in padding through a mask)."""
-        index, window = self.index(unit), self.layout.slices[unit[1]]
+        index, window = self.index(unit), self.grid.slices[unit[1]]
         out.copy_(self.padded[index][0])
         channels = range(out.shape[0]) if perturbation.channels is None else perturbation.channels
         lines = [a[s].nonzero()[:, 0].tolist() for a, s in zip(perturbation.axes, window)]
@@ -257,7 +259,7 @@ class StitchedScorer:
             out[c] = torch.where(mask, base[index][0, c], out[c])
 
     def touches(self, perturbation: Perturbation, unit: tuple[int, int]) -> bool:
-        return all(bool(a[s].any()) for a, s in zip(perturbation.axes, self.layout.slices[unit[1]]))
+        return all(bool(a[s].any()) for a, s in zip(perturbation.axes, self.grid.slices[unit[1]]))
 
     def drops(self, perturbations: list[Perturbation], base: torch.Tensor, batch_size: int) -> torch.Tensor:
         """``S(x) - S(x_p)`` per perturbation and class ``(P, n)``; ``base`` is the padded baseline image.
@@ -275,7 +277,7 @@ class StitchedScorer:
         groups = _chunks(work, batch_size)
         if self.progress and has_tqdm and groups:
             groups = tqdm(groups, desc="perturbed windows", unit="batch")
-        roi = self.layout.importance.shape[2:]
+        roi = self.grid.importance.shape[2:]
         for group in groups:
             windows = base.new_empty((len(group), base.shape[1], *roi))
             for j, (p, unit) in enumerate(group):
@@ -296,7 +298,7 @@ class StitchedScorer:
 
     def probability_drop(self, item: int, outputs: list[tuple[tuple[int, int], torch.Tensor]]) -> torch.Tensor:
         """``S(x) - S(x_p)`` ``(n,)`` of probabilities: ``Y`` re-stitched on the box covering the changed windows."""
-        windows = [self.layout.slices[k] for (_, k), _ in outputs]
+        windows = [self.grid.slices[k] for (_, k), _ in outputs]
         starts = [min(w[d].start for w in windows) for d in range(len(windows[0]))]
         box = tuple(slice(lo, max(w[d].stop for w in windows)) for d, lo in enumerate(starts))
         clean = self.stitched[(item, slice(None), *box)]
@@ -315,7 +317,7 @@ class StitchedScorer:
         vector-Jacobian product per window touching the region, with cotangent ``T * beta_w``."""
         leaf = image.detach().requires_grad_(True)
         with torch.enable_grad():
-            padded = self.layout.pad_image(leaf, self.padding_mode, self.cval)
+            padded = self.grid.pad_image(leaf)
         source = padded.detach()
         stitched = None
         if self.target == CAMTarget.PROBABILITIES:
@@ -332,8 +334,8 @@ class StitchedScorer:
                 cotangent = torch.cat(parts)
                 (grad,) = torch.autograd.grad(out, windows, cotangent, retain_graph=i != todo[-1])
                 for j, (b, k) in enumerate(group):
-                    grads[(b, i, slice(None), *self.layout.slices[k])] += grad[j].to(self.device)
-        if not any(self.layout.pad):
+                    grads[(b, i, slice(None), *self.grid.slices[k])] += grad[j].to(self.device)
+        if not any(self.grid.pad):
             return grads
         pulled = [torch.autograd.grad(padded, leaf, grads[:, i], retain_graph=True)[0] for i in range(grads.shape[1])]
         return torch.stack(pulled, dim=1)

@@ -18,7 +18,7 @@ from monai.networks.nets import UNet
 from monai_segcam import Box, Voxel
 from monai_segcam.cam.regions import region_weights
 from monai_segcam.cam.result import CAMResult
-from monai_segcam.outputs import write_nifti
+from monai_segcam.outputs import CAMWriter
 from monai_segcam.perturbation import SegOcclusion, make_baseline, occluder_boxes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -144,7 +144,9 @@ def test_result_is_saved_like_a_cam(tmp_path):
     torch.testing.assert_close(result.map.affine, affine)
     assert result.region.shape == (1, 2, 16, 12, 8) and result.prediction.shape == (1, 3, 16, 12, 8)
     assert result.map.min() >= 0  # ReLU by default
-    path = write_nifti(result.map[0, 1:2], tmp_path / "case_cam_occlusion_input_class2.nii.gz")
+    files = CAMWriter(tmp_path, png=False).write("case", result.method, {k: m[0] for k, m in result.items()}, [1, 2])
+    (path,) = files[("input", 2)]
+    assert os.path.basename(path) == "case_cam_occlusion_input_class2.nii.gz"
     saved = nib.load(path)
     np.testing.assert_allclose(saved.affine, affine.numpy())
     np.testing.assert_allclose(saved.get_fdata(), result.map[0, 1].numpy(), rtol=1e-6)
@@ -241,3 +243,26 @@ def test_occluding_planted_evidence_drops_the_score_there():
 
 def _usable(case) -> bool:
     return case["class"] == 2 and bool(case["distractor"].any())
+
+
+def test_ensemble_with_flips_equals_brute_force():
+    """Two networks under test-time flips: the explained prediction is the mean over members and flips, as for the
+    CAM engines; occlusion equals brute force on that predictor."""
+    nets = [tiny_unet(), UNet(3, 1, 3, (4, 8), (2,), num_res_units=0).double().eval()]
+    flips = [(), (0,), (1, 2)]
+
+    def predictor(window):
+        outs = [torch.flip(net(torch.flip(window, [2 + a for a in f])), [2 + a for a in f]) for net in nets for f in flips]
+        return sum(outs) / len(outs)
+
+    x = torch.randn(1, 1, 16, 14, 12, dtype=torch.float64)
+    occlusion = SegOcclusion(nets, roi_size=(10, 10, 12), flips=flips, mask_size=5, baseline="mean", relu=False)
+    result = occlusion(x, classes=[1, 2])
+
+    class Mean(torch.nn.Module):
+        def forward(self, window):
+            return predictor(window)
+
+    expected, _ = brute_force(Mean(), x, (10, 10, 12), 0.25, "constant", "constant", "logits", [1, 2], "pred", 5, None,
+                              "mean", False)  # fmt: skip
+    torch.testing.assert_close(result.map.as_tensor(), expected, rtol=0, atol=1e-9 * float(expected.abs().max()))

@@ -147,7 +147,9 @@ def agreement(model, case, exact: torch.Tensor, other: torch.Tensor) -> dict[str
     def mass(m):
         return float(m[region].sum() / m.sum()) if m.sum() > 0 else float("nan")
 
-    return {"correlation": correlation, "mass_exact": mass(exact), "mass_other": mass(other), "voxels": int(region.sum())}
+    return {
+        "correlation": correlation, "mass_exact": mass(exact), "mass_other": mass(other), "voxels": int(region.sum())
+    }  # fmt: skip
 
 
 def main() -> None:

@@ -334,7 +334,7 @@ def _write_cams(writer, name, original, maps, masks, rows, classes, model, args)
 
 def _entry(path: str, c: int, layer: str, method: str, stats: dict, model: LoadedModel, args: Namespace) -> dict:
     """The JSON summary's entry of one written CAM file (a NIfTI map with its statistics, or a PNG)."""
-    entry = {"file": os.path.basename(path), "kind": "png" if path.endswith(".png") else "cam"}
+    entry: dict[str, Any] = {"file": os.path.basename(path), "kind": "png" if path.endswith(".png") else "cam"}
     entry.update({"class": c, "layer": layer, "method": method})
     if entry["kind"] == "cam":
         entry.update(class_name=model.class_names.get(c), stats=stats, normalized=args.normalize)

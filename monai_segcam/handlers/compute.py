@@ -191,12 +191,13 @@ class SegCAMComputeHandler:
                 continue
             try:
                 self._compute(case, image[i], pred, label)
-            except Exception as error:
+            except Exception as error:  # recorded or re-raised with the case name
                 fail_case(case, error, self.on_error, self.logger)
         if len(self.batch) == image.shape[0] and all(case.status == "ok" for case in self.batch):
+            output: Any = engine.state.output
             for layer, key in self.output_keys.items():
                 stacked = MetaTensor(torch.stack([case.cams[layer].as_tensor() for case in self.batch]))
-                engine.state.output[key] = stacked.copy_meta_from(image) if isinstance(image, MetaTensor) else stacked
+                output[key] = stacked.copy_meta_from(image) if isinstance(image, MetaTensor) else stacked
 
     def _from_output(self, output: Any) -> tuple[Any, Any, Any]:
         if not isinstance(output, Mapping) or self.image_key not in output:

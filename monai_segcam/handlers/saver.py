@@ -85,7 +85,7 @@ class SegCAMSaver:
             if case.status == "ok":
                 try:
                     self._save(case, engine)
-                except Exception as error:
+                except Exception as error:  # recorded or re-raised with the case name
                     fail_case(case, error, self.on_error, self.logger)
 
     def _save(self, case: CAMCase, engine: Engine) -> None:

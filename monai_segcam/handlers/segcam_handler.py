@@ -124,7 +124,7 @@ class SegCAMHandler(SegCAMComputeHandler):
             name, **cam_kwargs,
         )  # fmt: skip
         self.saver = None
-        if saving:
+        if output_dir is not None and (save_nifti or save_png):
             self.saver = SegCAMSaver(self.cases, output_dir, self.method, layers, classes, cam_key, pred_key,
                                      save_nifti, save_png, epoch_subdir, on_error, name)  # fmt: skip
         self.stats = SegCAMStatsHandler(self.cases, self.method, layers, classes, output_dir, csv_name, epoch_subdir,

@@ -77,6 +77,7 @@ class SegCAMTensorBoardHandler:
     def _writer(self) -> Any:
         if self.summary_writer is None:
             suffix = f".rank{rank_and_world()[0]}" if rank_and_world()[1] > 1 else ""
-            self.summary_writer = SummaryWriter(log_dir=os.fspath(self.log_dir), filename_suffix=suffix)
+            log_dir = None if self.log_dir is None else os.fspath(self.log_dir)
+            self.summary_writer = SummaryWriter(log_dir=log_dir, filename_suffix=suffix)
             self._own_writer = True
         return self.summary_writer

@@ -170,6 +170,8 @@ class SegCAMInferer(Inferer):
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)
         multi_label = bool(self.cam_kwargs.get("multi_label", False))
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"SegCAMInferer explains a torch.nn.Module, got a {type(network).__name__}.")
         source = region_source(pred, multi_label)
         self.last_cam = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source)
         return pred

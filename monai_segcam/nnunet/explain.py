@@ -3,10 +3,11 @@
 
 nnU-Net's prediction of a preprocessed case is ``Y = mean_m mean_f sum_w beta_w flip_f(net_m(flip_f(x_w)))`` over
 the folds ``m``, the mirror sets ``f`` (every subset of the allowed axes) and its Gaussian-weighted tiles ``w``.
-:py:class:`NNUNetSegCAM` explains the region score of exactly that ``Y`` with :py:class:`~monai_segcam.SlidingWindowSegCAM`
-given the folds as an ensemble, the mirror sets as flips and nnU-Net's tiles as the window grid; the region comes
-from nnU-Net's own prediction (``nnUNetPredictor``), and the maps go back to the original image with nnU-Net's own
-resampling and crop reversal, then onto the input file's voxel grid and affine.
+:py:class:`NNUNetSegCAM` explains the region score of exactly that ``Y`` with
+:py:class:`~monai_segcam.SlidingWindowSegCAM` given the folds as an ensemble, the mirror sets as flips and nnU-Net's
+tiles as the window grid; the region comes from nnU-Net's own prediction (``nnUNetPredictor``), and the maps go back
+to the original image with nnU-Net's own resampling and crop reversal, then onto the input file's voxel grid and
+affine.
 """
 
 from __future__ import annotations

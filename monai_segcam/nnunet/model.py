@@ -73,7 +73,8 @@ def load_checkpoint(
     Example:
         .. code-block:: python
 
-            checkpoint = load_checkpoint("Dataset001_X/nnUNetTrainer__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth")
+            folder = "nnUNet_results/Dataset001_X/nnUNetTrainer__nnUNetPlans__3d_fullres"
+            checkpoint = load_checkpoint(f"{folder}/fold_0/checkpoint_final.pth")
             checkpoint["inference_allowed_mirroring_axes"]  # (0, 1, 2)
     """
     with torch.serialization.safe_globals(_numpy_scalar_globals()):
@@ -190,7 +191,7 @@ class NNUNetModel:
     Example:
         .. code-block:: python
 
-            model = NNUNetModel("nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres", folds=[0, 1])
+            model = NNUNetModel("nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres", [0, 1])
             case = model.preprocess(["hippocampus_017_0000.nii.gz"])
             logits = model.predict(case.data)  # nnU-Net's own prediction on the preprocessed grid
             seg = model.segmentation(logits, case)  # in the original space, as nnU-Net exports it
@@ -359,7 +360,8 @@ class NNUNetModel:
             data, _, properties = preprocessor.run_case(files, None, *args)
             seg = preprocessor.run_case(files, os.fspath(label), *args)[1] if label is not None else None
         ground_truth = None if seg is None else torch.from_numpy(np.clip(seg, 0, None).astype(np.int64))
-        return NNUNetCase(files, torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), properties, ground_truth)
+        data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        return NNUNetCase(files, data, properties, ground_truth)
 
     def predict(self, data: torch.Tensor) -> torch.Tensor:
         """nnU-Net's own prediction of a preprocessed case ``(C, *grid)``: the logits ``(K, *grid)`` averaged over
@@ -389,7 +391,8 @@ class NNUNetModel:
         )  # fmt: skip
         resampled = resampled.cpu().numpy() if isinstance(resampled, torch.Tensor) else np.asarray(resampled)
         full = np.zeros((maps.shape[0], *props["shape_before_cropping"]), dtype=np.float32)
-        full = bounding_boxes.insert_crop_into_image(full, resampled.astype(np.float32), props["bbox_used_for_cropping"])
+        box = props["bbox_used_for_cropping"]
+        full = bounding_boxes.insert_crop_into_image(full, resampled.astype(np.float32), box)
         return full.transpose([0] + [i + 1 for i in self.plans_manager.transpose_backward])
 
     def to_file_order(self, array: np.ndarray, channel_first: bool = True) -> np.ndarray:

@@ -46,7 +46,7 @@ def table_rows(
     status: str = "ok",
     error: str = "",
     epoch: int | str = "",
-    files: Mapping[tuple[str, int], Sequence[str]] | None = None,
+    files: Mapping[tuple[str, Any], Sequence[str]] | None = None,
 ) -> list[Row]:
     """The rows of one case and layer, one per class: ``status`` is ``"ok"`` (with ``stats`` from
     :py:func:`~monai_segcam.metrics.cam_statistics`), ``"failed"`` (with ``error``) or ``"resumed"``.
@@ -62,7 +62,7 @@ def table_rows(
         row.update(case=case, epoch=epoch, layer=layer, method=method, status=status, error=error)
         row["class"] = c
         row.update(stats[j] if stats is not None else {})
-        row["files"] = ";".join((files or {}).get((layer, c), []))  # type: ignore[call-overload]
+        row["files"] = ";".join((files or {}).get((layer, c), []))
         rows.append(row)
     return rows
 
@@ -76,7 +76,7 @@ def case_rows(
     label: Any = None,
     image: Any = None,
     epoch: int | str = "",
-    files: Mapping[tuple[str, int], Sequence[str]] | None = None,
+    files: Mapping[tuple[str, Any], Sequence[str]] | None = None,
 ) -> tuple[list[Row], str]:
     """The rows of one case, per layer and class, as every front door computes them: the
     :py:func:`~monai_segcam.metrics.cam_statistics` of each map ``(len(classes), *spatial)`` in the explained
@@ -143,15 +143,15 @@ def summary_rows(rows: Iterable[Row]) -> list[Row]:
     summary = []
     for (layer, method, class_index), members in sorted(groups.items()):
         for stat, reduce in (("mean", np.nanmean), ("std", np.nanstd)):
-            row: Row = dict.fromkeys(CSV_COLUMNS, "")
-            row.update(case=stat, layer=layer, method=method, status="summary", n=len(members))
-            row["class"] = class_index
+            line: Row = dict.fromkeys(CSV_COLUMNS, "")
+            line.update(case=stat, layer=layer, method=method, status="summary", n=len(members))
+            line["class"] = class_index
             for column in STAT_COLUMNS:
                 values = np.array([_as_float(member[column]) for member in members], dtype=float)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # all-empty columns (no label) stay empty
-                    row[column] = float(reduce(values))
-            summary.append(row)
+                    line[column] = float(reduce(values))
+            summary.append(line)
     return summary
 
 

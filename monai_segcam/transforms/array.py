@@ -98,7 +98,8 @@ class ComputeSegCAM(Transform):
                     "compute the CAM before any transform that changes the grid (e.g. before Invertd)."
                 )
         device = torch.device(self.device) if self.device is not None else img.device
-        source = region_source(pred[None], self.multi_label).to(device) if pred is not None else None
+        source = region_source(pred[None], self.multi_label) if pred is not None else None
+        source = source.to(device) if source is not None else None
         truth = torch.as_tensor(label)[None].to(device) if label is not None else None
         result = self.engine(img[None].to(device), classes=self.classes, region=self.region, pred=source, label=truth)
         maps = {layer: MetaTensor(result[layer].as_tensor()[0].detach().to(img.device)) for layer in self.layer_keys}

@@ -104,8 +104,8 @@ class SegCAMd(MapTransform):
         if len(set(self.cam_keys)) != len(self.cam_keys):
             raise ValueError(f"The output keys {list(self.cam_keys)} are not unique: give one cam_key per image key.")
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, Any]:
+        d: dict[Hashable, Any] = dict(data)
         iterator = self.key_iterator(d, self.pred_keys, self.label_keys, self.cam_key_bases)
         for key, pred_key, label_key, cam_key in iterator:
             for role, other in (("pred_key", pred_key), ("label_key", label_key)):
@@ -120,7 +120,7 @@ class SegCAMd(MapTransform):
                 d[self.stats_key] = self._rows(d[key], maps, region, label)
         return d
 
-    def _rows(self, img: torch.Tensor, maps: dict[str, torch.Tensor], region: torch.Tensor, label: Any) -> list[dict]:
+    def _rows(self, img: torch.Tensor, maps: Mapping[str, torch.Tensor], region: torch.Tensor, label: Any) -> list:
         case = safe_case_name(img.meta if isinstance(img, MetaTensor) else None)
         return case_rows(case, self.cam.method, maps, ensure_tuple(self.cam.classes), region, label, img)[0]
 
@@ -163,9 +163,10 @@ class SaveSegCAMd(MapTransform):
         d = dict(data)
         layers = {key: layer for layer, key in self.layer_keys.items()}
         for key in self.key_iterator(d):
-            case = safe_case_name(d[key].meta if isinstance(d[key], MetaTensor) else None)
+            cam = d[key]
+            case = safe_case_name(cam.meta if isinstance(cam, MetaTensor) else None)
             with self.writer.all_or_nothing():
-                self.writer.write(case, self.method, {layers[key]: d[key]}, self.classes)
+                self.writer.write(case, self.method, {layers[key]: cam}, self.classes)
         return d
 
 

@@ -63,7 +63,7 @@ def invert_like(
     found = find_invertd(postprocessing, key)
     if isinstance(found, Invertd):
         transform = found.transform
-        orig_keys = orig_keys or found.orig_keys[found.keys.index(key)]
+        orig_keys = orig_keys or str(found.orig_keys[found.keys.index(key)])
     elif isinstance(found, Mapping) and isinstance(found.get("orig_keys"), str):
         orig_keys = orig_keys or found["orig_keys"]
     if orig_keys is None:

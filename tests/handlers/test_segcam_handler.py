@@ -293,7 +293,10 @@ def test_unusable_label_leaves_label_statistics_empty_and_says_so_once(tmp_path,
     empty and one warning per run says why."""
     files = write_cases(tmp_path, n=2)
     out = tmp_path / "cams"
-    seen = lambda output: (output["image"], output["pred"], label(output["label"]))  # noqa: E731
+
+    def seen(output):
+        return output["image"], output["pred"], label(output["label"])
+
     handler = SegCAMHandler(classes=[1], output_dir=out, output_transform=seen)  # MONAI-style output_transform
     with caplog.at_level("WARNING"):
         make_evaluator(files, make_net(), [handler], inverted=False).run()

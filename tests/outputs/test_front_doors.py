@@ -15,10 +15,7 @@ from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import UNet
-from monai.transforms import (
-    Compose,
-    Invertd,
-)
+from monai.transforms import Compose, Invertd
 
 from monai_segcam.cli import main
 from monai_segcam.handlers import SegCAMHandler

@@ -31,7 +31,7 @@ from .segcam import SegCAM
 from .selection import select_logits
 from .sliding_window import SlidingWindowSegCAM
 from .terms import TermCapture, Terms, mirror_flips, term_gradients
-from .windows import GridFactory, WindowGrid, window_slices
+from .windows import GridFactory, WindowGrid, inferer_window_settings, window_slices
 
 __all__ = [
     "CAMEngine",
@@ -41,6 +41,7 @@ __all__ = [
     "WindowGrid",
     "GridFactory",
     "window_slices",
+    "inferer_window_settings",
     "Terms",
     "TermCapture",
     "mirror_flips",

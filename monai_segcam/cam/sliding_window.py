@@ -43,7 +43,7 @@ from .engine import check_classes, check_image, check_output, network_spatial_di
 from .methods import CAMRule
 from .regions import as_region, region_cotangent, region_weights
 from .terms import TermCapture, term_gradients
-from .windows import GridFactory, WindowGrid, window_slices
+from .windows import GridFactory, WindowGrid, inferer_window_settings, window_slices
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -151,11 +151,7 @@ class SlidingWindowSegCAM(CAMEngine):
 
                 sw_cam = SlidingWindowSegCAM.from_inferer(inferer, network, layers=["bottleneck", "pre_head"])
         """
-        if not isinstance(inferer, SlidingWindowInferer):
-            raise TypeError(f"from_inferer needs a monai.inferers.SlidingWindowInferer, got {type(inferer).__name__}.")
-        names = ("roi_size", "sw_batch_size", "overlap", "mode", "sigma_scale", "padding_mode", "cval", "sw_device",
-                 "device", "progress", "cpu_thresh")  # fmt: skip
-        return cls(network, **{**{name: getattr(inferer, name) for name in names}, **cam_kwargs})
+        return cls(network, **{**inferer_window_settings(inferer), **cam_kwargs})
 
     def grid(
         self, spatial_shape: Sequence[int], device: torch.device | None = None, dtype: torch.dtype = torch.float32

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from monai.data.utils import compute_importance_map, dense_patch_slices, get_valid_patch_size
 from monai.utils import BlendMode, PytorchPadMode, ensure_tuple_rep, fall_back_tuple, look_up_option
 
-__all__ = ["WindowGrid", "GridFactory", "window_slices"]
+__all__ = ["WindowGrid", "GridFactory", "window_slices", "inferer_window_settings"]
 
 
 def window_slices(
@@ -141,3 +142,26 @@ class WindowGrid:
 
 GridFactory = Callable[[Sequence[int]], WindowGrid]
 """A window scheme: the :py:class:`WindowGrid` of an image's spatial shape (e.g. nnU-Net's tiles)."""
+
+
+_INFERER_SETTINGS = ("roi_size", "sw_batch_size", "overlap", "mode", "sigma_scale", "padding_mode", "cval", "sw_device",
+                     "device", "progress", "cpu_thresh")  # fmt: skip
+
+
+def inferer_window_settings(inferer: Any) -> dict[str, Any]:
+    """The window settings of a ``SlidingWindowInferer`` (e.g. a bundle's ``@inferer``) as keyword arguments of every
+    sliding-window engine's constructor.
+
+    Raises:
+        TypeError: when ``inferer`` is not a ``SlidingWindowInferer``.
+
+    Example:
+        .. code-block:: python
+
+            SlidingWindowSegCAM(net, **inferer_window_settings(inferer), layers="pre_head")
+    """
+    from monai.inferers import SlidingWindowInferer
+
+    if not isinstance(inferer, SlidingWindowInferer):
+        raise TypeError(f"from_inferer needs a monai.inferers.SlidingWindowInferer, got {type(inferer).__name__}.")
+    return {name: getattr(inferer, name) for name in _INFERER_SETTINGS}

@@ -16,7 +16,7 @@ from torch import nn
 from ..cam.engine import check_classes, check_image, check_output, network_spatial_dims
 from ..cam.regions import as_region, region_weights
 from ..cam.terms import TermCapture, Terms
-from ..cam.windows import GridFactory, WindowGrid
+from ..cam.windows import GridFactory, WindowGrid, inferer_window_settings
 from ..utils.enums import CAMTarget
 from .scoring import StitchedScorer
 
@@ -128,11 +128,7 @@ class StitchedExplainer:
 
                 occlusion = SegOcclusion.from_inferer(inferer, network, mask_size=16, baseline="blur")
         """
-        if not isinstance(inferer, SlidingWindowInferer):
-            raise TypeError(f"from_inferer needs a monai.inferers.SlidingWindowInferer, got {type(inferer).__name__}.")
-        names = ("roi_size", "sw_batch_size", "overlap", "mode", "sigma_scale", "padding_mode", "cval", "sw_device",
-                 "device", "progress", "cpu_thresh")  # fmt: skip
-        return cls(network, **{**{name: getattr(inferer, name) for name in names}, **kwargs})
+        return cls(network, **{**inferer_window_settings(inferer), **kwargs})
 
     @property
     def layers(self) -> list:

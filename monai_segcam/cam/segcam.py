@@ -82,6 +82,7 @@ class SegCAM(SlidingWindowSegCAM):
         return next((p.device for p in self.terms.networks[0].parameters()), torch.device("cpu"))
 
     def _devices(self, x: torch.Tensor) -> tuple[torch.device, torch.device]:
+        """Windows run and maps accumulate on the network's device."""
         return self.network_device, self.network_device
 
     def _explain(self, image, classes, region, pred, label):

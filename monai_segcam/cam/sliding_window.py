@@ -33,8 +33,7 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import SlidingWindowInferer
-from monai.utils import BlendMode, PytorchPadMode, look_up_option, optional_import
+from monai.utils import BlendMode, PytorchPadMode, optional_import
 from torch import nn
 
 from ..utils.enums import CAMTarget
@@ -43,7 +42,7 @@ from .engine import check_classes, check_image, check_output, network_spatial_di
 from .methods import CAMRule
 from .regions import as_region, region_cotangent, region_weights
 from .terms import TermCapture, term_gradients
-from .windows import GridFactory, WindowGrid, inferer_window_settings, window_slices
+from .windows import GridFactory, WindowedEngine, WindowGrid, WindowSettings, window_slices
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -52,7 +51,7 @@ __all__ = ["SlidingWindowSegCAM", "window_slices"]
 Stats = dict[tuple[str, int, int], list[torch.Tensor]]
 
 
-class SlidingWindowSegCAM(CAMEngine):
+class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
     """Seg-CAMs of volumes of any size with sliding windows, blended exactly like MONAI blends the prediction.
 
     Args:
@@ -64,7 +63,7 @@ class SlidingWindowSegCAM(CAMEngine):
         mode: blending, ``"constant"`` or ``"gaussian"``.
         sigma_scale: Gaussian sigma as a fraction of the window size.
         padding_mode, cval: how images smaller than the window are padded.
-        sw_device: where windows run (e.g. ``"cuda"``); defaults to the image's device.
+        sw_device: where windows run (e.g. ``"cuda"``); defaults to the network's device.
         device: where the volume-sized maps are accumulated; defaults to the image's device.
         progress: show a progress bar over windows.
         activation_budget: bytes of window activations (and, when the prediction is computed, of their autograd
@@ -124,70 +123,34 @@ class SlidingWindowSegCAM(CAMEngine):
             network, layers, method, target, relu, multi_label, output_selector, flips, amp, amp_dtype,
             _probe_shape(network, roi_size), **method_kwargs,
         )  # fmt: skip
-        for name, value in (("scorecam_batch_size", scorecam_batch_size), ("sw_batch_size", sw_batch_size)):
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}.")
-        self.scorecam_batch_size = scorecam_batch_size
-        self.roi_size = roi_size
-        self.sw_batch_size = sw_batch_size
-        self.overlap = overlap
-        self.mode = look_up_option(mode, BlendMode)
-        self.sigma_scale = sigma_scale
-        self.padding_mode = look_up_option(padding_mode, PytorchPadMode)
-        self.cval = cval
-        self.sw_device = sw_device
-        self.device = device
-        self.progress = progress
-        self.activation_budget = activation_budget
-        self.cpu_thresh = cpu_thresh
-        self.window_grid = window_grid
-
-    @classmethod
-    def from_inferer(cls, inferer: SlidingWindowInferer, network: nn.Module, **cam_kwargs: Any) -> SlidingWindowSegCAM:
-        """Build from a ``SlidingWindowInferer`` (e.g. a bundle's ``@inferer``), reusing its window settings.
-
-        Example:
-            .. code-block:: python
-
-                sw_cam = SlidingWindowSegCAM.from_inferer(inferer, network, layers=["bottleneck", "pre_head"])
-        """
-        return cls(network, **{**inferer_window_settings(inferer), **cam_kwargs})
-
-    def grid(
-        self, spatial_shape: Sequence[int], device: torch.device | None = None, dtype: torch.dtype = torch.float32
-    ) -> WindowGrid:
-        """The window grid of an image of ``spatial_shape`` (``window_grid`` when given, else MONAI's, with the
-        importance map computed in the image's ``dtype`` as MONAI does)."""
-        if self.window_grid is not None:
-            return self.window_grid(tuple(spatial_shape))
-        return WindowGrid.from_monai(
-            spatial_shape, self.roi_size, self.overlap, self.mode, self.sigma_scale, self.padding_mode, self.cval,
-            device=device, dtype=dtype,
+        if scorecam_batch_size < 1:
+            raise ValueError(f"scorecam_batch_size must be a positive integer, got {scorecam_batch_size}.")
+        self.window = WindowSettings(
+            roi_size, sw_batch_size, overlap, mode, sigma_scale, padding_mode, cval, sw_device, device, progress,
+            cpu_thresh, window_grid,
         )  # fmt: skip
+        self.scorecam_batch_size = scorecam_batch_size
+        self.activation_budget = activation_budget
 
     def predict(self, image: torch.Tensor) -> torch.Tensor:
         """The stitched logits ``(B, C, *spatial)`` on ``device``, exactly as MONAI's ``sliding_window_inference``
         with this object's settings (mean over the ensemble and flips; networks in ``eval()`` mode, restored); a
         ``MetaTensor`` image gives a ``MetaTensor`` with its metadata, as MONAI's does."""
         x = check_image(image, network_spatial_dims(self.terms.networks[0]))
-        device, sw_device = self._devices(x)
+        sw_device, device = self._devices(x)
         windows = _WindowPass(self, x, self.grid(x.shape[2:], sw_device, x.dtype), device, sw_device)
         with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
             logits = windows.first_pass(run, keep=False)[windows.grid.crop]
         return MetaTensor(logits).copy_meta_from(image) if isinstance(image, MetaTensor) else logits
 
     def _devices(self, x: torch.Tensor) -> tuple[torch.device, torch.device]:
-        """Where volume buffers accumulate and where windows run."""
-        if self.cpu_thresh is not None and x.shape[2:].numel() > self.cpu_thresh:
-            device = torch.device("cpu")
-        else:
-            device = torch.device(self.device) if self.device is not None else x.device
-        return device, torch.device(self.sw_device) if self.sw_device is not None else x.device
+        """Where windows run and where volume buffers accumulate."""
+        return self.window.devices(x, self.terms.networks[0])
 
     def _explain(self, image, classes, region, pred, label):
         x = check_image(image, network_spatial_dims(self.terms.networks[0]))
         spatial = tuple(x.shape[2:])
-        device, sw_device = self._devices(x)
+        sw_device, device = self._devices(x)
         region = as_region(region)
         if pred is not None:
             pred = torch.as_tensor(pred).to(device)

@@ -9,14 +9,13 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import SlidingWindowInferer, sliding_window_inference
-from monai.utils import BlendMode, PytorchPadMode, ensure_tuple_rep, look_up_option
+from monai.utils import BlendMode, PytorchPadMode, look_up_option
 from torch import nn
 
 from ..cam.engine import check_classes, check_image, check_output, network_spatial_dims
 from ..cam.regions import as_region, region_weights
 from ..cam.terms import TermCapture, Terms
-from ..cam.windows import GridFactory, WindowGrid, inferer_window_settings
+from ..cam.windows import GridFactory, WindowedEngine, WindowSettings
 from ..utils.enums import CAMTarget
 from .scoring import StitchedScorer
 
@@ -34,7 +33,7 @@ class Prepared:
     prediction: torch.Tensor | None
 
 
-class StitchedExplainer:
+class StitchedExplainer(WindowedEngine):
     """Base of the perturbation explainers: a network explained through MONAI's stitched sliding-window prediction
     (or the whole volume when ``roi_size`` is ``None``).
 
@@ -93,90 +92,51 @@ class StitchedExplainer:
         amp_dtype: torch.dtype | None = None,
     ) -> None:
         self.terms = Terms(network, flips, [], output_selector, amp, amp_dtype)
-        if sw_batch_size < 1:
-            raise ValueError(f"sw_batch_size must be a positive integer, got {sw_batch_size}.")
         if logits_budget < 0:
             raise ValueError(f"logits_budget must be a non-negative number of bytes, got {logits_budget}.")
-        overlaps = ensure_tuple_rep(overlap, 1) if isinstance(overlap, (int, float)) else tuple(overlap)
-        if any(not 0 <= o < 1 for o in overlaps):
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
+        self.window = WindowSettings(
+            roi_size, sw_batch_size, overlap, mode, sigma_scale, padding_mode, cval, sw_device, device, progress,
+            cpu_thresh, window_grid,
+        )  # fmt: skip
         self.network = network
-        self.roi_size = roi_size
-        self.sw_batch_size = sw_batch_size
-        self.overlap = overlap
-        self.mode = look_up_option(mode, BlendMode)
-        self.sigma_scale = sigma_scale
-        self.padding_mode = look_up_option(padding_mode, PytorchPadMode)
-        self.cval = cval
-        self.sw_device = sw_device
-        self.device = device
         self.target = look_up_option(target, CAMTarget)
         self.multi_label = multi_label
         self.output_selector = output_selector
         self.logits_budget = logits_budget
-        self.progress = progress
-        self.cpu_thresh = cpu_thresh
-        self.window_grid = window_grid
         self.window_passes = 0
-
-    @classmethod
-    def from_inferer(cls, inferer: SlidingWindowInferer, network: nn.Module, **kwargs: Any) -> StitchedExplainer:
-        """Build from a ``SlidingWindowInferer`` (e.g. a bundle's ``@inferer``), reusing its window settings.
-
-        Example:
-            .. code-block:: python
-
-                occlusion = SegOcclusion.from_inferer(inferer, network, mask_size=16, baseline="blur")
-        """
-        return cls(network, **{**inferer_window_settings(inferer), **kwargs})
 
     @property
     def layers(self) -> list:
         """No layer: perturbation maps live on the input (their layer key is ``"input"``)."""
         return []
 
-    def grid(self, spatial_shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> WindowGrid:
-        """The window grid of an image (``window_grid`` when given, else MONAI's; ``roi_size=None``: one window)."""
-        if self.window_grid is not None:
-            return self.window_grid(tuple(spatial_shape))
-        roi = -1 if self.roi_size is None else self.roi_size
-        return WindowGrid.from_monai(
-            spatial_shape, roi, self.overlap, self.mode, self.sigma_scale, self.padding_mode, self.cval, device, dtype
-        )
-
-    def _devices(self, image: torch.Tensor) -> tuple[torch.device, torch.device]:
-        """``(sw_device, device)`` for an image."""
-        if self.sw_device is not None:
-            sw_device = torch.device(self.sw_device)
-        else:
-            sw_device = next((p.device for p in self.terms.networks[0].parameters()), image.device)
-        if self.cpu_thresh is not None and image.shape[2:].numel() > self.cpu_thresh:
-            return sw_device, torch.device("cpu")
-        return sw_device, torch.device(self.device) if self.device is not None else image.device
+    def _scorer(self, run: TermCapture, x: torch.Tensor, logits_budget: int) -> tuple[StitchedScorer, torch.Tensor]:
+        """The stitched scorer of the checked image ``x`` (moved to the stitching device, also returned)."""
+        sw_device, device = self.window.devices(x, self.terms.networks[0])
+        x = x.to(device)
+        grid = self.grid(x.shape[2:], sw_device, x.dtype)
+        scorer = StitchedScorer(
+            run, grid, grid.pad_image(x), self.target, self.multi_label, sw_device, self.sw_batch_size, logits_budget,
+            self.progress,
+        )  # fmt: skip
+        return scorer, x
 
     def predict(self, image: torch.Tensor) -> torch.Tensor:
-        """The stitched logits, with MONAI's ``sliding_window_inference`` and this object's settings (mean over the
-        members and flips, in ``eval()`` mode; the networks' state is restored afterwards)."""
-        sw_device, device = self._devices(image)
-        roi = -1 if self.roi_size is None else self.roi_size
+        """The stitched logits ``(B, C, *spatial)`` on ``device``: MONAI's ``sliding_window_inference`` with this
+        object's settings, or the stitch on ``window_grid`` when given (mean over the members and flips, in
+        ``eval()`` mode; the networks' state is restored afterwards); a ``MetaTensor`` image keeps its metadata."""
+        x = check_image(image, network_spatial_dims(self.terms.networks[0]))
         with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
-            return sliding_window_inference(
-                image, roi, self.sw_batch_size, run, self.overlap, self.mode, self.sigma_scale, self.padding_mode,
-                self.cval, sw_device, device, self.progress,
-            )  # fmt: skip
+            scorer, _ = self._scorer(run, x, logits_budget=0)
+            logits = scorer.stitch(scorer.units)[scorer.grid.crop]
+        return MetaTensor(logits).copy_meta_from(image) if isinstance(image, MetaTensor) else logits
 
     def _prepare(self, run: TermCapture, image, classes, region, pred, label) -> Prepared:
         """Check the inputs, lay out the windows, build the region (from ``pred`` or a stitched clean pass, whose
         window logits are kept for later) and the scorer's clean contributions. ``run`` is the open term capture."""
         x = check_image(image, network_spatial_dims(self.terms.networks[0]))
-        sw_device, device = self._devices(x)
-        x = x.to(device)
-        spatial = tuple(x.shape[2:])
-        grid = self.grid(spatial, sw_device, x.dtype)
-        scorer = StitchedScorer(
-            run, grid, grid.pad_image(x), self.target, self.multi_label, sw_device, self.sw_batch_size,
-            self.logits_budget, self.progress,
-        )  # fmt: skip
+        scorer, x = self._scorer(run, x, self.logits_budget)
+        spatial, device, grid = tuple(x.shape[2:]), x.device, scorer.grid
         region = as_region(region)
         if pred is not None:
             pred = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)

@@ -81,29 +81,16 @@ class WindowGrid:
     def from_monai(
         cls,
         spatial_shape: Sequence[int],
-        roi_size: Sequence[int] | int,
+        roi_size: Sequence[int] | int | None,
         overlap: Sequence[float] | float = 0.25,
-        mode: str = BlendMode.CONSTANT,
-        sigma_scale: Sequence[float] | float = 0.125,
-        padding_mode: str = PytorchPadMode.CONSTANT,
-        cval: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        **settings: Any,
     ) -> WindowGrid:
-        """The grid :py:func:`monai.inferers.sliding_window_inference` uses with these settings (non-positive or
-        ``None`` components of ``roi_size`` take the image size)."""
-        spatial = tuple(int(s) for s in spatial_shape)
-        roi = tuple(int(r) for r in fall_back_tuple(roi_size, spatial))
-        padded_size, slices = window_slices(spatial, roi, ensure_tuple_rep(overlap, len(spatial)))
-        pad: list[int] = []
-        for s, r in zip(reversed(spatial), reversed(roi)):
-            diff = max(r - s, 0)
-            pad += [diff // 2, diff - diff // 2]
-        importance = compute_importance_map(
-            get_valid_patch_size(padded_size, roi), look_up_option(mode, BlendMode), sigma_scale,
-            device=torch.device("cpu") if device is None else device, dtype=dtype,
-        )[None, None]  # fmt: skip
-        return cls(spatial, roi, pad, slices, importance, look_up_option(padding_mode, PytorchPadMode), cval)
+        """The grid :py:func:`monai.inferers.sliding_window_inference` uses with these settings (``mode``,
+        ``sigma_scale``, ``padding_mode``, ``cval``: see :py:class:`WindowSettings`), the importance map on ``device``
+        in ``dtype``; non-positive or ``None`` components of ``roi_size`` take the image size."""
+        return WindowSettings(roi_size, overlap=overlap, **settings).grid(spatial_shape, device, dtype)
 
     @property
     def padded_shape(self) -> tuple[int, ...]:
@@ -210,10 +197,18 @@ class WindowSettings:
         importance map on ``device`` in ``dtype`` (the image's, as MONAI computes it)."""
         if self.window_grid is not None:
             return self.window_grid(tuple(spatial_shape))
-        roi = -1 if self.roi_size is None else self.roi_size
-        return WindowGrid.from_monai(
-            spatial_shape, roi, self.overlap, self.mode, self.sigma_scale, self.padding_mode, self.cval, device, dtype
-        )
+        spatial = tuple(int(s) for s in spatial_shape)
+        roi = tuple(int(r) for r in fall_back_tuple(-1 if self.roi_size is None else self.roi_size, spatial))
+        padded_size, slices = window_slices(spatial, roi, ensure_tuple_rep(self.overlap, len(spatial)))
+        pad: list[int] = []
+        for s, r in zip(reversed(spatial), reversed(roi)):
+            diff = max(r - s, 0)
+            pad += [diff // 2, diff - diff // 2]
+        importance = compute_importance_map(
+            get_valid_patch_size(padded_size, roi), self.mode, self.sigma_scale,
+            device=torch.device("cpu") if device is None else device, dtype=dtype,
+        )[None, None]  # fmt: skip
+        return WindowGrid(spatial, roi, pad, slices, importance, self.padding_mode, self.cval)
 
     def devices(self, image: torch.Tensor, network: nn.Module | None = None) -> tuple[torch.device, torch.device]:
         """``(sw_device, device)`` for ``image`` ``(B, C, *spatial)`` explained through ``network``."""

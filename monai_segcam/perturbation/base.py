@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.utils import BlendMode, PytorchPadMode, look_up_option
+from monai.utils import look_up_option
 from torch import nn
 
 from ..cam.engine import check_classes, check_image, check_output, network_spatial_dims
 from ..cam.regions import as_region, region_weights
 from ..cam.terms import TermCapture, Terms
-from ..cam.windows import GridFactory, WindowedEngine, WindowSettings
+from ..cam.windows import WindowedEngine, WindowSettings
 from ..utils.enums import CAMTarget
 from .scoring import StitchedScorer
 
@@ -41,22 +41,19 @@ class StitchedExplainer(WindowedEngine):
         network: the segmentation network (wrappers such as DDP are unwrapped), or several (an ensemble whose logits
             are averaged).
         roi_size: the window size; ``None`` or non-positive components take the image size (``None``: whole volume).
-        sw_batch_size: clean windows per forward pass.
-        overlap, mode, sigma_scale, padding_mode, cval: MONAI's sliding-window settings.
-        sw_device: where windows run; defaults to the (first) network's device.
-        device: where volume-sized tensors are stitched and accumulated; defaults to the image's device.
         target: ``"logits"`` or ``"probabilities"`` (softmax; sigmoid with ``multi_label``).
         multi_label: the network has independent sigmoid outputs (prediction = logit > 0).
         output_selector: picks the logits from a structured network output (index, key or callable; by default the
             full-resolution tensor).
         logits_budget: bytes kept between passes: clean window logits on ``device`` first, then each window's
             blending weights and weighted region on ``sw_device``; what does not fit is recomputed when needed.
-        progress: show progress bars.
-        cpu_thresh: like ``SlidingWindowInferer``: stitch on the CPU when the image has more voxels than this.
         flips: test-time flips (sets of spatial axes, ``()`` the identity) averaged with the members, as the CAM
             engines explain them.
-        window_grid: another window scheme, ``fn(spatial_shape) -> WindowGrid`` (e.g. nnU-Net's tiles).
         amp, amp_dtype: run the networks under ``torch.autocast`` (mixed precision).
+        window_kwargs: the other window settings (``sw_batch_size``, ``overlap``, ``mode``, ``sigma_scale``,
+            ``padding_mode``, ``cval``, ``sw_device``, ``device``, ``progress``, ``cpu_thresh``, ``window_grid``), see
+            :py:class:`~monai_segcam.cam.windows.WindowSettings`; they are also read as attributes
+            (``explainer.overlap``).
 
     Example:
         .. code-block:: python
@@ -72,32 +69,19 @@ class StitchedExplainer(WindowedEngine):
         self,
         network: nn.Module | Sequence[nn.Module],
         roi_size: Sequence[int] | int | None = None,
-        sw_batch_size: int = 1,
-        overlap: Sequence[float] | float = 0.25,
-        mode: str = BlendMode.CONSTANT,
-        sigma_scale: Sequence[float] | float = 0.125,
-        padding_mode: str = PytorchPadMode.CONSTANT,
-        cval: float = 0.0,
-        sw_device: torch.device | str | None = None,
-        device: torch.device | str | None = None,
         target: str = CAMTarget.LOGITS,
         multi_label: bool = False,
         output_selector: int | str | Callable[[Any], torch.Tensor] | None = None,
         logits_budget: int = 1 << 30,
-        progress: bool = False,
-        cpu_thresh: int | None = None,
         flips: Sequence[Sequence[int]] | None = None,
-        window_grid: GridFactory | None = None,
         amp: bool = False,
         amp_dtype: torch.dtype | None = None,
+        **window_kwargs: Any,
     ) -> None:
         self.terms = Terms(network, flips, [], output_selector, amp, amp_dtype)
         if logits_budget < 0:
             raise ValueError(f"logits_budget must be a non-negative number of bytes, got {logits_budget}.")
-        self.window = WindowSettings(
-            roi_size, sw_batch_size, overlap, mode, sigma_scale, padding_mode, cval, sw_device, device, progress,
-            cpu_thresh, window_grid,
-        )  # fmt: skip
+        self.window = WindowSettings(roi_size, **window_kwargs)
         self.network = network
         self.target = look_up_option(target, CAMTarget)
         self.multi_label = multi_label

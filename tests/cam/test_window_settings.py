@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.data.utils import compute_importance_map
 from monai.inferers import SlidingWindowInferer, sliding_window_inference
 from monai.networks.nets import UNet
 
@@ -45,9 +46,11 @@ def test_from_inferer_gives_every_engine_the_same_settings():
 def test_grid_is_monai_grid_or_one_window_or_the_custom_scheme():
     settings = WindowSettings(roi_size=(8, 8, 8), overlap=0.5, mode="gaussian")
     grid = settings.grid((16, 8, 4))
-    expected = WindowGrid.from_monai((16, 8, 4), (8, 8, 8), 0.5, "gaussian")
-    assert grid.slices == expected.slices and grid.pad == expected.pad == [2, 2, 0, 0, 0, 0]
-    torch.testing.assert_close(grid.importance, expected.importance)
+    assert grid.slices == [(slice(s, s + 8), slice(0, 8), slice(0, 8)) for s in (0, 4, 8)]  # interval 8 * 0.5
+    assert grid.pad == [2, 2, 0, 0, 0, 0] and grid.padded_shape == (16, 8, 8)
+    torch.testing.assert_close(grid.importance[0, 0], compute_importance_map((8, 8, 8), "gaussian", 0.125))
+    expected = WindowGrid.from_monai((16, 8, 4), (8, 8, 8), 0.5, mode="gaussian")
+    assert expected.slices == grid.slices and expected.pad == grid.pad
     whole = WindowSettings().grid((16, 8, 4))  # roi_size None: one window, the image
     assert whole.slices == [(slice(0, 16), slice(0, 8), slice(0, 4))] and not whole.padded
     custom = WindowSettings(roi_size=(8, 8, 8), window_grid=lambda shape: expected)

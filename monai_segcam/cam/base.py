@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from monai.utils import ensure_tuple, look_up_option
@@ -15,10 +15,61 @@ from .methods import CAMRule, get_rule
 from .result import CAMResult, as_image_map
 from .terms import Terms
 
-__all__ = ["CAMEngine"]
+__all__ = ["Explainer", "CAMEngine"]
+
+R = TypeVar("R")
 
 
-class CAMEngine:
+class Explainer(Generic[R]):
+    """What every explainer's call shares: ``explainer(image, classes, region, pred, label)`` outside
+    ``torch.inference_mode`` (CAMs and input gradients need autograd; MONAI evaluators predict in inference mode).
+
+    Subclasses implement ``_call(image, classes, region, pred, label) -> R`` (their result type).
+
+    Example:
+        .. code-block:: python
+
+            class RegionScore(Explainer[torch.Tensor]):  # the region score of the whole-volume prediction
+                def __init__(self, net):
+                    self.net = net
+
+                def _call(self, image, classes, region, pred, label):
+                    logits = self.net(image)
+                    weights = region_weights(region, logits, ensure_tuple(classes), image.shape[2:], len(image))
+                    return (weights * logits[:, list(ensure_tuple(classes))]).flatten(2).sum(-1)
+    """
+
+    def __call__(
+        self,
+        image: torch.Tensor,
+        classes: int | Sequence[int] = 1,
+        region: Any = "pred",
+        pred: torch.Tensor | None = None,
+        label: torch.Tensor | None = None,
+    ) -> R:
+        """Explain ``classes`` for ``region`` on ``image`` ``(B, C, *spatial)``.
+
+        Args:
+            image: the network input, batch first (a ``MetaTensor`` keeps its metadata on the output).
+            classes: one class index or several; all come from the same forward pass(es).
+            region: the explained region M per class, on the whole volume (see :py:mod:`monai_segcam.cam.regions`).
+            pred: an existing prediction defining prediction-based regions: logits ``(B, C, *spatial)`` (stitched, for
+                sliding windows) or a label map ``(B, 1, *spatial)``; it saves the prediction pass of sliding windows.
+            label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
+        """
+        if torch.is_inference_mode_enabled():
+            with torch.inference_mode(False):
+                return self._call(image, classes, region, pred, label)
+        return self._call(image, classes, region, pred, label)
+
+    def _call(
+        self, image: torch.Tensor, classes: int | Sequence[int], region: Any, pred: torch.Tensor | None,
+        label: torch.Tensor | None,
+    ) -> R:  # fmt: skip
+        raise NotImplementedError
+
+
+class CAMEngine(Explainer[CAMResult]):
     """What every CAM engine shares: the explained terms (networks, flips) with their resolved layers, the CAM
     rule, the explained target, and how raw volume maps become the returned :py:class:`~monai_segcam.CAMResult`.
 
@@ -60,31 +111,10 @@ class CAMEngine:
         self.multi_label = multi_label
         self.output_selector = output_selector
 
-    def __call__(
-        self,
-        image: torch.Tensor,
-        classes: int | Sequence[int] = 1,
-        region: Any = "pred",
-        pred: torch.Tensor | None = None,
-        label: torch.Tensor | None = None,
-    ) -> CAMResult:
-        """Compute the CAMs of ``classes`` for ``region`` on ``image`` ``(B, C, *spatial)``.
-
-        Args:
-            image: the network input, batch first (a ``MetaTensor`` keeps its metadata on the output).
-            classes: one class index or several; all come from the same forward pass(es).
-            region: the explained region M per class, on the whole volume (see :py:mod:`monai_segcam.cam.regions`).
-            pred: an existing prediction defining prediction-based regions: logits ``(B, C, *spatial)`` (stitched, for
-                sliding windows) or a label map ``(B, 1, *spatial)``; it saves the prediction pass of sliding windows.
-            label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
-
-        Returns:
-            a :py:class:`~monai_segcam.CAMResult`: ``{layer: MetaTensor (B, n_classes, *spatial)}`` with the region
-            and prediction used (``result.map`` when one layer was requested).
-        """
-        if torch.is_inference_mode_enabled():  # CAMs need autograd: leave inference mode for this call
-            with torch.inference_mode(False):
-                return self(image, classes, region, pred, label)
+    def _call(self, image, classes, region, pred, label) -> CAMResult:
+        """The CAMs of ``classes`` for ``region`` on ``image``: a :py:class:`~monai_segcam.CAMResult`
+        ``{layer: MetaTensor (B, n_classes, *spatial)}`` with the region and prediction used (``result.map`` when one
+        layer was requested)."""
         maps, weights, crop, prediction = self._explain(image, classes, region, pred, label)
         nonempty = weights.flatten(2).any(-1)[(...,) + (None,) * (weights.ndim - 2)]
         out = {}

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from monai.data import MetaTensor
 from monai.utils import look_up_option
 from torch import nn
 
+from ..cam.base import Explainer
 from ..cam.engine import check_classes, check_image, check_output, network_spatial_dims
 from ..cam.regions import as_region, region_weights
 from ..cam.terms import TermCapture, Terms
@@ -21,11 +22,15 @@ from .scoring import StitchedScorer
 
 __all__ = ["StitchedExplainer", "Prepared"]
 
+R = TypeVar("R")
+
 
 @dataclass
 class Prepared:
-    """One call's state: the checked image on the stitching device, its scorer, region weights, classes, prediction."""
+    """One call's state: the image as given, the checked image on the stitching device, its scorer, region weights,
+    classes, prediction."""
 
+    image: torch.Tensor
     x: torch.Tensor
     scorer: StitchedScorer
     weights: torch.Tensor
@@ -33,7 +38,7 @@ class Prepared:
     prediction: torch.Tensor | None
 
 
-class StitchedExplainer(WindowedEngine):
+class StitchedExplainer(WindowedEngine, Explainer[R]):
     """Base of the perturbation explainers: a network explained through MONAI's stitched sliding-window prediction
     (or the whole volume when ``roi_size`` is ``None``).
 
@@ -58,11 +63,11 @@ class StitchedExplainer(WindowedEngine):
     Example:
         .. code-block:: python
 
-            class MyPerturbation(StitchedExplainer):  # a new perturbation method on the same machinery
-                def __call__(self, image, classes=1, region="pred", pred=None, label=None):
-                    with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
-                        state = self._prepare(run, image, classes, region, pred, label)
-                        return state.scorer.region_score()  # S(x) (B, n_classes) of the stitched prediction
+            class MyPerturbation(StitchedExplainer[torch.Tensor]):  # a new perturbation method on the same machinery
+                def _explain(self, state):  # under no_grad, with the checked image, region and scorer in ``state``
+                    return state.scorer.region_score()  # S(x) (B, n_classes) of the stitched prediction
+
+            scores = MyPerturbation(net, roi_size=(96, 96, 96))(image, classes=[1, 2])
     """
 
     def __init__(
@@ -115,6 +120,17 @@ class StitchedExplainer(WindowedEngine):
             logits = scorer.stitch(scorer.units)[scorer.grid.crop]
         return MetaTensor(logits).copy_meta_from(image) if isinstance(image, MetaTensor) else logits
 
+    def _call(self, image, classes, region, pred, label) -> R:
+        with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
+            state = self._prepare(run, image, classes, region, pred, label)
+            result = self._explain(state)
+        self.window_passes = state.scorer.window_passes
+        return result
+
+    def _explain(self, state: Prepared) -> R:
+        """The explanation of the prepared call (under ``torch.no_grad()``, inside the networks' term capture)."""
+        raise NotImplementedError
+
     def _prepare(self, run: TermCapture, image, classes, region, pred, label) -> Prepared:
         """Check the inputs, lay out the windows, build the region (from ``pred`` or a stitched clean pass, whose
         window logits are kept for later) and the scorer's clean contributions. ``run`` is the open term capture."""
@@ -138,4 +154,4 @@ class StitchedExplainer(WindowedEngine):
         classes = check_classes(classes, num_channels)
         weights = region_weights(region, pred, classes, spatial, x.shape[0], label, self.multi_label, device=device)
         scorer.set_region(weights, classes)
-        return Prepared(x, scorer, weights, classes, pred)
+        return Prepared(image, x, scorer, weights, classes, pred)

@@ -28,7 +28,7 @@ import torch
 from monai.utils import StrEnum, ensure_tuple, look_up_option
 
 from ..outputs import atomic_output
-from .base import StitchedExplainer
+from .base import Prepared, StitchedExplainer
 from .baselines import make_baseline
 from .scoring import Perturbation
 from .windows import box_footprint
@@ -108,7 +108,7 @@ class ChannelAttributionResult:
         return rows
 
 
-class ChannelAttribution(StitchedExplainer):
+class ChannelAttribution(StitchedExplainer[ChannelAttributionResult]):
     """Importance of each input channel for a region score of the stitched prediction.
 
     Args:
@@ -151,45 +151,29 @@ class ChannelAttribution(StitchedExplainer):
         make_baseline(torch.zeros(1, 1, 1), baseline, blur_sigma)  # checks the baseline
         self.baseline, self.blur_sigma, self.steps, self.batch_size = baseline, blur_sigma, steps, batch_size
 
-    def __call__(
-        self,
-        image: torch.Tensor,
-        classes: int | Sequence[int] = 1,
-        region: Any = "pred",
-        pred: torch.Tensor | None = None,
-        label: torch.Tensor | None = None,
-    ) -> ChannelAttributionResult:
-        """Channel importances of ``classes`` for ``region`` on ``image`` ``(B, C, *spatial)`` (arguments as
-        :py:class:`~monai_segcam.perturbation.occlusion.SegOcclusion`)."""
-        if torch.is_inference_mode_enabled():  # the gradient measures need autograd
-            with torch.inference_mode(False):
-                return self(image, classes, region, pred, label)
-        with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
-            state = self._prepare(run, image, classes, region, pred, label)
-            x, scorer = state.x, state.scorer
-            base = make_baseline(x, self.baseline, self.blur_sigma)
-            scores, maps = {}, {}
-            if ChannelMethod.DROP in self.methods:
-                whole = box_footprint(tuple(slice(None) for _ in x.shape[2:]), scorer.grid)
-                drops = [Perturbation(b, whole, [j]) for b in range(x.shape[0]) for j in range(x.shape[1])]
-                padded_base = scorer.grid.pad_image(base)
-                values = scorer.drops(drops, padded_base, self.batch_size)  # (B * C, n)
-                scores[ChannelMethod.DROP] = values.view(x.shape[0], x.shape[1], -1).transpose(1, 2)
-            if ChannelMethod.INPUT_X_GRADIENT in self.methods:
-                maps[ChannelMethod.INPUT_X_GRADIENT] = x[:, None] * scorer.gradient(x)
-            if ChannelMethod.INTEGRATED_GRADIENTS in self.methods:
-                total = sum(scorer.gradient(base + (k + 0.5) / self.steps * (x - base)) for k in range(self.steps))
-                maps[ChannelMethod.INTEGRATED_GRADIENTS] = (x - base)[:, None] * total / self.steps
-            for method, value in maps.items():
-                scores[method] = value.flatten(3).sum(-1)
-            score = scorer.region_score()
-        self.window_passes = scorer.window_passes
-        out = image.device
+    def _explain(self, state: Prepared) -> ChannelAttributionResult:
+        """Channel importances of the prepared call (the gradient measures enable autograd for their passes)."""
+        x, scorer = state.x, state.scorer
+        base = make_baseline(x, self.baseline, self.blur_sigma)
+        scores, maps = {}, {}
+        if ChannelMethod.DROP in self.methods:
+            whole = box_footprint(tuple(slice(None) for _ in x.shape[2:]), scorer.grid)
+            drops = [Perturbation(b, whole, [j]) for b in range(x.shape[0]) for j in range(x.shape[1])]
+            values = scorer.drops(drops, scorer.grid.pad_image(base), self.batch_size)  # (B * C, n)
+            scores[ChannelMethod.DROP] = values.view(x.shape[0], x.shape[1], -1).transpose(1, 2)
+        if ChannelMethod.INPUT_X_GRADIENT in self.methods:
+            maps[ChannelMethod.INPUT_X_GRADIENT] = x[:, None] * scorer.gradient(x)
+        if ChannelMethod.INTEGRATED_GRADIENTS in self.methods:
+            total = sum(scorer.gradient(base + (k + 0.5) / self.steps * (x - base)) for k in range(self.steps))
+            maps[ChannelMethod.INTEGRATED_GRADIENTS] = (x - base)[:, None] * total / self.steps
+        for method, value in maps.items():
+            scores[method] = value.flatten(3).sum(-1)
+        out = state.image.device
         return ChannelAttributionResult(
             state.classes,
             {k: v.to(out) for k, v in scores.items()},
             {k: v.to(out) for k, v in maps.items()},
-            score.to(out),
+            scorer.region_score().to(out),
             state.weights.to(out),
         )
 

@@ -20,7 +20,7 @@ from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from ..cam.result import CAMResult, as_image_map
-from .base import StitchedExplainer
+from .base import Prepared, StitchedExplainer
 from .baselines import make_baseline
 from .scoring import Perturbation
 from .windows import box_footprint
@@ -55,7 +55,7 @@ def occluder_boxes(
     return [tuple(slice(a, a + m) for a, m in zip(corner, size)) for corner in itertools.product(*starts)]
 
 
-class SegOcclusion(StitchedExplainer):
+class SegOcclusion(StitchedExplainer[CAMResult]):
     """Occlusion maps of a segmentation network's region score, on whole volumes or with MONAI's sliding windows.
 
     Called like the CAM engines; returns a :py:class:`~monai_segcam.cam.result.CAMResult` with one layer key,
@@ -111,39 +111,22 @@ class SegOcclusion(StitchedExplainer):
         self.batch_size = batch_size
         self.relu = relu
 
-    def __call__(
-        self,
-        image: torch.Tensor,
-        classes: int | Sequence[int] = 1,
-        region: Any = "pred",
-        pred: torch.Tensor | None = None,
-        label: torch.Tensor | None = None,
-    ) -> CAMResult:
-        """Occlusion maps of ``classes`` for ``region`` on ``image`` ``(B, C, *spatial)``.
-
-        Args:
-            image: the network input, batch first (a ``MetaTensor`` keeps its metadata on the maps).
-            classes: one class index or several (all from the same occluded passes).
-            region: the explained region per class on the whole volume (see :py:mod:`monai_segcam.cam.regions`).
-            pred: an existing prediction (stitched logits or a label map) for prediction-based regions.
-            label: the ground truth for ``"label"``, ``"fp"`` and ``"fn"`` regions.
-        """
-        with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
-            state = self._prepare(run, image, classes, region, pred, label)
-            x, scorer = state.x, state.scorer
-            base = scorer.grid.pad_image(make_baseline(x, self.baseline, self.blur_sigma))
-            boxes = occluder_boxes(x.shape[2:], self.mask_size, self.stride)
-            footprints = [box_footprint(box, scorer.grid) for box in boxes]
-            occluders = [Perturbation(b, axes) for b in range(x.shape[0]) for axes in footprints]
-            drops = scorer.drops(occluders, base, self.batch_size)
-            maps = x.new_zeros((x.shape[0], len(state.classes), *x.shape[2:]))
-            count = x.new_zeros(x.shape[2:])
-            for box in boxes:
-                count[box] += 1
-            for p, occluder in enumerate(occluders):
-                maps[(occluder.item, slice(None), *boxes[p % len(boxes)])] += drops[p].view(-1, *[1] * len(boxes[0]))
-            maps = maps / count.clamp_min(1)  # voxels no occluder covers (stride > mask_size) stay 0
-        self.window_passes = scorer.window_passes
+    def _explain(self, state: Prepared) -> CAMResult:
+        """Occlusion maps of the prepared call (one occluded pass per occluder and batch item, windows re-run only
+        where they change)."""
+        x, scorer, image = state.x, state.scorer, state.image
+        base = scorer.grid.pad_image(make_baseline(x, self.baseline, self.blur_sigma))
+        boxes = occluder_boxes(x.shape[2:], self.mask_size, self.stride)
+        footprints = [box_footprint(box, scorer.grid) for box in boxes]
+        occluders = [Perturbation(b, axes) for b in range(x.shape[0]) for axes in footprints]
+        drops = scorer.drops(occluders, base, self.batch_size)
+        maps = x.new_zeros((x.shape[0], len(state.classes), *x.shape[2:]))
+        count = x.new_zeros(x.shape[2:])
+        for box in boxes:
+            count[box] += 1
+        for p, occluder in enumerate(occluders):
+            maps[(occluder.item, slice(None), *boxes[p % len(boxes)])] += drops[p].view(-1, *[1] * len(boxes[0]))
+        maps = maps / count.clamp_min(1)  # voxels no occluder covers (stride > mask_size) stay 0
         wrapped = as_image_map((maps.relu() if self.relu else maps).to(image.device), image)
         prediction = None if state.prediction is None else state.prediction.to(image.device)
         return CAMResult({LAYER_KEY: wrapped}, state.classes, METHOD, state.weights.to(image.device), prediction)

@@ -1,18 +1,88 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""One picture cell: a grey image plane with a CAM colour overlay and a region contour."""
+"""One picture cell: a grey image plane with a CAM colour overlay and a region contour; the backdrop (image,
+region, grey window, spacing) every figure draws its CAM planes over."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from monai.utils import optional_import
 
-__all__ = ["draw_overlay"]
+from .planes import (
+    VolumeLike,
+    as_volume,
+    check_same_shape,
+    extract_plane,
+    intensity_window,
+    plane_aspect,
+    volume_spacing,
+)
+
+Figure, _ = optional_import("matplotlib.figure", name="Figure")
+
+__all__ = ["draw_overlay", "Backdrop", "new_figure"]
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure as FigureType
     from matplotlib.image import AxesImage
+
+
+def new_figure(figsize: Sequence[float]) -> FigureType:
+    """A ``matplotlib.figure.Figure`` with constrained layout, not attached to pyplot."""
+    return Figure(figsize=tuple(figsize), layout="constrained")
+
+
+@dataclass
+class Backdrop:
+    """What every CAM plane of a figure is drawn over: the grey image, the region contour, the grey window, the
+    voxel spacing and the orientation rule.
+
+    Example:
+        .. code-block:: python
+
+            backdrop = Backdrop.load(image, region=label == 1)
+            shown = backdrop.draw(ax, cam_volume, "axial", 12, cam_limits=(0.0, 1.0))
+    """
+
+    image: np.ndarray
+    region: np.ndarray | None
+    window: tuple[float, float]
+    spacing: tuple[float, float, float]
+    radiological: bool = True
+
+    @classmethod
+    def load(
+        cls,
+        image: VolumeLike,
+        region: VolumeLike | None = None,
+        spacing: Sequence[float] | None = None,
+        percentiles: Sequence[float] = (1.0, 99.0),
+        radiological: bool = True,
+        spacing_sources: Sequence[object] = (),
+    ) -> Backdrop:
+        """The backdrop of ``image`` (3D, or channel-first 4D) and ``region`` (non-zero inside; checked to be on the
+        image's grid); the spacing is ``spacing``, else a ``MetaTensor``'s among ``image`` and ``spacing_sources``."""
+        img = as_volume(image, "image").astype(np.float32, copy=False)
+        mask = None if region is None else as_volume(region, "region") != 0
+        check_same_shape(img, region=mask)
+        window = intensity_window(img, percentiles)
+        return cls(img, mask, window, volume_spacing(spacing, image, *spacing_sources), radiological)
+
+    def draw(
+        self, ax: Axes, cam: np.ndarray, view: str, index: int, cam_limits: Sequence[float], cmap: Any = "jet",
+        alpha: float = 0.5,
+    ) -> AxesImage:  # fmt: skip
+        """Draw the plane ``index`` of ``view`` of ``cam`` (on the image's grid) over the backdrop on ``ax``."""
+        image, heat = (extract_plane(v, view, index, self.radiological) for v in (self.image, cam))
+        region = None if self.region is None else extract_plane(self.region, view, index, self.radiological)
+        return draw_overlay(
+            ax, image, heat, region, image_window=self.window, cam_limits=cam_limits,
+            aspect=plane_aspect(view, self.spacing), cmap=cmap, alpha=alpha,
+        )  # fmt: skip
 
 
 def draw_overlay(

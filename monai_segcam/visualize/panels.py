@@ -7,27 +7,22 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from monai.utils import look_up_option, optional_import
+from monai.utils import look_up_option
 
-from monai_segcam.visualize.overlay import draw_overlay
+from monai_segcam.visualize.overlay import Backdrop, new_figure
 from monai_segcam.visualize.planes import (
     VIEWS,
     VolumeLike,
     as_volume,
     cam_range,
     check_same_shape,
-    extract_plane,
     find_center,
-    intensity_window,
-    plane_aspect,
     slice_label,
     view_axes,
-    volume_spacing,
 )
 
-Figure, _ = optional_import("matplotlib.figure", name="Figure")
-
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure as FigureType
 
 __all__ = ["plot_cam_panel"]
@@ -86,67 +81,25 @@ def plot_cam_panel(
     """
     view = look_up_option(axis, VIEWS)
     scale = look_up_option(scale, _SCALES)
-    if not isinstance(cams, Mapping) or not cams:
-        raise ValueError("`cams` must be a non-empty mapping {row: {column: 3D map}}.")
-    columns: list[Any] = []
-    for row, cells in cams.items():
-        if not isinstance(cells, Mapping) or not cells:
-            raise ValueError(f"`cams[{row!r}]` must be a non-empty mapping {{column: 3D map}}.")
-        columns += [c for c in cells if c not in columns]
-
-    img = as_volume(image, "image").astype(np.float32, copy=False)
-    mask = None if region is None else as_volume(region, "region") != 0
-    check_same_shape(img, region=mask)
-    maps = {
-        row: {col: as_volume(m, f"cams[{row!r}][{col!r}]").astype(np.float32, copy=False) for col, m in cells.items()}
-        for row, cells in cams.items()
-    }
-    for row, cells in maps.items():
-        check_same_shape(img, **{f"cams[{row!r}][{col!r}]": m for col, m in cells.items()})
-
-    fixed = view_axes(view)[0]
+    backdrop = Backdrop.load(image, region, spacing, percentiles, radiological)
+    maps, columns = _load_maps(cams, backdrop.image)
     if slice_index is None:
         first = next(iter(next(iter(maps.values())).values()))
-        use_region = mask is not None and mask.any()
-        slice_index = find_center(first, mask, "centroid" if use_region else "peak")[fixed]
-    spacing = volume_spacing(spacing, image)
-    window = intensity_window(img, percentiles)
-    image_plane = extract_plane(img, view, slice_index, radiological)
-    region_plane = None if mask is None else extract_plane(mask, view, slice_index, radiological)
-    aspect = plane_aspect(view, spacing)
+        use_region = backdrop.region is not None and backdrop.region.any()
+        slice_index = find_center(first, backdrop.region, "centroid" if use_region else "peak")[view_axes(view)[0]]
     shared = cam_range([m for cells in maps.values() for m in cells.values()])
 
     width = cell_size * len(columns) + 1.0
-    fig = Figure(figsize=(width, cell_size * len(maps) + 0.5), layout="constrained")
+    fig = new_figure((width, cell_size * len(maps) + 0.5))
     margin = 0.35 / width  # room for the row labels: constrained layout misses them next to fixed-aspect images
     fig.get_layout_engine().set(rect=(margin, 0.0, 1.0 - margin, 1.0))
     grid = fig.subplots(len(maps), len(columns), squeeze=False)
+    shown = None
     for r, (row, cells) in enumerate(maps.items()):
         limits = shared if scale == "shared" else cam_range(list(cells.values()))
-        shown = None
-        for c, col in enumerate(columns):
-            ax = grid[r, c]
-            ax.set_label(f"{row}/{col}")
-            if col not in cells:  # empty cell; keep the axes so that a row label still shows
-                ax.set_frame_on(False)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                continue
-            cam_plane = extract_plane(cells[col], view, slice_index, radiological)
-            shown = draw_overlay(
-                ax,
-                image_plane,
-                cam_plane,
-                region_plane,
-                image_window=window,
-                cam_limits=limits,
-                aspect=aspect,
-                cmap=cmap,
-                alpha=alpha,
-            )
+        shown = _draw_row(grid[r], row, cells, columns, backdrop, (view, slice_index), limits, cmap, alpha)
         if colorbar and scale == "row":
             fig.colorbar(shown, ax=list(grid[r]), shrink=0.9)
-        grid[r, 0].set_ylabel(str(row))
     for c, col in enumerate(columns):
         grid[0, c].set_title(str(col))
     if colorbar and scale == "shared":
@@ -154,3 +107,43 @@ def plot_cam_panel(
     label = slice_label(view, slice_index)
     fig.suptitle(label if title is None else f"{title} ({label})")
     return fig
+
+
+def _load_maps(
+    cams: Mapping[Any, Mapping[Any, VolumeLike]], image: np.ndarray
+) -> tuple[dict[Any, dict[Any, np.ndarray]], list[Any]]:
+    """The maps as float32 volumes checked to be on the image's grid, and the columns (the union of the rows' keys
+    in order of first appearance)."""
+    if not isinstance(cams, Mapping) or not cams:
+        raise ValueError("`cams` must be a non-empty mapping {row: {column: 3D map}}.")
+    columns: list[Any] = []
+    for row, cells in cams.items():
+        if not isinstance(cells, Mapping) or not cells:
+            raise ValueError(f"`cams[{row!r}]` must be a non-empty mapping {{column: 3D map}}.")
+        columns += [c for c in cells if c not in columns]
+    maps = {
+        row: {col: as_volume(m, f"cams[{row!r}][{col!r}]").astype(np.float32, copy=False) for col, m in cells.items()}
+        for row, cells in cams.items()
+    }
+    for row, volumes in maps.items():
+        check_same_shape(image, **{f"cams[{row!r}][{col!r}]": m for col, m in volumes.items()})
+    return maps, columns
+
+
+def _draw_row(
+    axes: Sequence[Axes], row: Any, cells: Mapping[Any, np.ndarray], columns: Sequence[Any], backdrop: Backdrop,
+    plane: tuple[str, int], limits: Sequence[float], cmap: Any, alpha: float,
+) -> Any:  # fmt: skip
+    """Draw one row of cells (an empty cell keeps its axes, so that the row label still shows); the last drawn
+    CAM image, for the row's colour bar."""
+    shown = None
+    for ax, col in zip(axes, columns):
+        ax.set_label(f"{row}/{col}")
+        if col not in cells:
+            ax.set_frame_on(False)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        shown = backdrop.draw(ax, cells[col], *plane, limits, cmap, alpha)
+    axes[0].set_ylabel(str(row))
+    return shown

@@ -6,25 +6,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from monai.utils import optional_import
-
-from monai_segcam.visualize.overlay import draw_overlay
+from monai_segcam.visualize.overlay import Backdrop, new_figure
 from monai_segcam.visualize.planes import (
     VIEWS,
     VolumeLike,
     as_volume,
     cam_range,
     check_same_shape,
-    extract_plane,
     find_center,
-    intensity_window,
-    plane_aspect,
     slice_label,
     view_axes,
-    volume_spacing,
 )
-
-Figure, _ = optional_import("matplotlib.figure", name="Figure")
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as FigureType
@@ -87,33 +79,18 @@ def plot_orthogonal_slices(
         fig = plot_orthogonal_slices(batch["image"][0], cam[0], region=batch["label"][0] == 1, title="liver")
         save_figure(fig, "cam_liver.png")
     """
-    img = as_volume(image, "image").astype("float32", copy=False)
+    backdrop = Backdrop.load(image, region, spacing, percentiles, radiological, spacing_sources=[cam])
     heat = as_volume(cam, "cam").astype("float32", copy=False)
-    mask = None if region is None else as_volume(region, "region") != 0
-    check_same_shape(img, cam=heat, region=mask)
-    voxel = find_center(heat, mask, center)
-    spacing = volume_spacing(spacing, image, cam)
-    window = intensity_window(img, percentiles)
+    check_same_shape(backdrop.image, cam=heat)
+    voxel = find_center(heat, backdrop.region, center)
     limits = cam_range([heat], vmin, vmax)
 
-    fig = Figure(figsize=tuple(figsize), layout="constrained")
+    fig = new_figure(figsize)
     axes = fig.subplots(1, len(VIEWS))
     shown = None
     for ax, view in zip(axes, VIEWS):
         index = voxel[view_axes(view)[0]]
-        planes = [extract_plane(v, view, index, radiological) for v in (img, heat)]
-        region_plane = None if mask is None else extract_plane(mask, view, index, radiological)
-        shown = draw_overlay(
-            ax,
-            planes[0],
-            planes[1],
-            region_plane,
-            image_window=window,
-            cam_limits=limits,
-            aspect=plane_aspect(view, spacing),
-            cmap=cmap,
-            alpha=alpha,
-        )
+        shown = backdrop.draw(ax, heat, view, index, limits, cmap, alpha)
         ax.set_title(slice_label(view, index))
         ax.set_label(view)
     if colorbar:

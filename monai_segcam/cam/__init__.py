@@ -3,27 +3,13 @@
 
 from __future__ import annotations
 
-from .base import CAMEngine
+from . import regions
+from .base import CAMEngine, Explainer
 from .capture import ActivationCapture
 from .layers import LayerInfo, LayerTable, ResolvedLayer, layer_presets, list_layers, resolve_layers, unwrap_network
 from .methods import CAMRule, get_rule, method_names, register_method
 from .normalize import normalize_cam
-from .regions import (
-    Box,
-    Component,
-    EmptyRegion,
-    FalseNegativeRegion,
-    FalsePositiveRegion,
-    LabelRegion,
-    MaskRegion,
-    PredictedRegion,
-    Region,
-    Voxel,
-    WholeRegion,
-    class_masks,
-    region_cotangent,
-    region_weights,
-)
+from .regions import *  # noqa: F403 (the names of regions.__all__, exported below)
 from .result import CAMResult
 from .roles import LayerDiscoveryError, LayerRoles, discover_roles
 from .scorecam import ScoreCAMRule
@@ -31,15 +17,18 @@ from .segcam import SegCAM
 from .selection import select_logits
 from .sliding_window import SlidingWindowSegCAM
 from .terms import TermCapture, Terms, mirror_flips, term_gradients
-from .windows import GridFactory, WindowGrid, inferer_window_settings, window_slices
+from .windows import GridFactory, WindowedEngine, WindowGrid, WindowSettings, inferer_window_settings, window_slices
 
 __all__ = [
+    "Explainer",
     "CAMEngine",
     "CAMResult",
     "SegCAM",
     "SlidingWindowSegCAM",
     "WindowGrid",
     "GridFactory",
+    "WindowSettings",
+    "WindowedEngine",
     "window_slices",
     "inferer_window_settings",
     "Terms",
@@ -64,18 +53,5 @@ __all__ = [
     "method_names",
     "register_method",
     "normalize_cam",
-    "Region",
-    "PredictedRegion",
-    "WholeRegion",
-    "EmptyRegion",
-    "MaskRegion",
-    "LabelRegion",
-    "FalsePositiveRegion",
-    "FalseNegativeRegion",
-    "Voxel",
-    "Box",
-    "Component",
-    "class_masks",
-    "region_cotangent",
-    "region_weights",
 ]
+__all__ += regions.__all__

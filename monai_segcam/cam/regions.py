@@ -135,7 +135,17 @@ class PredictedRegion(Region):
         return class_masks(logits, classes, multi_label)
 
 
-class WholeRegion(Region):
+class _FilledRegion(Region):
+    """Every voxel (``inside = True``) or none, for every class."""
+
+    needs_prediction = False
+    inside = True
+
+    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
+        return torch.full((batch_size, len(classes), *spatial_shape), self.inside, dtype=torch.bool)
+
+
+class WholeRegion(_FilledRegion):
     """Every voxel (``"all"``): the score of the whole class channel.
 
     Example:
@@ -144,13 +154,8 @@ class WholeRegion(Region):
             cam(image, classes=1, region="all")
     """
 
-    needs_prediction = False
 
-    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
-        return torch.ones((batch_size, len(classes), *spatial_shape), dtype=torch.bool)
-
-
-class EmptyRegion(Region):
+class EmptyRegion(_FilledRegion):
     """No voxel (``"empty"``): the sanity check, giving a zero map (and a warning).
 
     Example:
@@ -159,10 +164,7 @@ class EmptyRegion(Region):
             assert cam(image, classes=1, region="empty").sum() == 0
     """
 
-    needs_prediction = False
-
-    def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
-        return torch.zeros((batch_size, len(classes), *spatial_shape), dtype=torch.bool)
+    inside = False
 
 
 class LabelRegion(Region):

@@ -1,44 +1,19 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""Explanation-quality metrics for volumetric CAMs: localisation, perturbation curves, randomisation checks."""
+"""Explanation-quality metrics for volumetric CAMs: localisation, perturbation curves, randomisation checks.
+
+The package exports the public names of its modules (each module's ``__all__``, in this order).
+"""
 
 from __future__ import annotations
 
-from .localization import pointing_game, relevance_mass, topk_iou
-from .perturbation import (
-    PerturbationBaseline,
-    PerturbationCurve,
-    PerturbationMode,
-    auc,
-    gaussian_blur,
-    perturbation_curve,
-    region_score_fn,
-)
-from .randomization import (
-    LayerOrder,
-    RandomizationStep,
-    cascading_randomization,
-    pearson_correlation,
-    spearman_rank_correlation,
-)
-from .statistics import STAT_COLUMNS, cam_statistics, label_masks
+from . import localization, perturbation, randomization, statistics
+from .localization import *  # noqa: F403
+from .perturbation import *  # noqa: F403
+from .randomization import *  # noqa: F403
+from .statistics import *  # noqa: F403
 
-__all__ = [
-    "relevance_mass",
-    "pointing_game",
-    "topk_iou",
-    "STAT_COLUMNS",
-    "cam_statistics",
-    "label_masks",
-    "PerturbationMode",
-    "PerturbationBaseline",
-    "PerturbationCurve",
-    "gaussian_blur",
-    "region_score_fn",
-    "perturbation_curve",
-    "auc",
-    "LayerOrder",
-    "RandomizationStep",
-    "pearson_correlation",
-    "spearman_rank_correlation",
-    "cascading_randomization",
-]
+__all__: list[str] = []
+__all__ += localization.__all__
+__all__ += statistics.__all__
+__all__ += perturbation.__all__
+__all__ += randomization.__all__

@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from monai.networks.utils import eval_mode
 from monai.utils import look_up_option
 from monai.utils.enums import StrEnum
+
+from ..utils.baselines import Baseline as PerturbationBaseline
+from ..utils.baselines import gaussian_blur, make_baseline
 
 __all__ = [
     "PerturbationMode",
@@ -36,61 +38,11 @@ class PerturbationMode(StrEnum):
     INSERTION = "insertion"
 
 
-class PerturbationBaseline(StrEnum):
-    """What a removed voxel is replaced with."""
-
-    BLUR = "blur"
-    MEAN = "mean"
-    ZERO = "zero"
-
-
 class PerturbationCurve(NamedTuple):
     """A perturbation curve: ``scores[i]`` is the score with a share ``fractions[i]`` of the voxels perturbed."""
 
     fractions: torch.Tensor
     scores: torch.Tensor
-
-
-def _gaussian_kernel1d(sigma: float, truncated: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    radius = int(truncated * sigma + 0.5)  # as scipy.ndimage.gaussian_filter
-    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def gaussian_blur(image: torch.Tensor, sigma: float | Sequence[float], truncated: float = 4.0) -> torch.Tensor:
-    """Separable Gaussian blur of a (B, C, *spatial) tensor over any number of spatial dims.
-
-    Each spatial axis is convolved with a sampled, normalised 1D Gaussian truncated at ``truncated * sigma``, with
-    replicate padding, so that the output keeps the input's shape and a constant image stays constant (the same
-    result as ``scipy.ndimage.gaussian_filter(..., mode="nearest", truncate=truncated)``).
-
-    Args:
-        image: (B, C, *spatial) float tensor.
-        sigma: standard deviation in voxels, one for all spatial dims or one per dim; 0 leaves an axis untouched.
-        truncated: kernel radius in units of sigma.
-
-    .. code-block:: python
-
-        blurred = gaussian_blur(torch.rand(1, 1, 32, 32, 32), sigma=(2.0, 2.0, 1.0))
-    """
-    spatial_dims = image.ndim - 2
-    if spatial_dims < 1:
-        raise ValueError(f"image must be (B, C, *spatial), got shape {tuple(image.shape)}.")
-    sigmas = [float(sigma)] * spatial_dims if not isinstance(sigma, Sequence) else [float(s) for s in sigma]
-    if len(sigmas) != spatial_dims or any(s < 0 for s in sigmas):
-        raise ValueError(f"sigma must be non-negative, one value or one per spatial dim ({spatial_dims}), got {sigma}.")
-    out = image if image.is_floating_point() else image.float()
-    for axis, s in enumerate(sigmas, start=2):
-        if s == 0:
-            continue
-        kernel = _gaussian_kernel1d(s, truncated, out.dtype, out.device)
-        radius = kernel.numel() // 2
-        moved = out.movedim(axis, -1)
-        lines = moved.reshape(-1, 1, moved.shape[-1])
-        lines = F.conv1d(F.pad(lines, (radius, radius), mode="replicate"), kernel.view(1, 1, -1))
-        out = lines.reshape(moved.shape).movedim(-1, axis)
-    return out
 
 
 def region_score_fn(
@@ -132,19 +84,6 @@ def region_score_fn(
         return (t.to(device=y.device, dtype=y.dtype) * y).flatten(1).sum(1)
 
     return score_fn
-
-
-def _baseline_image(
-    image: torch.Tensor, baseline: str | torch.Tensor, sigma: float | Sequence[float]
-) -> torch.Tensor:
-    if isinstance(baseline, torch.Tensor):
-        return baseline.to(device=image.device, dtype=image.dtype).expand_as(image)
-    kind = look_up_option(baseline, PerturbationBaseline)
-    if kind == PerturbationBaseline.BLUR:
-        return gaussian_blur(image, sigma)
-    if kind == PerturbationBaseline.MEAN:
-        return image.mean(dim=tuple(range(2, image.ndim)), keepdim=True).expand_as(image)
-    return torch.zeros_like(image)
 
 
 def perturbation_curve(
@@ -199,7 +138,7 @@ def perturbation_curve(
         raise ValueError(f"cam must have one channel and spatial shape {tuple(spatial)}, got {tuple(cam.shape)}.")
     if int(steps) != steps or steps < 1 or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive integers, got {steps} and {batch_size}.")
-    base = _baseline_image(image, baseline, sigma)
+    base = make_baseline(image, baseline, sigma)
     # rank[v] = position of voxel v in the order of decreasing CAM value
     order = torch.sort(cam.detach().reshape(-1).to(image.device), descending=True, stable=True).indices
     rank = torch.empty_like(order)

@@ -4,8 +4,8 @@ through MONAI's stitched sliding-window prediction."""
 
 from __future__ import annotations
 
+from ..utils.baselines import Baseline, make_baseline
 from .base import StitchedExplainer
-from .baselines import Baseline, make_baseline
 from .channels import (
     CHANNEL_COLUMNS,
     ChannelAttribution,

@@ -28,8 +28,8 @@ import torch
 from monai.utils import StrEnum, ensure_tuple, look_up_option
 
 from ..outputs import atomic_output
+from ..utils.baselines import make_baseline
 from .base import Prepared, StitchedExplainer
-from .baselines import make_baseline
 from .scoring import Perturbation
 from .windows import box_footprint
 

@@ -20,8 +20,8 @@ from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from ..cam.result import CAMResult, as_image_map
+from ..utils.baselines import make_baseline
 from .base import Prepared, StitchedExplainer
-from .baselines import make_baseline
 from .scoring import Perturbation
 from .windows import box_footprint
 

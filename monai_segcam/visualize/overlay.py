@@ -16,6 +16,7 @@ from .planes import (
     as_volume,
     check_same_shape,
     extract_plane,
+    find_center,
     intensity_window,
     plane_aspect,
     volume_spacing,
@@ -71,6 +72,16 @@ class Backdrop:
         check_same_shape(img, region=mask)
         window = intensity_window(img, percentiles)
         return cls(img, mask, window, volume_spacing(spacing, image, *spacing_sources), radiological)
+
+    def volume(self, x: VolumeLike, name: str) -> np.ndarray:
+        """A map as a float32 volume, checked to be on the image's grid (``name`` in the error)."""
+        volume = as_volume(x, name).astype(np.float32, copy=False)
+        check_same_shape(self.image, **{name: volume})
+        return volume
+
+    def center(self, cam: np.ndarray, center: str | Sequence[int] = "peak") -> tuple[int, int, int]:
+        """The voxel the planes go through (see :py:func:`~monai_segcam.visualize.planes.find_center`)."""
+        return find_center(cam, self.region, center)
 
     def draw(
         self, ax: Axes, cam: np.ndarray, view: str, index: int, cam_limits: Sequence[float], cmap: Any = "jet",

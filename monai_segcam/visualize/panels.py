@@ -10,16 +10,7 @@ import numpy as np
 from monai.utils import look_up_option
 
 from monai_segcam.visualize.overlay import Backdrop, new_figure
-from monai_segcam.visualize.planes import (
-    VIEWS,
-    VolumeLike,
-    as_volume,
-    cam_range,
-    check_same_shape,
-    find_center,
-    slice_label,
-    view_axes,
-)
+from monai_segcam.visualize.planes import VIEWS, VolumeLike, cam_range, slice_label, view_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -82,11 +73,11 @@ def plot_cam_panel(
     view = look_up_option(axis, VIEWS)
     scale = look_up_option(scale, _SCALES)
     backdrop = Backdrop.load(image, region, spacing, percentiles, radiological)
-    maps, columns = _load_maps(cams, backdrop.image)
+    maps, columns = _load_maps(cams, backdrop)
     if slice_index is None:
         first = next(iter(next(iter(maps.values())).values()))
         use_region = backdrop.region is not None and backdrop.region.any()
-        slice_index = find_center(first, backdrop.region, "centroid" if use_region else "peak")[view_axes(view)[0]]
+        slice_index = backdrop.center(first, "centroid" if use_region else "peak")[view_axes(view)[0]]
     shared = cam_range([m for cells in maps.values() for m in cells.values()])
 
     width = cell_size * len(columns) + 1.0
@@ -110,7 +101,7 @@ def plot_cam_panel(
 
 
 def _load_maps(
-    cams: Mapping[Any, Mapping[Any, VolumeLike]], image: np.ndarray
+    cams: Mapping[Any, Mapping[Any, VolumeLike]], backdrop: Backdrop
 ) -> tuple[dict[Any, dict[Any, np.ndarray]], list[Any]]:
     """The maps as float32 volumes checked to be on the image's grid, and the columns (the union of the rows' keys
     in order of first appearance)."""
@@ -122,11 +113,9 @@ def _load_maps(
             raise ValueError(f"`cams[{row!r}]` must be a non-empty mapping {{column: 3D map}}.")
         columns += [c for c in cells if c not in columns]
     maps = {
-        row: {col: as_volume(m, f"cams[{row!r}][{col!r}]").astype(np.float32, copy=False) for col, m in cells.items()}
+        row: {col: backdrop.volume(m, f"cams[{row!r}][{col!r}]") for col, m in cells.items()}
         for row, cells in cams.items()
     }
-    for row, volumes in maps.items():
-        check_same_shape(image, **{f"cams[{row!r}][{col!r}]": m for col, m in volumes.items()})
     return maps, columns
 
 

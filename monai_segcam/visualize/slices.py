@@ -7,16 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from monai_segcam.visualize.overlay import Backdrop, new_figure
-from monai_segcam.visualize.planes import (
-    VIEWS,
-    VolumeLike,
-    as_volume,
-    cam_range,
-    check_same_shape,
-    find_center,
-    slice_label,
-    view_axes,
-)
+from monai_segcam.visualize.planes import VIEWS, VolumeLike, cam_range, slice_label, view_axes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as FigureType
@@ -80,9 +71,8 @@ def plot_orthogonal_slices(
         save_figure(fig, "cam_liver.png")
     """
     backdrop = Backdrop.load(image, region, spacing, percentiles, radiological, spacing_sources=[cam])
-    heat = as_volume(cam, "cam").astype("float32", copy=False)
-    check_same_shape(backdrop.image, cam=heat)
-    voxel = find_center(heat, backdrop.region, center)
+    heat = backdrop.volume(cam, "cam")
+    voxel = backdrop.center(heat, center)
     limits = cam_range([heat], vmin, vmax)
 
     fig = new_figure(figsize)

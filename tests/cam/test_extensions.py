@@ -1,14 +1,17 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""The documented extension points run: a custom rule, a registered method, a custom region."""
+"""The documented extension points run: a custom rule, a custom region, a new perturbation method, a new explainer
+(the registered method of register_method's docstring runs in test_methods.py)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
+from monai.inferers import SlidingWindowInferer, sliding_window_inference
 from monai.networks.nets import UNet
+from monai.utils import ensure_tuple
 
 from monai_segcam import SegCAM, SlidingWindowSegCAM
-from monai_segcam.cam import CAMRule, Region, get_rule, method_names, register_method
+from monai_segcam.cam import CAMRule, Explainer, Region, WindowedEngine, WindowSettings, region_weights
+from monai_segcam.perturbation.base import StitchedExplainer
 
 
 def unet() -> UNet:
@@ -42,31 +45,6 @@ def test_custom_rule_in_both_engines_equals_gradcam_with_positive_gradients():
     assert SegCAM(net, method=PositiveGradCAM())(x, classes=1).method == "PositiveGradCAM"
 
 
-def test_registered_method_is_a_name_everywhere():
-    @register_method("test_poshirescam")
-    class PositiveHiResCAM(CAMRule):
-        local = True
-
-        def local_map(self, acts, grads):
-            return (grads.clamp_min(0) * acts.clamp_min(0)).sum(1, keepdim=True)
-
-    assert "test_poshirescam" in method_names()
-    assert isinstance(get_rule("test_poshirescam"), PositiveHiResCAM)
-    result = SegCAM(unet(), method="test_poshirescam")(torch.randn(1, 1, 16, 16, 12), classes=1)
-    assert result.method == "test_poshirescam" and result.map.min() >= 0
-    from monai_segcam.cli.main import build_parser
-
-    args = build_parser().parse_args(["explain", "x.nii.gz", "--bundle", "b", "--output", "o", "--method", "test_poshirescam"])
-    assert args.method == ["test_poshirescam"]
-    with pytest.raises(ValueError, match="already registered"):
-        register_method("hirescam")(PositiveHiResCAM)
-
-
-def test_unknown_method_lists_close_names():
-    with pytest.raises(ValueError, match=r"Unknown CAM method 'hirescm'. Did you mean \['hirescam'"):
-        get_rule("hirescm")
-
-
 def test_custom_region_gives_a_map_inside_the_sphere_only_for_a_1x1_model():
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 1), torch.nn.Conv3d(4, 3, 1)).eval()
     x = torch.rand(1, 1, 16, 16, 12) + 0.5
@@ -75,3 +53,52 @@ def test_custom_region_gives_a_map_inside_the_sphere_only_for_a_1x1_model():
     assert torch.equal(result.region.bool(), inside)
     assert torch.all(result.map[~inside[:, :1].expand_as(result.map)] == 0)
     assert result.map[inside[:, :1].expand_as(result.map)].abs().sum() > 0
+
+
+def test_new_perturbation_method_on_the_stitched_machinery_scores_the_stitched_prediction():
+    """The StitchedExplainer docstring's example: S(x) of the stitched prediction, checked against MONAI."""
+    net = unet().double()
+    x = torch.randn(1, 1, 20, 16, 12, dtype=torch.float64)
+
+    class MyPerturbation(StitchedExplainer[torch.Tensor]):
+        def _explain(self, state):
+            return state.scorer.region_score()
+
+    scores = MyPerturbation(net, roi_size=(16, 16, 12), overlap=0.5)(x, classes=[1, 2], region="all")
+    with torch.no_grad():
+        stitched = sliding_window_inference(x, (16, 16, 12), 1, net, 0.5)
+    torch.testing.assert_close(scores, stitched[:, [1, 2]].flatten(2).sum(-1))
+
+
+def test_new_explainer_runs_outside_inference_mode():
+    """The Explainer docstring's example, called inside torch.inference_mode like a MONAI evaluator."""
+    net = unet()
+    x = torch.randn(1, 1, 16, 16, 12)
+
+    class RegionScore(Explainer[torch.Tensor]):
+        def __init__(self, net):
+            self.net = net
+
+        def _call(self, image, classes, region, pred, label):
+            assert not torch.is_inference_mode_enabled()
+            logits = self.net(image)
+            weights = region_weights(region, logits, ensure_tuple(classes), image.shape[2:], len(image))
+            return (weights * logits[:, list(ensure_tuple(classes))]).flatten(2).sum(-1)
+
+    with torch.inference_mode():
+        score = RegionScore(net)(x, classes=1, region="all")
+    with torch.no_grad():
+        torch.testing.assert_close(score, net(x)[:, 1:2].sum((2, 3, 4)))
+
+
+def test_windowed_engine_example_reads_the_inferer_settings():
+    """The WindowedEngine docstring's example."""
+
+    class MyExplainer(WindowedEngine):
+        def __init__(self, network, roi_size=None, **window_kwargs):
+            self.network, self.window = network, WindowSettings(roi_size, **window_kwargs)
+
+    inferer = SlidingWindowInferer((8, 8, 8), overlap=0.5)
+    explainer = MyExplainer.from_inferer(inferer, unet())
+    assert isinstance(explainer, MyExplainer) and explainer.overlap == 0.5
+    assert len(explainer.grid((16, 8, 8)).slices) == 3

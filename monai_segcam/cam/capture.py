@@ -33,14 +33,16 @@ def _select(output: Any, selector: int | str | None, layer: ResolvedLayer) -> An
             f"Layer {layer.key!r} outputs a {type(output).__name__}, which takes no selector; "
             f"use {layer.module_name!r} without '[{selector}]'."
         )
-    try:
+    if isinstance(output, dict):
+        if selector in output:
+            return output[selector]
+    elif isinstance(selector, int) and -len(output) <= selector < len(output):
         return output[selector]
-    except (IndexError, KeyError, TypeError):
-        valid = list(output) if isinstance(output, dict) else f"0..{len(output) - 1}"
-        raise ValueError(
-            f"Selector [{selector}] of layer {layer.key!r} does not exist: its output is a {type(output).__name__} "
-            f"of {len(output)} elements (valid selectors: {valid})."
-        ) from None
+    valid = list(output) if isinstance(output, dict) else f"0..{len(output) - 1}"
+    raise ValueError(
+        f"Selector [{selector}] of layer {layer.key!r} does not exist: its output is a {type(output).__name__} "
+        f"of {len(output)} elements (valid selectors: {valid})."
+    )
 
 
 def _replace(output: Any, selector: int | str | None, value: torch.Tensor) -> Any:
@@ -49,7 +51,7 @@ def _replace(output: Any, selector: int | str | None, value: torch.Tensor) -> An
     if isinstance(output, dict):
         return {**output, selector: value}
     replaced = list(output)
-    replaced[selector] = value  # type: ignore[index]
+    replaced[int(selector)] = value  # a list or tuple: _select checked an integer selector
     return type(output)(replaced) if isinstance(output, tuple) else replaced
 
 

@@ -68,8 +68,8 @@ def unwrap_network(network: nn.Module) -> nn.Module:
     while True:
         if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             network = network.module
-        elif isinstance(getattr(network, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
-            network = network._orig_mod
+        elif isinstance(original := getattr(network, "_orig_mod", None), nn.Module):  # torch.compile's wrapper
+            network = original
         else:
             return network
 

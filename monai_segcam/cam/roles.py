@@ -339,7 +339,8 @@ def _pre_head(calls: list[TracedCall], body: list[TracedCall], head: TracedCall)
     producers = [c for c in calls if c.output is head.inputs[0] and c.parent is not None and c.end < head.start]
     staged = [c for c in producers if any(c is s for s in body)]
     once = [c for c in producers if sum(1 for d in calls if d.module is c.module) == 1]
-    return (staged or once or [None])[-1]
+    candidates = staged or once
+    return candidates[-1] if candidates else None
 
 
 def _u_shape(body: list[TracedCall]) -> tuple[list[TracedCall], TracedCall, list[TracedCall]]:

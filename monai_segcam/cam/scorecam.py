@@ -39,7 +39,7 @@ class ScoreCAMRule(CAMRule):
     def collect_statistics(self, source: Any) -> dict[tuple[str, int, int], tuple[torch.Tensor, ...]]:
         if source.num_terms != 1:
             raise NotImplementedError("Score-CAM of an ensemble or with test-time flips is not supported.")
-        stats = {}
+        stats: dict[tuple[str, int, int], tuple[torch.Tensor, ...]] = {}
         for key, num_channels in source.channels.items():
             scores = []
             for start in source.progress(range(0, num_channels, source.scorecam_batch_size), f"Score-CAM ({key})"):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,34 @@ from monai.data.utils import compute_importance_map, dense_patch_slices, get_val
 from monai.utils import BlendMode, PytorchPadMode, ensure_tuple_rep, fall_back_tuple, look_up_option
 from torch import nn
 
-__all__ = ["WindowGrid", "GridFactory", "WindowSettings", "WindowedEngine", "window_slices", "inferer_window_settings"]
+if TYPE_CHECKING:
+    from types import EllipsisType
+
+__all__ = [
+    "WindowGrid",
+    "GridFactory",
+    "WindowSettings",
+    "WindowedEngine",
+    "window_slices",
+    "window_index",
+    "inferer_window_settings",
+]
+
+Index = tuple[Union[int, slice, "EllipsisType"], ...]
+"""A tensor index of basic items (integers, slices, ``...``)."""
+
+
+def window_index(window: Sequence[slice], *leading: int | slice | EllipsisType) -> Index:
+    """The index ``(*leading, *window)`` of one window in a tensor (e.g. ``(b, slice(None))`` before the spatial
+    slices of a ``(B, C, *spatial)`` volume, or ``...``).
+
+    Example:
+        .. code-block:: python
+
+            for b, window in windows:
+                total[window_index(window, b, slice(None))] += logits * importance
+    """
+    return (*leading, *window)
 
 
 def window_slices(
@@ -128,7 +155,7 @@ class WindowGrid:
         importance = self.importance.to(device)
         count = torch.zeros((1, 1, *self.padded_shape), dtype=importance.dtype, device=importance.device)
         for window in self.slices:
-            count[(..., *window)] += importance
+            count[window_index(window, ...)] += importance
         return count
 
 

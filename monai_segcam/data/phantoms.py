@@ -44,8 +44,8 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 def _ellipsoid(
     grid: np.ndarray,
     rng: np.random.Generator,
-    center: Sequence[float],
-    radii: Sequence[float],
+    center: Sequence[float] | np.ndarray,
+    radii: Sequence[float] | np.ndarray,
     deform: float,
     sigma: float,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 24:
         raise ValueError(f"shape must have 3 spatial dimensions of at least 24 voxels, got {shape}.")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _grid(shape: Sequence[int]) -> np.ndarray:
@@ -46,7 +46,7 @@ def _ellipsoid(grid: np.ndarray, center: np.ndarray, radii: np.ndarray) -> np.nd
     return sum(((grid[i] - center[i]) / radii[i]) ** 2 for i in range(3)) < 1.0
 
 
-def _cube(shape: Sequence[int], center: Sequence[int], half: int = 2) -> np.ndarray:
+def _cube(shape: Sequence[int], center: Sequence[int] | np.ndarray, half: int = 2) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     mask[tuple(slice(int(c) - half, int(c) + half + 1) for c in center)] = True
     return mask

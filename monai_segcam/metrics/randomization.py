@@ -149,8 +149,9 @@ def _randomize(module: nn.Module, recurse: bool) -> None:
         params = _own_parameters(m)
         if not params:
             continue
-        if callable(getattr(m, "reset_parameters", None)):
-            m.reset_parameters()
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
             continue
         for p in params:
             std = p.std().item() if p.numel() > 1 else 0.0
@@ -198,6 +199,7 @@ def cascading_randomization(
     """
     order = look_up_option(order, LayerOrder)
     randomized = copy.deepcopy(network)
+    groups: list[tuple[str, ...]]
     if layers is None:
         names, original = _execution_order(randomized, cam_fn)
         if not names and order == LayerOrder.EXECUTION:

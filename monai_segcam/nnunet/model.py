@@ -55,7 +55,8 @@ _BUNDLE_CHECKPOINT = "nnunet_checkpoint.pth"  # a MONAI bundle's nnU-Net setting
 def _numpy_scalar_globals() -> list:
     """What a checkpoint's numpy scalars (nnU-Net logs its Dice as ``np.float32``) need under ``weights_only``:
     numpy's scalar constructor and dtypes, no code."""
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed the package
+    scalar = core.multiarray.scalar
     names = [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype]
     kinds = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_)
     return names + [type(np.dtype(kind)) for kind in kinds]
@@ -102,7 +103,7 @@ def available_folds(folder: str | os.PathLike, checkpoint_name: str = "checkpoin
         if name.startswith("fold_") and os.path.isfile(os.path.join(folder, name, checkpoint_name)):
             suffix = name[len("fold_") :]
             folds.append(int(suffix) if suffix.isdigit() else suffix)
-    numbered = sorted(f for f in folds if isinstance(f, int))
+    numbered: list[int | str] = sorted(f for f in folds if isinstance(f, int))
     return numbered or [f for f in folds if f == "all"]
 
 
@@ -348,20 +349,20 @@ class NNUNetModel:
             files: one image file per channel, in channel order (nnU-Net's ``_0000``, ``_0001``, ... files).
             label: a ground-truth label map, preprocessed like nnU-Net's training labels (crop and resampling).
         """
-        files = [os.fspath(f) for f in files]
-        if len(files) != self.num_input_channels:
+        paths = [str(os.fspath(f)) for f in files]
+        if len(paths) != self.num_input_channels:
             raise ValueError(
                 f"The model expects {self.num_input_channels} channel file(s) per case "
-                f"({self.dataset_json.get('channel_names')}), got {len(files)}: {files}."
+                f"({self.dataset_json.get('channel_names')}), got {len(paths)}: {paths}."
             )
         preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
         args = (self.plans_manager, self.configuration_manager, self.dataset_json)
         with contextlib.redirect_stdout(io.StringIO()):
-            data, _, properties = preprocessor.run_case(files, None, *args)
-            seg = preprocessor.run_case(files, os.fspath(label), *args)[1] if label is not None else None
+            data, _, properties = preprocessor.run_case(paths, None, *args)
+            seg = preprocessor.run_case(paths, os.fspath(label), *args)[1] if label is not None else None
         ground_truth = None if seg is None else torch.from_numpy(np.clip(seg, 0, None).astype(np.int64))
         data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-        return NNUNetCase(files, data, properties, ground_truth)
+        return NNUNetCase(paths, data, properties, ground_truth)
 
     def predict(self, data: torch.Tensor) -> torch.Tensor:
         """nnU-Net's own prediction of a preprocessed case ``(C, *grid)``: the logits ``(K, *grid)`` averaged over

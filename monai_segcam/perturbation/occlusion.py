@@ -20,6 +20,7 @@ from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from ..cam.result import CAMResult, as_image_map
+from ..cam.windows import window_index
 from ..utils.baselines import make_baseline
 from .base import Prepared, StitchedExplainer
 from .scoring import Perturbation
@@ -125,7 +126,8 @@ class SegOcclusion(StitchedExplainer[CAMResult]):
         for box in boxes:
             count[box] += 1
         for p, occluder in enumerate(occluders):
-            maps[(occluder.item, slice(None), *boxes[p % len(boxes)])] += drops[p].view(-1, *[1] * len(boxes[0]))
+            at = window_index(boxes[p % len(boxes)], occluder.item, slice(None))
+            maps[at] += drops[p].view(-1, *[1] * len(boxes[0]))
         maps = maps / count.clamp_min(1)  # voxels no occluder covers (stride > mask_size) stay 0
         wrapped = as_image_map((maps.relu() if self.relu else maps).to(image.device), image)
         prediction = None if state.prediction is None else state.prediction.to(image.device)

@@ -27,7 +27,7 @@ from monai.utils import optional_import
 
 from ..cam.engine import all_finite
 from ..cam.regions import region_cotangent
-from ..cam.windows import WindowGrid
+from ..cam.windows import WindowGrid, window_index
 from ..utils.enums import CAMTarget
 from .windows import footprint_mask
 
@@ -100,7 +100,7 @@ class StitchedScorer:
         self.kept_bytes = 0
         self.window_passes = 0
         self.stitched: torch.Tensor | None = None
-        self.weights: torch.Tensor | None = None
+        self.weights: torch.Tensor  # (B, n, *padded), from set_region
         self.classes: tuple[int, ...] = ()
         self.relevant: list[tuple[int, int]] = []
         self.clean_scores: dict[tuple[int, int], torch.Tensor] = {}
@@ -172,7 +172,7 @@ class StitchedScorer:
         """Blending weights of window ``k`` ``(*roi)`` on the window device."""
         def make() -> torch.Tensor:
             importance = self.grid.importance.to(device=self.sw_device, dtype=self.padded.dtype)[0, 0]
-            return importance / self.count[(0, 0, *self.grid.slices[k])].to(self.sw_device)
+            return importance / self.count[window_index(self.grid.slices[k], 0, 0)].to(self.sw_device)
 
         return self.cached(("beta", k), make)
 
@@ -195,7 +195,7 @@ class StitchedScorer:
         for (b, k), logits in outputs:
             if total is None:
                 total = logits.new_zeros((self.padded.shape[0], logits.shape[0], *self.grid.padded_shape))
-            total[(b, slice(None), *self.grid.slices[k])] += logits * importance
+            total[window_index(self.grid.slices[k], b, slice(None))] += logits * importance
         if total is None:
             return self.padded.new_zeros((self.padded.shape[0], 1, *self.grid.padded_shape))
         return total / self.count
@@ -237,7 +237,9 @@ class StitchedScorer:
             for (b, _), value in self.clean_scores.items():
                 score[b] += value
             return score
-        values = [(self.weights[b] * self.activation(self.stitched[b])).flatten(1).sum(1) for b in range(batch)]
+        stitched = self.stitched
+        assert stitched is not None  # set_region stitches the clean prediction for probabilities
+        values = [(self.weights[b] * self.activation(stitched[b])).flatten(1).sum(1) for b in range(batch)]
         return torch.stack(values)
 
     # perturbations ------------------------------------------------------------------------------------------------
@@ -252,9 +254,11 @@ class StitchedScorer:
         if all(line[-1] - line[0] + 1 == len(line) for line in lines):  # a box
             box = tuple(slice(line[0], line[-1] + 1) for line in lines)
             for c in channels:
-                out[(c, *box)] = base[index][(0, c, *box)]
+                out[window_index(box, c)] = base[index][window_index(box, 0, c)]
             return
-        mask = footprint_mask(perturbation.axes, window).to(self.device)
+        mask = footprint_mask(perturbation.axes, window)
+        assert mask is not None  # only windows the perturbation touches are perturbed
+        mask = mask.to(self.device)
         for c in channels:
             out[c] = torch.where(mask, base[index][0, c], out[c])
 
@@ -301,13 +305,14 @@ class StitchedScorer:
         windows = [self.grid.slices[k] for (_, k), _ in outputs]
         starts = [min(w[d].start for w in windows) for d in range(len(windows[0]))]
         box = tuple(slice(lo, max(w[d].stop for w in windows)) for d, lo in enumerate(starts))
-        clean = self.stitched[(item, slice(None), *box)]
+        assert self.stitched is not None  # set_region stitches the clean prediction for probabilities
+        clean = self.stitched[window_index(box, item, slice(None))]
         changed = clean.clone()
         with torch.no_grad():
             for (unit, logits), window in zip(outputs, windows):
                 local = (slice(None), *(slice(s.start - lo, s.stop - lo) for s, lo in zip(window, starts)))
                 changed[local] += self.beta(unit[1]).to(self.device) * (logits - self.clean(unit))
-            weights = self.weights[(item, slice(None), *box)]
+            weights = self.weights[window_index(box, item, slice(None))]
             return (weights * (self.activation(clean) - self.activation(changed))).flatten(1).sum(1)
 
     # gradients ----------------------------------------------------------------------------------------------------
@@ -334,7 +339,7 @@ class StitchedScorer:
                 cotangent = torch.cat(parts)
                 (grad,) = torch.autograd.grad(out, windows, cotangent, retain_graph=i != todo[-1])
                 for j, (b, k) in enumerate(group):
-                    grads[(b, i, slice(None), *self.grid.slices[k])] += grad[j].to(self.device)
+                    grads[window_index(self.grid.slices[k], b, i, slice(None))] += grad[j].to(self.device)
         if not any(self.grid.pad):
             return grads
         pulled = [torch.autograd.grad(padded, leaf, grads[:, i], retain_graph=True)[0] for i in range(grads.shape[1])]

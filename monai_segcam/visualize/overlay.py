@@ -32,9 +32,13 @@ if TYPE_CHECKING:
     from matplotlib.image import AxesImage
 
 
-def new_figure(figsize: Sequence[float]) -> FigureType:
-    """A ``matplotlib.figure.Figure`` with constrained layout, not attached to pyplot."""
-    return Figure(figsize=tuple(figsize), layout="constrained")
+def new_figure(figsize: Sequence[float], rect: Sequence[float] | None = None) -> FigureType:
+    """A ``matplotlib.figure.Figure`` with constrained layout (within ``rect``, figure fractions ``(left, bottom,
+    width, height)``, when given), not attached to pyplot."""
+    fig = Figure(figsize=tuple(figsize), layout="constrained")
+    if rect is not None:
+        fig.get_layout_engine().set(rect=tuple(rect))
+    return fig
 
 
 @dataclass

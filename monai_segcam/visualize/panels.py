@@ -15,6 +15,7 @@ from monai_segcam.visualize.planes import VIEWS, VolumeLike, cam_range, slice_la
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure as FigureType
+    from matplotlib.image import AxesImage
 
 __all__ = ["plot_cam_panel"]
 
@@ -81,20 +82,19 @@ def plot_cam_panel(
     shared = cam_range([m for cells in maps.values() for m in cells.values()])
 
     width = cell_size * len(columns) + 1.0
-    fig = new_figure((width, cell_size * len(maps) + 0.5))
     margin = 0.35 / width  # room for the row labels: constrained layout misses them next to fixed-aspect images
-    fig.get_layout_engine().set(rect=(margin, 0.0, 1.0 - margin, 1.0))
+    fig = new_figure((width, cell_size * len(maps) + 0.5), rect=(margin, 0.0, 1.0 - margin, 1.0))
     grid = fig.subplots(len(maps), len(columns), squeeze=False)
-    shown = None
+    shown = []
     for r, (row, cells) in enumerate(maps.items()):
         limits = shared if scale == "shared" else cam_range(list(cells.values()))
-        shown = _draw_row(grid[r], row, cells, columns, backdrop, (view, slice_index), limits, cmap, alpha)
+        shown.append(_draw_row(grid[r], row, cells, columns, backdrop, (view, slice_index), limits, cmap, alpha))
         if colorbar and scale == "row":
-            fig.colorbar(shown, ax=list(grid[r]), shrink=0.9)
+            fig.colorbar(shown[-1], ax=list(grid[r]), shrink=0.9)
     for c, col in enumerate(columns):
         grid[0, c].set_title(str(col))
     if colorbar and scale == "shared":
-        fig.colorbar(shown, ax=list(grid.ravel()), shrink=0.8, label="CAM")
+        fig.colorbar(shown[-1], ax=list(grid.ravel()), shrink=0.8, label="CAM")
     label = slice_label(view, slice_index)
     fig.suptitle(label if title is None else f"{title} ({label})")
     return fig
@@ -122,7 +122,7 @@ def _load_maps(
 def _draw_row(
     axes: Sequence[Axes], row: Any, cells: Mapping[Any, np.ndarray], columns: Sequence[Any], backdrop: Backdrop,
     plane: tuple[str, int], limits: Sequence[float], cmap: Any, alpha: float,
-) -> Any:  # fmt: skip
+) -> AxesImage:  # fmt: skip
     """Draw one row of cells (an empty cell keeps its axes, so that the row label still shows); the last drawn
     CAM image, for the row's colour bar."""
     shown = None
@@ -135,4 +135,5 @@ def _draw_row(
             continue
         shown = backdrop.draw(ax, cells[col], *plane, limits, cmap, alpha)
     axes[0].set_ylabel(str(row))
+    assert shown is not None  # every row has a cell (checked by _load_maps)
     return shown

@@ -108,19 +108,21 @@ def volume_spacing(spacing: Sequence[float] | None, *sources: object) -> tuple[f
                 affine = src.affine
                 if affine.ndim == 3:  # batched meta data: all items share the grid here
                     affine = affine[0]
-                return tuple(float(s) for s in affine_to_spacing(affine, r=3))  # type: ignore[return-value]
+                sx, sy, sz = (float(s) for s in affine_to_spacing(affine, r=3))
+                return sx, sy, sz
         return (1.0, 1.0, 1.0)
     values = tuple(float(s) for s in spacing)
     if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
         raise ValueError(f"`spacing` must be three positive numbers (sx, sy, sz), got {spacing!r}.")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _centroid(mask: np.ndarray) -> tuple[int, int, int] | None:
     coords = np.argwhere(mask)
     if coords.size == 0:
         return None
-    return tuple(int(c) for c in np.rint(coords.mean(axis=0)))  # type: ignore[return-value]
+    i, j, k = (int(c) for c in np.rint(coords.mean(axis=0)))
+    return i, j, k
 
 
 def find_center(
@@ -149,18 +151,19 @@ def find_center(
         idx = tuple(int(c) for c in center)
         if len(idx) != 3 or not all(0 <= c < s for c, s in zip(idx, shape)):
             raise ValueError(f"`center` {tuple(center)!r} is not a voxel index inside the volume of shape {shape}.")
-        return idx  # type: ignore[return-value]
+        return idx
     mode = look_up_option(center, ("peak", "centroid"))
     mask = None if region is None else region != 0
     if mode == "centroid":
         if mask is None:
             raise ValueError('`center="centroid"` needs a `region`.')
-        return _centroid(mask) or middle  # type: ignore[return-value]
+        return _centroid(mask) or middle
     finite = np.isfinite(cam)
     if finite.any() and cam[finite].max() > cam[finite].min():
         flat = int(np.argmax(np.where(finite, cam, -np.inf)))
-        return tuple(int(c) for c in np.unravel_index(flat, shape))  # type: ignore[return-value]
-    return (None if mask is None else _centroid(mask)) or middle  # type: ignore[return-value]
+        i, j, k = (int(c) for c in np.unravel_index(flat, shape))
+        return i, j, k
+    return (None if mask is None else _centroid(mask)) or middle
 
 
 def view_axes(view: str) -> tuple[int, int, int]:

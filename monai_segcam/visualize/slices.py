@@ -77,14 +77,14 @@ def plot_orthogonal_slices(
 
     fig = new_figure(figsize)
     axes = fig.subplots(1, len(VIEWS))
-    shown = None
+    shown = []
     for ax, view in zip(axes, VIEWS):
         index = voxel[view_axes(view)[0]]
-        shown = backdrop.draw(ax, heat, view, index, limits, cmap, alpha)
+        shown.append(backdrop.draw(ax, heat, view, index, limits, cmap, alpha))
         ax.set_title(slice_label(view, index))
         ax.set_label(view)
     if colorbar:
-        fig.colorbar(shown, ax=list(axes), shrink=0.8, label="CAM")
+        fig.colorbar(shown[-1], ax=list(axes), shrink=0.8, label="CAM")
     if title is not None:
         fig.suptitle(title)
     return fig

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ __all__ = [
     "network_spatial_dims",
     "check_image",
     "check_classes",
+    "tensor_sum",
     "upsample",
     "check_activations",
     "check_output",
@@ -65,6 +67,11 @@ def check_classes(classes: int | Sequence[int], num_channels: int) -> tuple[int,
     if len(set(classes)) != len(classes):
         raise ValueError(f"classes {list(classes)} has duplicates.")
     return classes
+
+
+def tensor_sum(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of one or more tensors (broadcast), e.g. of the terms' maps."""
+    return functools.reduce(torch.add, tensors)
 
 
 def upsample(raw: torch.Tensor, spatial_size: Sequence[int]) -> torch.Tensor:

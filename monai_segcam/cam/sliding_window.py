@@ -27,7 +27,7 @@ Window positions and importance maps come from MONAI's own utilities with the in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +38,11 @@ from torch import nn
 
 from ..utils.enums import CAMTarget
 from .base import CAMEngine
-from .engine import check_classes, check_image, check_output, network_spatial_dims, upsample
+from .engine import check_classes, check_image, check_output, network_spatial_dims, tensor_sum, upsample
 from .methods import CAMRule
 from .regions import as_region, region_cotangent, region_weights
 from .terms import TermCapture, term_gradients
-from .windows import GridFactory, WindowedEngine, WindowGrid, WindowSettings, window_slices
+from .windows import GridFactory, WindowedEngine, WindowGrid, WindowSettings, window_index, window_slices
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -238,7 +238,7 @@ class _WindowPass:
         self.classes = classes
         self.weights = self.grid.pad_zeros(weights)
         self.stitched = None if stitched is None else self.grid.pad_zeros(stitched)
-        self.touched = [self.weights[(b, slice(None), *w)].flatten(1).any(1).tolist() for b, w in self.windows]
+        self.touched = [self.weights[window_index(w, b, slice(None))].flatten(1).any(1).tolist() for b, w in self.windows]
         self.maps = {
             layer.key: torch.zeros((self.x.shape[0], len(classes), *self.x.shape[2:]), dtype=self.x.dtype,
                                    device=self.device)
@@ -371,7 +371,7 @@ class _WindowPass:
     def add(self, key: str, group: Sequence[int], i: int, window_maps: torch.Tensor) -> None:
         """Accumulate per-window maps ``(n, 1, *roi)`` of class ``i`` into the volume."""
         for j, (b, window) in enumerate(self.windows[k] for k in group):
-            self.maps[key][(b, i, *window)] += window_maps[j, 0].to(self.device)
+            self.maps[key][window_index(window, b, i)] += window_maps[j, 0].to(self.device)
 
     def local_pass(self, run: TermCapture) -> None:
         """Element-wise rules: per window and class, ``sum_t flip_t(rule(A_t, G_t))`` upsampled and added."""
@@ -383,7 +383,7 @@ class _WindowPass:
                 cotangent = self.cotangent(group, logits, i)
                 grads = term_gradients(logits, acts, cotangent, i != todo[-1], scaled=terms.amp)
                 for key, per_term in grads.items():
-                    raw = sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(zip(
+                    raw = tensor_sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(zip(
                         detached[key], per_term)))  # fmt: skip
                     self.add(key, group, i, upsample(raw, roi))
             self.cache.pop(group, None)
@@ -425,7 +425,7 @@ class _WindowPass:
                 for total, value in zip(totals, values):
                     total.index_add_(0, items, value)
 
-    def combine_pass(self, stats: Stats) -> None:
+    def combine_pass(self, stats: Mapping[tuple[str, int, int], Sequence[torch.Tensor]]) -> None:
         """Phase 2: combine each window's activations with the global weights (per member) and blend them like the
         prediction; terms are averaged, each flipped back."""
         roi, terms = self.importance.shape[2:], self.cam.terms
@@ -441,11 +441,12 @@ class _WindowPass:
                 items = [self.windows[k][0] for k in group]
                 for key, per_term in acts.items():
                     for i in range(len(self.classes)):
-                        raw = 0
+                        parts = []
                         for t, a in enumerate(per_term):
                             weights, offset = combination[(key, i, terms.member(t))]
                             offset = None if offset is None else offset[items].to(a.device)
-                            raw = raw + terms.flip(self.rule.combine(a, weights[items].to(a.device), offset), t)
+                            parts.append(terms.flip(self.rule.combine(a, weights[items].to(a.device), offset), t))
+                        raw = tensor_sum(parts)
                         raw = raw / self.num_terms if self.num_terms > 1 else raw
                         self.add(key, group, i, upsample(raw.to(self.sw_device), roi) * self.importance)
 
@@ -462,7 +463,8 @@ class _WindowPass:
                 if total is None:
                     total = blended.new_zeros((self.x.shape[0], blended.shape[1], *self.x.shape[2:]), device=self.device)
                 for j, (b, window) in enumerate(self.windows[k] for k in group):
-                    total[(b, slice(None), *window)] += blended[j].to(self.device)
+                    total[window_index(window, b, slice(None))] += blended[j].to(self.device)
+        assert total is not None  # a grid has at least one window
         return total / self.count
 
     def masked_scores(self, masks: torch.Tensor) -> torch.Tensor:
@@ -479,13 +481,13 @@ class _WindowPass:
         stitched = None
         with torch.no_grad(), self.cam.terms.capture(differentiable=False, with_layers=False) as run:
             for group in self.groups(only_touching=True, desc=None):
-                windows = torch.cat([masked[(b, slice(None), slice(None), *w)] for b, w in (self.windows[i] for i in group)])
+                windows = torch.cat([masked[window_index(w, b, slice(None), slice(None))] for b, w in (self.windows[i] for i in group)])
                 out = run(windows.to(self.sw_device))[:, picked]
                 out = out.view(len(group), k, *out.shape[1:]) * self.importance[:, None]
                 if stitched is None:
                     stitched = out.new_zeros((masks.shape[0], k, out.shape[2], *spatial), device=self.device)
                 for j, (b, window) in enumerate(self.windows[i] for i in group):
-                    stitched[(b, slice(None), slice(None), *window)] += out[j].to(self.device)
+                    stitched[window_index(window, b, slice(None), slice(None))] += out[j].to(self.device)
         if stitched is None:  # no window touches the region: every score is 0
             return masks.new_zeros((masks.shape[0], k, len(self.classes)))
         stitched = stitched / self.count[:, None]

@@ -329,7 +329,14 @@ class Component(Region):
 
 
 def as_region(region: str | Region | torch.Tensor) -> Region:
-    """Turn a region string, mask or :py:class:`Region` into a :py:class:`Region`."""
+    """Turn a region string, mask or :py:class:`Region` into a :py:class:`Region`.
+
+    Example:
+        .. code-block:: python
+
+            assert isinstance(as_region("fp"), FalsePositiveRegion)
+            weights = as_region(mask).weights(None, [1], mask.shape[2:], batch_size=1)  # a mask (B, 1, *spatial)
+    """
     if isinstance(region, Region):
         return region
     if isinstance(region, (torch.Tensor, np.ndarray)):

@@ -266,3 +266,14 @@ def test_ensemble_with_flips_equals_brute_force():
     expected, _ = brute_force(Mean(), x, (10, 10, 12), 0.25, "constant", "constant", "logits", [1, 2], "pred", 5, None,
                               "mean", False)  # fmt: skip
     torch.testing.assert_close(result.map.as_tensor(), expected, rtol=0, atol=1e-9 * float(expected.abs().max()))
+
+
+def test_inside_inference_mode_like_an_evaluator_gives_the_same_map():
+    net = tiny_unet()
+    x = torch.randn(1, 1, 10, 12, 6, dtype=torch.float64)  # padded to the window in the last dimension
+    occlusion = SegOcclusion(net, roi_size=8, mask_size=4, target="probabilities")
+    expected = occlusion(x, classes=[1, 2]).map
+    with torch.inference_mode():
+        inside = occlusion(x.clone(), classes=[1, 2]).map
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(inside.as_tensor(), expected.as_tensor())

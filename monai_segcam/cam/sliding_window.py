@@ -36,6 +36,7 @@ from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.utils import BlendMode, PytorchPadMode, look_up_option, optional_import
 from torch import nn
+from torch.profiler import record_function
 
 from ..utils.enums import CAMTarget
 from .base import CAMEngine
@@ -203,7 +204,8 @@ class SlidingWindowSegCAM(CAMEngine):
         source = pred if pred is not None else stitched
         num_channels = source.shape[1] if source is not None and source.shape[1] > 1 else windows.probe_channels()
         classes = check_classes(classes, num_channels)
-        weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device=device)
+        with record_function("segcam::region"):
+            weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device)
         windows.set_region(weights, stitched, classes)
         return windows.explain(), weights, windows.grid.crop, source
 
@@ -315,7 +317,8 @@ class _WindowPass:
     def forward(self, group: Sequence[int], run: TermCapture) -> torch.Tensor:
         """The group's windows through every term; ``run.activations`` holds their activations."""
         windows = self.window_batch(group).to(self.sw_device)
-        logits = run(windows)
+        with record_function("segcam::forward"):
+            logits = run(windows)
         if tuple(logits.shape[2:]) != tuple(windows.shape[2:]):
             raise ValueError(
                 f"The network output grid {tuple(logits.shape[2:])} differs from the input grid "
@@ -355,11 +358,12 @@ class _WindowPass:
             saved = _SavedBytes(params)
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
                 logits = self.forward(group, run)
-            out = logits.detach() * self.importance
-            if total is None:
-                total = out.new_zeros((self.x.shape[0], out.shape[1], *self.x.shape[2:]), device=self.device)
-            for j, (b, window) in enumerate(self.windows[k] for k in group):
-                total[(b, slice(None), *window)] += out[j].to(self.device)
+            with record_function("segcam::stitch"):
+                out = logits.detach() * self.importance
+                if total is None:
+                    total = out.new_zeros((self.x.shape[0], out.shape[1], *self.x.shape[2:]), device=self.device)
+                for j, (b, window) in enumerate(self.windows[k] for k in group):
+                    total[(b, slice(None), *window)] += out[j].to(self.device)
             if keep:
                 self.keep(group, logits, run, saved.total)
         assert total is not None
@@ -397,13 +401,16 @@ class _WindowPass:
     def cotangent(self, group: Sequence[int], logits: torch.Tensor, i: int) -> torch.Tensor:
         """Region cotangent of class ``i`` for the group's windows, times each window's blending weight."""
         parts = []
-        for j, (b, window) in enumerate(self.windows[k] for k in group):
-            index = (slice(b, b + 1), slice(None), *window)
-            source = self.stitched[index].to(self.sw_device) if self.stitched is not None else logits[j : j + 1].detach()
-            weights = self.weights[(slice(b, b + 1), slice(i, i + 1), *window)].to(self.sw_device)
-            beta = self.importance / self.count[(slice(None), slice(None), *window)].to(self.sw_device)
-            parts.append(region_cotangent(source, weights * beta, self.classes[i], self.cam.target, self.cam.multi_label))
-        return torch.cat(parts)
+        with record_function("segcam::cotangent"):
+            for j, (b, window) in enumerate(self.windows[k] for k in group):
+                index = (slice(b, b + 1), slice(None), *window)
+                stitched = self.stitched[index].to(self.sw_device) if self.stitched is not None else None
+                source = stitched if stitched is not None else logits[j : j + 1].detach()
+                weights = self.weights[(slice(b, b + 1), slice(i, i + 1), *window)].to(self.sw_device)
+                beta = self.importance / self.count[(slice(None), slice(None), *window)].to(self.sw_device)
+                cam = self.cam
+                parts.append(region_cotangent(source, weights * beta, self.classes[i], cam.target, cam.multi_label))
+            return torch.cat(parts)
 
     def add(self, key: str, group: Sequence[int], i: int, window_maps: torch.Tensor) -> None:
         """Accumulate per-window maps ``(n, 1, *roi)`` of class ``i`` into the volume."""
@@ -419,10 +426,11 @@ class _WindowPass:
             for i in todo:
                 cotangent = self.cotangent(group, logits, i)
                 grads = term_gradients(logits, acts, cotangent, i != todo[-1], scaled=terms.amp)
-                for key, per_term in grads.items():
-                    raw = sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(zip(
-                        detached[key], per_term)))  # fmt: skip
-                    self.add(key, group, i, upsample(raw, roi))
+                with record_function("segcam::maps"):
+                    for key, per_term in grads.items():
+                        raw = sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(zip(
+                            detached[key], per_term)))  # fmt: skip
+                        self.add(key, group, i, upsample(raw, roi))
             self.cache.pop(group, None)
 
     def gradient_statistics(self) -> Stats:

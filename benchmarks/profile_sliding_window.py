@@ -37,10 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--layer", default="pre_head")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast on CPU)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     net, x = build(args.size)
-    cam = SlidingWindowSegCAM(net, ROI, layers=args.layer, method="hirescam", overlap=OVERLAP)
+    cam = SlidingWindowSegCAM(net, ROI, layers=args.layer, method="hirescam", overlap=OVERLAP, amp=args.amp)
     cam(x[..., :96, :96, :96], classes=1)  # warm-up
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -48,7 +49,7 @@ def main() -> None:
     wall = time.perf_counter() - start
     events = {e.key: e for e in prof.key_averages()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.size}³, roi {ROI}, overlap {OVERLAP}; "
-          f"{args.layer} HiResCAM, prediction computed; wall {wall:.2f} s under the profiler")  # fmt: skip
+          f"{args.layer} HiResCAM{', amp' if args.amp else ''}, prediction computed; wall {wall:.2f} s under the profiler")  # fmt: skip
     print("| phase | calls | time (s) | share of wall |\n|---|---|---|---|")
     labelled = 0.0
     for phase in PHASES:

@@ -11,10 +11,12 @@ Each captured output is kept as it was produced and the network continues with a
 operations after the hooked module (``inplace=True`` activations in DynUNet, SegResNet) cannot change the captured
 activation or break differentiation with respect to it.
 
-On CPU, 3D convolutions read their input in channels-last layout while the capture is active and hand back a
+On CPU, the 3D convolutions that are differentiated (their input requires gradients: the part of the network after
+an explained layer) read their input in channels-last layout while the capture is active and hand back a
 contiguous output, so the network sees the layout it expects. oneDNN's channels-last path computes the same values
-(the forward is bitwise equal on the tested networks) and its backward is several times faster than the default
-layout's for the few-channel full-resolution convolutions of a segmentation head (see ``docs/performance.md``).
+and its backward is several times faster than the default layout's for the few-channel full-resolution
+convolutions of a segmentation head (see ``docs/performance.md``); convolutions that are not differentiated keep
+the default layout, whose forward is as fast.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from .layers import ResolvedLayer, unwrap_network
 __all__ = ["ActivationCapture"]
 
 
-def _channels_last_input(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+def _channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     x = args[0] if args else None
-    if isinstance(x, torch.Tensor) and x.dim() == 5 and x.device.type == "cpu":
+    differentiated = isinstance(x, torch.Tensor) and x.requires_grad and x.dim() == 5 and x.device.type == "cpu"
+    if differentiated and any(k > 1 for k in getattr(module, "kernel_size", ())):
         return (x.contiguous(memory_format=torch.channels_last_3d), *args[1:])
     return None
 

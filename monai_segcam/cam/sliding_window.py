@@ -266,7 +266,7 @@ class _WindowPass:
         self.all_groups = [list(range(i, min(i + size, len(self.windows)))) for i in range(0, len(self.windows), size)]
         self.cache: dict[tuple[int, ...], _Cached] = {}
         self.budget_left = cam.activation_budget
-        self._channels: dict[str, int] = {}
+        self._channels: dict[str, list[int]] = {}
         self.num_positions: dict[str, int] = {}
 
     # the region ------------------------------------------------------------------------------------------------
@@ -324,7 +324,8 @@ class _WindowPass:
                 f"The network output grid {tuple(logits.shape[2:])} differs from the input grid "
                 f"{tuple(windows.shape[2:])}; CAMs are defined on the input grid of a segmentation network."
             )
-        self._channels = {key: acts[0].shape[1] for key, acts in run.activations.items()}
+        flips = len(self.cam.terms.flips)
+        self._channels = {key: [a.shape[1] for a in acts[::flips]] for key, acts in run.activations.items()}
         self.num_positions = {key: acts[0].shape[2:].numel() for key, acts in run.activations.items()}
         return logits
 
@@ -496,18 +497,23 @@ class _WindowPass:
 
     # the source of Score-CAM -----------------------------------------------------------------------------------
 
-    def blended_activations(self, key: str, channels: slice) -> torch.Tensor:
-        """Channels of layer ``key`` upsampled to each window and blended over all windows: ``(B, k, *padded)``."""
-        roi = self.importance.shape[2:]
+    def blended_activations(self, key: str, channels: slice, member: int = 0) -> torch.Tensor:
+        """Channels of member ``member``'s layer ``key`` (the mean over its flips, each flipped back) upsampled to each
+        window and blended over all windows: ``(B, k, *padded)``."""
+        roi, terms = self.importance.shape[2:], self.cam.terms
+        flips = len(terms.flips)
         total = None
-        with torch.no_grad(), self.cam.terms.capture(differentiable=False) as run:
+        with torch.no_grad(), terms.capture(differentiable=False) as run:
             for group in self.groups(only_touching=False, desc=None):
                 _, _, detached = self.fetch(group, run, need_graph=False)
-                blended = upsample(detached[key][0][:, channels].to(self.sw_device), roi) * self.importance
+                per_term = detached[key][member * flips : (member + 1) * flips]
+                raw = sum(terms.flip(a[:, channels], member * flips + f) for f, a in enumerate(per_term)) / flips
+                blended = upsample(raw.to(self.sw_device), roi) * self.importance
                 if total is None:
                     total = blended.new_zeros((self.x.shape[0], blended.shape[1], *self.x.shape[2:]), device=self.device)
                 for j, (b, window) in enumerate(self.windows[k] for k in group):
                     total[(b, slice(None), *window)] += blended[j].to(self.device)
+        assert total is not None
         return total / self.count
 
     def masked_scores(self, masks: torch.Tensor) -> torch.Tensor:
@@ -542,8 +548,8 @@ class _WindowPass:
         return (stitched * region[:, None]).flatten(3).sum(-1) / region_size[:, None]
 
     @property
-    def channels(self) -> dict[str, int]:
-        """Channels per layer (from one window's pass when none ran yet)."""
+    def channels(self) -> dict[str, list[int]]:
+        """Channels per layer and member (from one window's pass when none ran yet)."""
         if not self._channels:
             with torch.no_grad(), self.cam.terms.capture(differentiable=False) as run:
                 self.forward(tuple(self.all_groups[0]), run)

@@ -3,7 +3,8 @@
 
 Model: ``UNet(3, 1, 3, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)`` (untrained, seeded); a 192³ volume,
 roi 96³, overlap 0.25, constant blending, sw_batch_size 1; region = voxels predicted as the class. Prints, measured in
-one run: plain ``sliding_window_inference``; the *floor* of a ``pre_head`` CAM (every window's forward pass plus the
+one run: plain ``sliding_window_inference``; the engine's prediction alone (its convolutions run in channels-last layout
+on CPU, see ``docs/performance.md``); the *floor* of a ``pre_head`` CAM (every window's forward pass plus the
 backward pass of the head alone, nothing else); the CAM with the prediction given and computed (prediction and CAM
 from one forward pass); mixed precision (bfloat16 autocast on CPU) for plain inference and the CAM; one layer vs
 every encoder + decoder stage in one pass; one class vs three. Times are medians of round-robin samples; peak RSS
@@ -26,6 +27,8 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
 from monai_segcam.cam import WindowGrid
+from monai_segcam.cam.capture import ActivationCapture
+from monai_segcam.cam.layers import resolve_layers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import median_times, peak_rss_in_subprocess, report_child_peak, reset_peak_rss
@@ -58,20 +61,17 @@ def configurations(net, x, scorecam: bool = False):
     pred = plain()
 
     def floor():
-        """Every window forward (no grad), the pre_head output kept, then the head's backward from it alone."""
-        body, head = net.model[1], net.model[2]  # this UNet's pre_head module and the head after it
-        kept = {}
-        handle = body.register_forward_hook(lambda _m, _i, out: kept.update(a=out))
-        try:
+        """Every window's forward pass with the graph recorded from the pre_head output on, and the backward of the
+        part after it: the unavoidable work of a pre_head CAM, nothing else (no region, no stitching, the same
+        convolution layout as the engine)."""
+        with torch.enable_grad(), ActivationCapture(net, resolve_layers(net, "pre_head")) as capture:
             for window in WindowGrid.from_monai(x.shape[2:], ROI, OVERLAP).slices:
-                with torch.no_grad():
-                    net(x[(..., *window)])
-                a = kept["a"].requires_grad_(True)
-                with torch.enable_grad():
-                    y = head(a)
-                    torch.autograd.grad(y, a, torch.ones_like(y))
-        finally:
-            handle.remove()
+                capture.reset()
+                y = net(x[(..., *window)])
+                torch.autograd.grad(y, capture.activations["pre_head"], torch.ones_like(y))
+
+    def predict_only():
+        return SlidingWindowSegCAM(net, ROI, overlap=OVERLAP).predict(x)
 
     def cam(layers, classes, given, amp=False):
         sw = SlidingWindowSegCAM(net, ROI, layers=layers, method="hirescam", overlap=OVERLAP, amp=amp)
@@ -84,6 +84,7 @@ def configurations(net, x, scorecam: bool = False):
     extra = {"Score-CAM bottleneck, 1 class, 60³ box (1 window)": score_cam} if scorecam else {}
     return {
         "plain sliding_window_inference": plain,
+        "SlidingWindowSegCAM.predict (prediction only)": predict_only,
         "floor of a pre_head CAM (window forwards + head backward)": floor,
         "CAM pre_head, 1 class, pred given": cam("pre_head", 1, True),
         "CAM pre_head, 1 class, pred computed (one pass)": cam("pre_head", 1, False),

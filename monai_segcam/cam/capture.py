@@ -10,6 +10,13 @@ On exit, also when an exception was raised, the hooks are removed and the train/
 Each captured output is kept as it was produced and the network continues with a *copy* of it, so in-place
 operations after the hooked module (``inplace=True`` activations in DynUNet, SegResNet) cannot change the captured
 activation or break differentiation with respect to it.
+
+On CPU, the 3D convolutions that are differentiated (their input requires gradients: the part of the network after
+an explained layer) read their input in channels-last layout while the capture is active and hand back a
+contiguous output, so the network sees the layout it expects. oneDNN's channels-last path computes the same values
+and its backward is several times faster than the default layout's for the few-channel full-resolution
+convolutions of a segmentation head (see ``docs/performance.md``); convolutions that are not differentiated keep
+the default layout, whose forward is as fast.
 """
 
 from __future__ import annotations
@@ -23,6 +30,21 @@ from torch import nn
 from .layers import ResolvedLayer, unwrap_network
 
 __all__ = ["ActivationCapture"]
+
+
+def _channels_last_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or not (x.requires_grad and x.dim() == 5 and x.device.type == "cpu"):
+        return None
+    if any(k > 1 for k in getattr(module, "kernel_size", ())):
+        return (x.contiguous(memory_format=torch.channels_last_3d), *args[1:])
+    return None
+
+
+def _contiguous_output(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
+    if isinstance(output, torch.Tensor) and output.dim() == 5 and output.device.type == "cpu":
+        return output.contiguous()
+    return None
 
 
 def _select(output: Any, selector: int | str | None, layer: ResolvedLayer) -> Any:
@@ -118,6 +140,10 @@ class ActivationCapture:
                 param.requires_grad_(False)
             for layer in self.layers:
                 self._handles.append(layer.module.register_forward_hook(self._hook(layer)))
+            for module in self.network.modules():
+                if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+                    self._handles.append(module.register_forward_pre_hook(_channels_last_input))
+                    self._handles.append(module.register_forward_hook(_contiguous_output))
         except BaseException:
             self.__exit__(None, None, None)
             raise

@@ -7,6 +7,10 @@ is the region's mean score (logits or probabilities) of the prediction of the in
 weights are the softmax of the scores over channels; the map is ``sum_k w_k A^k`` like any global-weight rule.
 The engine provides the masks and the masked predictions (a sliding-window engine runs only the windows that touch
 the region); this module holds the algorithm, once for every engine.
+
+With an ensemble and test-time flips, each member has its own channels: a channel's mask is its activation averaged
+over the member's flips (each flipped back), its score the region score of the explained prediction (the mean over
+members and flips) of the masked input, and the weights a softmax over the member's channels.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ __all__ = ["ScoreCAMRule"]
 class ScoreCAMRule(CAMRule):
     """Score-CAM: gradient-free channel weights from masked predictions, ``batch_size`` channels at a time.
 
-    The engine passes a *source* with ``channels`` (layer -> channel count), ``blended_activations(layer,
-    channels)`` (the channels on the image grid, ``(B, k, *grid)``), ``crop`` (the image inside that grid) and
-    ``masked_scores(masks)`` (the region's mean score ``(B, k, n_classes)`` of the input times each mask).
+    The engine passes a *source* with ``channels`` (layer -> channel count per member), ``blended_activations(layer,
+    channels, member)`` (the member's channels on the image grid, ``(B, k, *grid)``), ``crop`` (the image inside that
+    grid) and ``masked_scores(masks)`` (the region's mean score ``(B, k, n_classes)`` of the input times each mask).
 
     Example:
         .. code-block:: python
@@ -37,22 +41,26 @@ class ScoreCAMRule(CAMRule):
     needs_gradients = False
 
     def collect_statistics(self, source: Any) -> dict[tuple[str, int, int], tuple[torch.Tensor, ...]]:
-        if source.num_terms != 1:
-            raise NotImplementedError("Score-CAM of an ensemble or with test-time flips is not supported.")
         stats: dict[tuple[str, int, int], tuple[torch.Tensor, ...]] = {}
-        for key, num_channels in source.channels.items():
-            scores = []
-            for start in source.progress(range(0, num_channels, source.scorecam_batch_size), f"Score-CAM ({key})"):
-                blended = source.blended_activations(key, slice(start, start + source.scorecam_batch_size))
-                inside = blended[source.crop].flatten(2)
-                low, high = inside.min(-1).values, inside.max(-1).values
-                shape = (*low.shape, *[1] * (blended.ndim - 2))
-                masks = (blended - low.view(shape)) / (high - low).clamp_min(1e-12).view(shape)
-                scores.append(source.masked_scores(masks))
-            channel_scores = torch.cat(scores, dim=1)  # (B, K, n)
-            for i in range(channel_scores.shape[-1]):
-                stats[(key, i, 0)] = (channel_scores[..., i],)
+        for key, per_member in source.channels.items():
+            for member, num_channels in enumerate(per_member):
+                channel_scores = self._channel_scores(source, key, member, num_channels)  # (B, K, n)
+                for i in range(channel_scores.shape[-1]):
+                    stats[(key, i, member)] = (channel_scores[..., i],)
         return stats
+
+    def _channel_scores(self, source: Any, key: str, member: int, num_channels: int) -> torch.Tensor:
+        """The region's mean scores ``(B, K, n_classes)`` of the input masked by each channel of ``member``."""
+        scores = []
+        starts = range(0, num_channels, source.scorecam_batch_size)
+        for start in source.progress(starts, f"Score-CAM ({key}{f', member {member}' if member else ''})"):
+            blended = source.blended_activations(key, slice(start, start + source.scorecam_batch_size), member)
+            inside = blended[source.crop].flatten(2)
+            low, high = inside.min(-1).values, inside.max(-1).values
+            shape = (*low.shape, *[1] * (blended.ndim - 2))
+            masks = (blended - low.view(shape)) / (high - low).clamp_min(1e-12).view(shape)
+            scores.append(source.masked_scores(masks))
+        return torch.cat(scores, dim=1)
 
     def weights(self, stats, num_positions):
         return torch.softmax(stats[0], dim=1), None

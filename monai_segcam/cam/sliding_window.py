@@ -35,6 +35,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import BlendMode, PytorchPadMode, optional_import
 from torch import nn
+from torch.profiler import record_function
 
 from ..utils.enums import CAMTarget
 from .base import CAMEngine
@@ -166,7 +167,8 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
         source = pred if pred is not None else stitched
         num_channels = source.shape[1] if source is not None and source.shape[1] > 1 else windows.probe_channels()
         classes = check_classes(classes, num_channels)
-        weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device=device)
+        with record_function("segcam::region"):
+            weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device)
         windows.set_region(weights, stitched, classes)
         return windows.explain(), weights, windows.grid.crop, source
 
@@ -227,7 +229,7 @@ class _WindowPass:
         self.all_groups = [list(range(i, min(i + size, len(self.windows)))) for i in range(0, len(self.windows), size)]
         self.cache: dict[tuple[int, ...], _Cached] = {}
         self.budget_left = cam.activation_budget
-        self._channels: dict[str, int] = {}
+        self._channels: dict[str, list[int]] = {}
         self.num_positions: dict[str, int] = {}
 
     # the region ------------------------------------------------------------------------------------------------
@@ -278,13 +280,15 @@ class _WindowPass:
     def forward(self, group: Sequence[int], run: TermCapture) -> torch.Tensor:
         """The group's windows through every term; ``run.activations`` holds their activations."""
         windows = self.window_batch(group).to(self.sw_device)
-        logits = run(windows)
+        with record_function("segcam::forward"):
+            logits = run(windows)
         if tuple(logits.shape[2:]) != tuple(windows.shape[2:]):
             raise ValueError(
                 f"The network output grid {tuple(logits.shape[2:])} differs from the input grid "
                 f"{tuple(windows.shape[2:])}; CAMs are defined on the input grid of a segmentation network."
             )
-        self._channels = {key: acts[0].shape[1] for key, acts in run.activations.items()}
+        flips = len(self.cam.terms.flips)
+        self._channels = {key: [a.shape[1] for a in acts[::flips]] for key, acts in run.activations.items()}
         self.num_positions = {key: acts[0].shape[2:].numel() for key, acts in run.activations.items()}
         return logits
 
@@ -318,11 +322,12 @@ class _WindowPass:
             saved = _SavedBytes(params)
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
                 logits = self.forward(group, run)
-            out = logits.detach() * self.importance
-            if total is None:
-                total = out.new_zeros((self.x.shape[0], out.shape[1], *self.x.shape[2:]), device=self.device)
-            for j, (b, window) in enumerate(self.windows[k] for k in group):
-                total[(b, slice(None), *window)] += out[j].to(self.device)
+            with record_function("segcam::stitch"):
+                out = logits.detach() * self.importance
+                if total is None:
+                    total = out.new_zeros((self.x.shape[0], out.shape[1], *self.x.shape[2:]), device=self.device)
+                for j, (b, window) in enumerate(self.windows[k] for k in group):
+                    total[(b, slice(None), *window)] += out[j].to(self.device)
             if keep:
                 self.keep(group, logits, run, saved.total)
         assert total is not None
@@ -360,13 +365,16 @@ class _WindowPass:
     def cotangent(self, group: Sequence[int], logits: torch.Tensor, i: int) -> torch.Tensor:
         """Region cotangent of class ``i`` for the group's windows, times each window's blending weight."""
         parts = []
-        for j, (b, window) in enumerate(self.windows[k] for k in group):
-            index = (slice(b, b + 1), slice(None), *window)
-            source = self.stitched[index].to(self.sw_device) if self.stitched is not None else logits[j : j + 1].detach()
-            weights = self.weights[(slice(b, b + 1), slice(i, i + 1), *window)].to(self.sw_device)
-            beta = self.importance / self.count[(slice(None), slice(None), *window)].to(self.sw_device)
-            parts.append(region_cotangent(source, weights * beta, self.classes[i], self.cam.target, self.cam.multi_label))
-        return torch.cat(parts)
+        with record_function("segcam::cotangent"):
+            for j, (b, window) in enumerate(self.windows[k] for k in group):
+                index = (slice(b, b + 1), slice(None), *window)
+                stitched = self.stitched[index].to(self.sw_device) if self.stitched is not None else None
+                source = stitched if stitched is not None else logits[j : j + 1].detach()
+                weights = self.weights[(slice(b, b + 1), slice(i, i + 1), *window)].to(self.sw_device)
+                beta = self.importance / self.count[(slice(None), slice(None), *window)].to(self.sw_device)
+                cam = self.cam
+                parts.append(region_cotangent(source, weights * beta, self.classes[i], cam.target, cam.multi_label))
+            return torch.cat(parts)
 
     def add(self, key: str, group: Sequence[int], i: int, window_maps: torch.Tensor) -> None:
         """Accumulate per-window maps ``(n, 1, *roi)`` of class ``i`` into the volume."""
@@ -382,10 +390,11 @@ class _WindowPass:
             for i in todo:
                 cotangent = self.cotangent(group, logits, i)
                 grads = term_gradients(logits, acts, cotangent, i != todo[-1], scaled=terms.amp)
-                for key, per_term in grads.items():
-                    raw = tensor_sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(zip(
-                        detached[key], per_term)))  # fmt: skip
-                    self.add(key, group, i, upsample(raw, roi))
+                with record_function("segcam::maps"):
+                    for key, per_term in grads.items():
+                        raw = tensor_sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(
+                            zip(detached[key], per_term)))  # fmt: skip
+                        self.add(key, group, i, upsample(raw, roi))
             self.cache.pop(group, None)
 
     def gradient_statistics(self) -> Stats:
@@ -452,14 +461,18 @@ class _WindowPass:
 
     # the source of Score-CAM -----------------------------------------------------------------------------------
 
-    def blended_activations(self, key: str, channels: slice) -> torch.Tensor:
-        """Channels of layer ``key`` upsampled to each window and blended over all windows: ``(B, k, *padded)``."""
-        roi = self.importance.shape[2:]
+    def blended_activations(self, key: str, channels: slice, member: int = 0) -> torch.Tensor:
+        """Channels of member ``member``'s layer ``key`` (the mean over its flips, each flipped back) upsampled to each
+        window and blended over all windows: ``(B, k, *padded)``."""
+        roi, terms = self.importance.shape[2:], self.cam.terms
+        flips = len(terms.flips)
         total = None
-        with torch.no_grad(), self.cam.terms.capture(differentiable=False) as run:
+        with torch.no_grad(), terms.capture(differentiable=False) as run:
             for group in self.groups(only_touching=False, desc=None):
                 _, _, detached = self.fetch(group, run, need_graph=False)
-                blended = upsample(detached[key][0][:, channels].to(self.sw_device), roi) * self.importance
+                per_term = detached[key][member * flips : (member + 1) * flips]
+                raw = tensor_sum(terms.flip(a[:, channels], member * flips + f) for f, a in enumerate(per_term)) / flips
+                blended = upsample(raw.to(self.sw_device), roi) * self.importance
                 if total is None:
                     total = blended.new_zeros((self.x.shape[0], blended.shape[1], *self.x.shape[2:]), device=self.device)
                 for j, (b, window) in enumerate(self.windows[k] for k in group):
@@ -499,8 +512,8 @@ class _WindowPass:
         return (stitched * region[:, None]).flatten(3).sum(-1) / region_size[:, None]
 
     @property
-    def channels(self) -> dict[str, int]:
-        """Channels per layer (from one window's pass when none ran yet)."""
+    def channels(self) -> dict[str, list[int]]:
+        """Channels per layer and member (from one window's pass when none ran yet)."""
         if not self._channels:
             with torch.no_grad(), self.cam.terms.capture(differentiable=False) as run:
                 self.forward(tuple(self.all_groups[0]), run)

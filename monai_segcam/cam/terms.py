@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from .capture import ActivationCapture
 from .engine import check_activations, check_output
@@ -186,11 +187,12 @@ def term_gradients(
     """
     keys = list(activations)
     flat = [a for key in keys for a in activations[key]]
-    if not scaled:
-        grads = torch.autograd.grad(logits, flat, cotangent, retain_graph=retain_graph, allow_unused=True)
-        filled = [torch.zeros_like(a) if g is None else g for a, g in zip(flat, grads)]
-    else:
-        filled = _scaled_gradients(logits, flat, cotangent, retain_graph)
+    with record_function("segcam::backward"):
+        if not scaled:
+            grads = torch.autograd.grad(logits, flat, cotangent, retain_graph=retain_graph, allow_unused=True)
+            filled = [torch.zeros_like(a) if g is None else g for a, g in zip(flat, grads)]
+        else:
+            filled = _scaled_gradients(logits, flat, cotangent, retain_graph)
     bounds = [0]
     for key in keys:
         bounds.append(bounds[-1] + len(activations[key]))

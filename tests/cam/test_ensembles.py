@@ -135,5 +135,59 @@ def test_bad_flips_and_members_are_rejected():
         SegCAM(net, flips=[])
     with pytest.raises(TypeError, match="non-empty sequence"):
         SegCAM([])
-    with pytest.raises(NotImplementedError, match="Score-CAM of an ensemble"):
-        SegCAM([net, member(6)], method="scorecam")(torch.randn(1, 1, 16, 16, 16, dtype=torch.float64))
+
+
+def reference_scorecam(nets, flips, layer, x, cls, region, mode):
+    """Score-CAM of the ensemble's mirrored prediction with MONAI's ``sliding_window_inference``: per member, the
+    layer's activations averaged over its flips (each flipped back), upsampled and blended; per channel, the region's
+    mean logit of the ensemble prediction of the input masked by the min-max normalised channel; softmax over the
+    member's channels; the members' weighted sums averaged, ReLU."""
+    predict = ensemble_output(nets, flips)
+    total = 0
+    for net in nets:
+        module = dict(net.named_modules())[resolve_layers(net, layer)[0].module_name]
+        store: dict[str, torch.Tensor] = {}
+        handle = module.register_forward_hook(lambda _m, _i, out, store=store: store.__setitem__("a", out))
+
+        def member_activations(window, net=net, store=store):
+            outs = []
+            for f in flips:
+                net(torch.flip(window, [2 + a for a in f]))
+                up = F.interpolate(store["a"], size=ROI, mode="trilinear", align_corners=False)
+                outs.append(torch.flip(up, [2 + a for a in f]))
+            return torch.stack(outs).mean(0)
+
+        try:
+            with torch.no_grad():
+                acts = sliding_window_inference(x, ROI, 1, member_activations, OVERLAP, mode)
+        finally:
+            handle.remove()
+        flat = acts.flatten(2)
+        low, high = flat.min(-1).values[..., None, None, None], flat.max(-1).values[..., None, None, None]
+        masks = (acts - low) / (high - low)
+        with torch.no_grad():
+            scores = torch.stack([
+                (sliding_window_inference(x * masks[:, k : k + 1], ROI, 1, predict, OVERLAP, mode)[:, cls] * region[:, 0])
+                .sum() / region.sum()
+                for k in range(acts.shape[1])
+            ])  # fmt: skip
+        total = total + torch.einsum("k,bk...->b...", torch.softmax(scores, 0), acts)[:, None]
+    return torch.relu(total / len(nets))
+
+
+def test_scorecam_of_an_ensemble_with_flips_equals_monai_stitched_reference():
+    nets = [member(0), member(1)]
+    flips = [(), (0,)]
+    x = torch.randn(1, 1, 20, 16, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    region = torch.zeros(1, 1, 20, 16, 12, dtype=torch.float64)
+    region[..., 4:14, 3:12, 2:9] = 1
+    cam = SlidingWindowSegCAM(nets, ROI, layers="bottleneck", method="scorecam", overlap=OVERLAP, mode="gaussian",
+                              flips=flips, scorecam_batch_size=5)  # fmt: skip
+    got = cam(x, classes=1, region=region).map.as_tensor()
+    expected = reference_scorecam(nets, flips, "bottleneck", x, 1, region, "gaussian")
+    assert float(expected.abs().max()) > 0
+    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
+    one = SlidingWindowSegCAM(nets[0], ROI, layers="bottleneck", method="scorecam", overlap=OVERLAP, mode="gaussian")
+    twice = SlidingWindowSegCAM([nets[0], copy.deepcopy(nets[0])], ROI, layers="bottleneck", method="scorecam",
+                                overlap=OVERLAP, mode="gaussian")  # fmt: skip
+    torch.testing.assert_close(twice(x, classes=1, region=region).map, one(x, classes=1, region=region).map)

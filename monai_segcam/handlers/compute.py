@@ -77,8 +77,9 @@ def output_item(output: Any, index: int, key: str | None) -> Any:
     if isinstance(output, list):
         return output[index].get(key) if index < len(output) and isinstance(output[index], Mapping) else None
     value = output.get(key) if isinstance(output, Mapping) else None
-    batch = isinstance(value, torch.Tensor) and getattr(value, "is_batch", True)  # a MetaTensor says if it is
-    return value[index] if batch and index < len(value) else None
+    if not isinstance(value, torch.Tensor) or not getattr(value, "is_batch", True):  # a MetaTensor says if it is
+        return None
+    return value[index] if index < len(value) else None
 
 
 def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Logger) -> None:

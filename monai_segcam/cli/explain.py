@@ -33,9 +33,9 @@ from monai.data import MetaTensor
 
 from ..outputs import CAMWriter, CaseNamer, case_rows, segmentation_file_name
 from .cases import Explained, case_labels, check_classes, run_cases, write_cams
-from .io import CLIError, check_exists, read_image
+from .io import CLIError, check_exists, first_line, read_image
 from .model import LoadedModel, load_model, resolve_device
-from .perturbation import OCCLUSION, channel_engine, occlusion_engine, write_channel_csv
+from .perturbation import OCCLUSION, channel_engine, occlusion_options, write_channel_csv
 from .regions import grid_region, parse_region
 
 __all__ = ["parse_region", "run_explain"]
@@ -51,8 +51,9 @@ def _to_network_grid(points: np.ndarray, original: Any, image: Any) -> np.ndarra
 
 
 def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any], Any]:
-    """One ``SlidingWindowSegCAM`` per method (``SegOcclusion`` for ``occlusion``), with the bundle inferer's window
-    settings unless overridden.
+    """One ``SlidingWindowSegCAM`` per method (``SegOcclusion`` for ``occlusion``) by
+    :py:func:`~monai_segcam.inferers.make_segcam`, with the bundle inferer's window settings unless overridden (without
+    a sliding-window inferer: one window of the whole volume).
 
     Returns:
         the sliding-window engine whose ``predict`` gives the stitched logits shared by all methods, the engines by
@@ -60,41 +61,31 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
     """
     from monai.inferers import SlidingWindowInferer
 
-    from monai_segcam.cam import SlidingWindowSegCAM
+    from monai_segcam.inferers import make_segcam
 
+    inferer = model.inferer if isinstance(model.inferer, SlidingWindowInferer) else SlidingWindowInferer(roi_size=-1)
     roi_size = None if args.roi_size is None else args.roi_size[0] if len(args.roi_size) == 1 else tuple(args.roi_size)
-    overrides = {
-        "roi_size": roi_size,
-        "overlap": args.overlap,
-        "sw_batch_size": args.sw_batch_size,
-        "mode": args.mode,
-    }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {"roi_size": roi_size, "overlap": args.overlap, "sw_batch_size": args.sw_batch_size, "mode": args.mode}
     common = {
-        "layers": list(args.layers),
         "target": args.target,
         "multi_label": model.multi_label,
         "sw_device": device,
         "device": None,
         "progress": not args.quiet,
-        **overrides,
+        **{k: v for k, v in overrides.items() if v is not None},
     }
     engines = {}
     predict_only = [] if any(method != OCCLUSION for method in args.method) else ["hirescam"]  # for its predict()
     for method in [*args.method, *predict_only]:
+        options = occlusion_options(args) if method == OCCLUSION else {}
         try:
-            if method == OCCLUSION:
-                engines[method] = occlusion_engine(model, args, common)
-            elif isinstance(model.inferer, SlidingWindowInferer):
-                engines[method] = SlidingWindowSegCAM.from_inferer(
-                    model.inferer, model.network, method=method, **common
-                )
-            else:
-                engines[method] = SlidingWindowSegCAM(model.network, **{"roi_size": -1, **common, "method": method})
-        except ValueError as exc:
+            engines[method] = make_segcam(model.network, inferer, layers=list(args.layers), method=method, **common,
+                                          **options)  # fmt: skip
+        except (TypeError, ValueError) as exc:
             raise CLIError(str(exc)) from exc
     predictor = next(engine for method, engine in engines.items() if method != OCCLUSION)
-    return predictor, {method: engines[method] for method in args.method}, channel_engine(model, args, common)
+    channels = channel_engine(inferer, model.network, args, common)
+    return predictor, {method: engines[method] for method in args.method}, channels
 
 
 def _preprocess(path: str, original: Any, model: LoadedModel, args: Namespace) -> Any:
@@ -103,8 +94,7 @@ def _preprocess(path: str, original: Any, model: LoadedModel, args: Namespace) -
         try:
             return model.preprocessing({"image": path})["image"]
         except Exception as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CLIError(f"the bundle's preprocessing failed on {path}: {reason}") from exc
+            raise CLIError(f"the bundle's preprocessing failed on {path}: {first_line(exc)}") from exc
     from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
     image = original.float()

@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from .io import CLIError
+from .io import CLIError, first_line
 from .nnunet import add_nnunet_arguments
 from .perturbation import OCCLUSION
 from .perturbation import add_arguments as add_perturbation_arguments
@@ -153,15 +153,13 @@ def run_layers(args: argparse.Namespace) -> int:
     network = model.network.to(device)
     shape = args.input_shape
     if shape is None:
-        roi = model.inferer.roi_size if isinstance(model.inferer, SlidingWindowInferer) else (96, 96, 96)
-        shape = [1, model.in_channels or 1, *(r if r > 0 else 96 for r in roi)]
+        roi = model.inferer.roi_size if isinstance(model.inferer, SlidingWindowInferer) else 96
+        shape = [1, model.in_channels or 1, *(r if r > 0 else 96 for r in ((roi,) * 3 if isinstance(roi, int) else roi))]
     try:
         table = list_layers(network, shape)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CLIError(
-            f"the network failed on a zero input of shape {tuple(shape)} (set --input-shape): {reason}"
-        ) from exc
+        reason = f"the network failed on a zero input of shape {tuple(shape)} (set --input-shape)"
+        raise CLIError(f"{reason}: {first_line(exc)}") from exc
     if not args.quiet:
         print(table)
         roles = table.roles.roles if table.roles else {}
@@ -207,7 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        message = (str(exc).strip().splitlines() or [""])[0]
-        message = f"{type(exc).__name__}: {message} (run with --debug for the traceback)"
-        print(f"monai-segcam: error: {message}", file=sys.stderr)
+        message = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        print(f"monai-segcam: error: {message} (run with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -33,7 +33,7 @@ import torch
 
 from ..outputs import CAMWriter, case_rows, safe_token, segmentation_file_name, write_nifti
 from .cases import Explained, case_labels, check_classes, run_cases, write_cams
-from .io import CLIError, check_exists, read_image
+from .io import CLIError, check_exists, first_line, read_image
 from .model import resolve_device
 from .regions import grid_region
 
@@ -117,7 +117,7 @@ def _load(args: Namespace, device: torch.device, folds: Sequence[int | str] | No
             args.nnunet, folds, args.nnunet_checkpoint, not args.no_mirroring, args.tile_step_size, device=device
         )
     except (ImportError, FileNotFoundError, NotImplementedError, ValueError, RuntimeError) as exc:
-        raise CLIError(str(exc).strip().splitlines()[0]) from exc
+        raise CLIError(first_line(exc)) from exc
 
 
 def _explain_case(
@@ -129,7 +129,7 @@ def _explain_case(
     try:
         case = model.preprocess(files, label)
     except Exception as exc:
-        raise CLIError(f"nnU-Net's preprocessing failed on {files[0]}: {str(exc).strip().splitlines()[0]}") from exc
+        raise CLIError(f"nnU-Net's preprocessing failed on {files[0]}: {first_line(exc)}") from exc
     logits = model.predict(case.data)
     classes = check_classes(args.classes if args.classes is not None else model.default_classes, logits.shape[0])
     shape = tuple(reversed(case.properties["shape_before_cropping"]))  # the file's (I, J, K)

@@ -31,9 +31,10 @@ class SegCAMStatsHandler:
     Example:
         .. code-block:: python
 
-            compute = SegCAMComputeHandler(classes=1)
-            for handler in (compute, SegCAMStatsHandler(compute, output_dir="cams")):
-                handler.attach(evaluator)
+            compute = SegCAMComputeHandler(classes=[1, 2], label_key="label")
+            stats = SegCAMStatsHandler(compute, output_dir="cams")  # cams/segcam_stats.csv, no maps written
+            compute.attach(evaluator)
+            stats.attach(evaluator)
     """
 
     def __init__(

@@ -30,9 +30,9 @@ class SegCAMTensorBoardHandler:
     Example:
         .. code-block:: python
 
-            compute = SegCAMComputeHandler(classes=1)
-            for handler in (compute, SegCAMTensorBoardHandler(compute, log_dir="runs/cams")):
-                handler.attach(evaluator)
+            compute = SegCAMComputeHandler(layers="bottleneck", classes=1, interval=5)  # every 5th validation
+            compute.attach(evaluator)
+            SegCAMTensorBoardHandler(compute, summary_writer=writer).attach(evaluator)  # the training's SummaryWriter
     """
 
     def __init__(

@@ -18,14 +18,7 @@ from torch import nn
 from ..utils import applies_sigmoid
 from .io import CLIError, check_exists, first_line
 
-__all__ = [
-    "LoadedModel",
-    "applies_sigmoid",
-    "first_conv_in_channels",
-    "load_checkpoint",
-    "load_model",
-    "resolve_device",
-]
+__all__ = ["LoadedModel", "first_conv_in_channels", "load_checkpoint", "load_model", "resolve_device"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 _CHECKPOINT_KEYS = ("model", "state_dict", "network", "model_state_dict")

@@ -9,14 +9,12 @@ from typing import Any
 
 from torch import nn
 
-from ..metrics import STAT_COLUMNS
-from ..outputs import CSV_COLUMNS
-from .compute import Engine, OnError, SegCAMComputeHandler
+from .compute import Engine, SegCAMComputeHandler
 from .saver import SegCAMSaver
 from .statistics import SegCAMStatsHandler
 from .tensorboard import SegCAMTensorBoardHandler
 
-__all__ = ["SegCAMHandler", "OnError", "CSV_COLUMNS", "STAT_COLUMNS"]
+__all__ = ["SegCAMHandler"]
 
 
 class SegCAMHandler(SegCAMComputeHandler):

@@ -32,8 +32,11 @@ class SegCAMReportHandler:
     (``cam`` for one layer, ``cam_<layer>`` for several); cases without CAM keys (not selected) are left out. The
     volumes may lie on different grids (e.g. the network input and, after ``Invertd``, the original image grid):
     the report places them through their affines, on the image's grid. With ``segcam_handler`` its layers, method,
-    classes, keys and multi-label setting are used, and its statistics rows (:py:attr:`SegCAMHandler.rows`) fill the
-    report's table; attach this handler *after* it (later in ``val_handlers``).
+    classes, keys and multi-label setting are used, its cases are named as its CSV names them, and its statistics rows
+    (:py:attr:`SegCAMHandler.rows`) fill the report's table; attach this handler *after* it (later in
+    ``val_handlers``). Without it, the same settings object is built from ``layers``, ``method``, ``classes``,
+    ``multi_label`` and ``cam_key``, and cases are named after their source files
+    (:py:class:`~monai_segcam.outputs.CaseNamer`).
 
     Under ``torch.distributed`` each rank stores its own cases and ``save_rank`` writes the pages of all of them,
     in the order of their names (in one process: in the order of the data).
@@ -41,7 +44,8 @@ class SegCAMReportHandler:
     Args:
         output_dir: the report folder (``index.html`` inside); with ``epoch_subdir`` one report per epoch in
             ``output_dir/epoch_NNNN/`` and an ``index.html`` listing them.
-        segcam_handler: the :py:class:`SegCAMHandler` whose CAMs and rows are reported.
+        segcam_handler: the :py:class:`SegCAMHandler` (or :py:class:`SegCAMComputeHandler`: no rows) whose CAMs are
+            reported.
         layers: without ``segcam_handler``: the layer(s) of the CAM keys (a string: one key ``cam_key``).
         method: without ``segcam_handler``: the method's name.
         classes: without ``segcam_handler``: the classes of the CAM channels.

@@ -154,11 +154,12 @@ class SaveSegCAMd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         layers = {key: layer for layer, key in self.layer_keys.items()}
-        for key in self.key_iterator(d):
-            cam = d[key]
-            case = safe_case_name(cam.meta if isinstance(cam, MetaTensor) else None)
-            with self.writer.all_or_nothing():
-                self.writer.write(case, self.method, {layers[key]: cam}, self.classes)
+        maps = {layers[key]: d[key] for key in self.key_iterator(d)}
+        if maps:
+            first = next(iter(maps.values()))
+            case = safe_case_name(first.meta if isinstance(first, MetaTensor) else None)
+            with self.writer.all_or_nothing():  # the item's files, all or none
+                self.writer.write(case, self.method, maps, self.classes)
         return d
 
 

@@ -4,6 +4,7 @@ the cases (:py:class:`CAMCase`) the saver, statistics and TensorBoard handlers r
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer
 from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_version, optional_import
+from monai.utils.dist import string_list_all_gather
 from torch import nn
 
 from ..cam import Region
@@ -30,7 +32,7 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "rank_and_world", "output_item"]
+__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "rank_and_world", "gather", "output_item"]
 
 
 class OnError(StrEnum):
@@ -68,6 +70,18 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def gather(items: Sequence[Any]) -> list[Any]:
+    """The JSON-compatible ``items`` of every rank, in rank order (``items`` itself outside ``torch.distributed``).
+
+    Example:
+        .. code-block:: python
+
+            rows = gather(self.rows)  # every rank's rows, on every rank
+    """
+    texts = string_list_all_gather([json.dumps(item) for item in items])
+    return [json.loads(text) for text in texts if text]  # a rank without items sends ""
 
 
 def output_item(output: Any, index: int, key: str | None) -> Any:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -11,13 +10,12 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.utils.dist import string_list_all_gather
 
 from ..outputs import CaseNamer, epoch_folder
 from ..report import SegCAMReport, cams_from_layers
 from ..report.stats import DEFAULT_FLAG_THRESHOLD
 from ..report.writer import write_epochs_index
-from .compute import Engine, Events, SegCAMComputeHandler, output_item, rank_and_world
+from .compute import Engine, Events, SegCAMComputeHandler, gather, output_item, rank_and_world
 from .segcam_handler import SegCAMHandler
 
 __all__ = ["SegCAMReportHandler"]
@@ -152,8 +150,7 @@ class SegCAMReportHandler:
             return
         rank, world = rank_and_world()
         if world > 1:
-            texts = string_list_all_gather([json.dumps(summary) for summary in report.cases.values()])
-            summaries = [json.loads(text) for text in texts if text]
+            summaries = gather(list(report.cases.values()))
             if rank != self.save_rank:
                 return
             for summary in summaries:

@@ -4,14 +4,11 @@ gathered across ranks and written once per epoch; label statistics are optional 
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from monai.utils.dist import string_list_all_gather
-
 from ..outputs import StatsTable, case_rows, epoch_folder, merge_rows, table_rows
-from .compute import CAMCase, Engine, Events, SegCAMComputeHandler, rank_and_world
+from .compute import CAMCase, Engine, Events, SegCAMComputeHandler, gather, rank_and_world
 
 __all__ = ["SegCAMStatsHandler"]
 
@@ -97,8 +94,7 @@ class SegCAMStatsHandler:
         """``EPOCH_COMPLETED``: gather the rows to ``save_rank`` and write the CSV there."""
         if self.compute.epoch_level and engine.state.epoch % self.compute.interval:
             return
-        texts = string_list_all_gather([json.dumps(row) for row in self.rows])
-        gathered = [json.loads(text) for text in texts if text]  # a rank without rows sends ""
+        gathered = gather(self.rows)
         if rank_and_world()[0] != self.save_rank:
             return
         self.rows = merge_rows(gathered, self._previous)

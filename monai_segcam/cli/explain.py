@@ -21,69 +21,24 @@ are kept all or none.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
 from argparse import Namespace
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from ..metrics import STAT_COLUMNS
-from ..outputs import (
-    CAMWriter,
-    CaseNamer,
-    case_rows,
-    merge_rows,
-    segmentation_file_name,
-    table_rows,
-    write_table,
-    write_text,
-)
-from .io import CLIError, check_exists, read_image
+from ..outputs import CAMWriter, CaseNamer, case_rows, segmentation_file_name
+from .cases import Explained, case_labels, check_classes, run_cases, write_cams
+from .io import CLIError, check_exists, first_line, read_image
 from .model import LoadedModel, load_model, resolve_device
-from .perturbation import OCCLUSION, channel_engine, occlusion_engine, write_channel_csv
+from .perturbation import OCCLUSION, channel_engine, occlusion_options, write_channel_csv
+from .regions import grid_region, parse_region
 
 __all__ = ["parse_region", "run_explain"]
-
-_LABEL_REGIONS = ("label", "fp", "fn")
-_REGIONS = ("pred", "all", "empty", "label", "fp", "fn", "component")
-_REGION_FORMS = "component:N, voxel:I,J,K or box:I0,J0,K0:I1,J1,K1"
-
-
-def _indices(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(value) for value in text.split(","))
-    except ValueError:
-        raise ValueError(f"{text!r} is not a comma-separated list of voxel indices") from None
-
-
-def parse_region(text: str) -> tuple[str, list[tuple[int, ...]]]:
-    """Parse a ``--region`` value into its kind and its voxel-index arguments.
-
-    Kinds: ``pred``, ``all``, ``empty``, ``label``, ``fp``, ``fn``, ``component[:N]`` (the N-th largest component,
-    0 = largest), ``voxel:I,J,K`` (one voxel) and ``box:I0,J0,K0:I1,J1,K1`` (two opposite corner voxels, both
-    included); voxel indices are those of the input file, in the order nibabel and MONAI read them.
-
-    Example:
-        >>> parse_region("box:4,5,3:10,12,8")
-        ('box', [(4, 5, 3), (10, 12, 8)])
-    """
-    kind, *parts = text.split(":")
-    if kind == "component" and len(parts) <= 1 and all(p.isdigit() for p in parts):
-        return kind, [(int(parts[0]),)] if parts else []
-    if kind in _REGIONS and kind != "component" and not parts:
-        return kind, []
-    if kind in ("voxel", "box") and len(parts) == (1 if kind == "voxel" else 2):
-        points = [_indices(part) for part in parts]
-        if any(len(point) != len(points[0]) for point in points):
-            raise ValueError(f"{text!r}: both corners need the same number of indices")
-        return kind, points
-    raise ValueError(f"unknown region {text!r}: use one of {', '.join(_REGIONS)}, or {_REGION_FORMS}")
 
 
 def _to_network_grid(points: np.ndarray, original: Any, image: Any) -> np.ndarray:
@@ -95,37 +50,10 @@ def _to_network_grid(points: np.ndarray, original: Any, image: Any) -> np.ndarra
     return (homogeneous @ source.T @ np.linalg.inv(target).T)[:, :spatial]
 
 
-def _region(parsed: tuple[str, list[tuple[int, ...]]], original: Any, image: Any) -> tuple[Any, dict[str, Any]]:
-    """The region object for the engines, and its description for the JSON summary.
-
-    A ``voxel`` or ``box`` given on the input file's grid is moved onto the network input's grid through both
-    affines (the bundle's preprocessing may reorient and resample): the voxel nearest to the same world position,
-    and the smallest box holding the nearest voxels of the corners.
-    """
-    from monai_segcam.cam import Box, Component, Voxel
-
-    kind, points = parsed
-    if kind == "component":
-        return Component(index=points[0][0] if points else 0), {"kind": kind}
-    if kind not in ("voxel", "box"):
-        return kind, {"kind": kind}
-    shape, grid = tuple(original.shape[1:]), tuple(image.shape[1:])
-    for point in points:
-        if len(point) != len(shape) or any(not 0 <= i < s for i, s in zip(point, shape)):
-            raise CLIError(f"--region {kind}: voxel {point} lies outside the image (shape {shape})")
-    corners = np.array(np.meshgrid(*[sorted({p[d] for p in points}) for d in range(len(shape))], indexing="ij"))
-    mapped = np.rint(_to_network_grid(corners.reshape(len(shape), -1).T.astype(np.float64), original, image))
-    start = np.clip(mapped.min(0), 0, np.array(grid) - 1).astype(int)
-    end = np.clip(mapped.max(0), 0, np.array(grid) - 1).astype(int) + 1
-    if kind == "voxel":
-        return Voxel(tuple(start.tolist())), {"kind": kind, "input_voxel": list(points[0]), "voxel": start.tolist()}
-    description = {"kind": kind, "input_corners": [list(p) for p in points], "start": start.tolist()}
-    return Box(tuple(start.tolist()), tuple(end.tolist())), {**description, "end": end.tolist()}
-
-
 def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any], Any]:
-    """One ``SlidingWindowSegCAM`` per method (``SegOcclusion`` for ``occlusion``), with the bundle inferer's window
-    settings unless overridden.
+    """One ``SlidingWindowSegCAM`` per method (``SegOcclusion`` for ``occlusion``) by
+    :py:func:`~monai_segcam.inferers.make_segcam`, with the bundle inferer's window settings unless overridden (without
+    a sliding-window inferer: one window of the whole volume).
 
     Returns:
         the sliding-window engine whose ``predict`` gives the stitched logits shared by all methods, the engines by
@@ -133,41 +61,31 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
     """
     from monai.inferers import SlidingWindowInferer
 
-    from monai_segcam.cam import SlidingWindowSegCAM
+    from monai_segcam.inferers import make_segcam
 
+    inferer = model.inferer if isinstance(model.inferer, SlidingWindowInferer) else SlidingWindowInferer(roi_size=-1)
     roi_size = None if args.roi_size is None else args.roi_size[0] if len(args.roi_size) == 1 else tuple(args.roi_size)
-    overrides = {
-        "roi_size": roi_size,
-        "overlap": args.overlap,
-        "sw_batch_size": args.sw_batch_size,
-        "mode": args.mode,
-    }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {"roi_size": roi_size, "overlap": args.overlap, "sw_batch_size": args.sw_batch_size, "mode": args.mode}
     common = {
-        "layers": list(args.layers),
         "target": args.target,
         "multi_label": model.multi_label,
         "sw_device": device,
         "device": None,
         "progress": not args.quiet,
-        **overrides,
+        **{k: v for k, v in overrides.items() if v is not None},
     }
     engines = {}
     predict_only = [] if any(method != OCCLUSION for method in args.method) else ["hirescam"]  # for its predict()
     for method in [*args.method, *predict_only]:
+        options = occlusion_options(args) if method == OCCLUSION else {}
         try:
-            if method == OCCLUSION:
-                engines[method] = occlusion_engine(model, args, common)
-            elif isinstance(model.inferer, SlidingWindowInferer):
-                engines[method] = SlidingWindowSegCAM.from_inferer(
-                    model.inferer, model.network, method=method, **common
-                )
-            else:
-                engines[method] = SlidingWindowSegCAM(model.network, **{"roi_size": -1, **common, "method": method})
-        except ValueError as exc:
+            engines[method] = make_segcam(model.network, inferer, layers=list(args.layers), method=method, **common,
+                                          **options)  # fmt: skip
+        except (TypeError, ValueError) as exc:
             raise CLIError(str(exc)) from exc
     predictor = next(engine for method, engine in engines.items() if method != OCCLUSION)
-    return predictor, {method: engines[method] for method in args.method}, channel_engine(model, args, common)
+    channels = channel_engine(inferer, model.network, args, common)
+    return predictor, {method: engines[method] for method in args.method}, channels
 
 
 def _preprocess(path: str, original: Any, model: LoadedModel, args: Namespace) -> Any:
@@ -176,8 +94,7 @@ def _preprocess(path: str, original: Any, model: LoadedModel, args: Namespace) -
         try:
             return model.preprocessing({"image": path})["image"]
         except Exception as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CLIError(f"the bundle's preprocessing failed on {path}: {reason}") from exc
+            raise CLIError(f"the bundle's preprocessing failed on {path}: {first_line(exc)}") from exc
     from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
     image = original.float()
@@ -227,11 +144,7 @@ def _load(path: str, label_path: str | None, model: LoadedModel, args: Namespace
 
 def _classes(num_classes: int, model: LoadedModel, args: Namespace) -> list[int]:
     default = list(range(num_classes)) if model.multi_label else (list(range(1, num_classes)) or [0])
-    classes = args.classes if args.classes is not None else default
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad:
-        raise CLIError(f"--classes {bad} out of range: the network has {num_classes} output channels")
-    return classes
+    return check_classes(args.classes if args.classes is not None else default, num_classes)
 
 
 def _maps(engines: dict[str, Any], x: torch.Tensor, path: str, **call: Any) -> tuple[dict, torch.Tensor]:
@@ -247,104 +160,58 @@ def _maps(engines: dict[str, Any], x: torch.Tensor, path: str, **call: Any) -> t
 
 
 def _explain_case(
-    path: str, label_path: str | None, name: str, model: LoadedModel, engines: tuple[Any, dict[str, Any], Any],
-    args: Namespace, output: str, settings: dict[str, Any],
+    name: str, path: str, label_path: str | None, writer: CAMWriter, model: LoadedModel,
+    engines: tuple[Any, dict[str, Any], Any], args: Namespace,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
-    """Compute and write one case's files into ``output/name`` (all or none); returns its JSON summary and its
-    statistics rows (:py:func:`~monai_segcam.metrics.cam_statistics` on the network grid, as every front door)."""
+    """Compute and write one case's files with ``writer``; returns its JSON summary and its statistics rows
+    (:py:func:`~monai_segcam.metrics.cam_statistics` on the network grid, as every front door)."""
     start = time.perf_counter()
     original, image, label = _load(path, label_path, model, args)
     x = torch.as_tensor(image).float()[None]
-    predictor, engines, channels = engines
+    predictor, by_method, channels = engines
     logits = predictor.predict(x).cpu()
     classes = _classes(logits.shape[1], model, args)
-    region, region_summary = _region(parse_region(args.region), original, image)
+    region, region_summary = grid_region(
+        args.region, original.shape[1:], image.shape[1:], lambda points: _to_network_grid(points, original, image)
+    )
     call = {"classes": classes, "region": region, "pred": logits, "label": label}
-    maps, explained = _maps(engines, x, path, **call)
+    maps, explained = _maps(by_method, x, path, **call)
     rows = []
-    for method in engines:
+    for method in by_method:
         by_layer = {layer: cam for (layer, m), cam in maps.items() if m == method}
         rows += case_rows(name, method, by_layer, classes, explained, None if label is None else label[0], image)[0]
     keys = {f"cam{i}": key for i, key in enumerate(maps)}
     grid = _to_original_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, model)
-    shape, affine = tuple(original.shape[1:]), original.affine.numpy().astype(np.float64)
     for value in grid.values():
-        if tuple(value.shape[1:]) != shape:
+        if tuple(value.shape[1:]) != tuple(original.shape[1:]):
+            shape = tuple(original.shape[1:])
             raise CLIError(f"{path}: outputs came back on a {tuple(value.shape[1:])} grid, not the input's {shape}")
+    masks = writer.write_segmentation(name, grid["pred"], np.asarray(original.affine), model.multi_label)
+    modules = {layer.key: layer.module_name for layer in predictor.layers}
     inverted = {key: grid[tag] for tag, key in keys.items()}
-    writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
-    with writer.all_or_nothing():
-        masks = writer.write_segmentation(name, grid["pred"], affine, model.multi_label)
-        layer_modules = {layer.key: layer.module_name for layer in predictor.layers}
-        files = _write_cams(writer, name, original, inverted, masks[classes], rows, classes, model, args)
-        for entry in files:
-            if entry["kind"] == "cam":
-                entry.update(module=layer_modules.get(entry["layer"]))  # occlusion's "input" has no module
-        if channels is not None:
-            files.append(write_channel_csv(channels, x, name, call, args, writer.output_dir))
-            writer.record(os.path.join(writer.output_dir, files[-1]["file"]))
-        summary = {
-            "case": name,
-            "input": {
-                "path": os.path.abspath(path),
-                "shape": list(shape),
-                "channels": int(original.shape[0]),
-                "affine": affine.tolist(),
-                "label": None if label_path is None else os.path.abspath(label_path),
-            },
-            "network_input_shape": list(image.shape),
-            "network_input_affine": np.asarray(image.affine, dtype=np.float64).tolist(),
-            "region_on_network_grid": region_summary,
-            "classes": {str(c): model.class_names.get(c) for c in classes},
-            "predicted_voxels": {str(c): int(mask.sum()) for c, mask in enumerate(masks)},
-            "files": [{"file": segmentation_file_name(name), "kind": "segmentation"}, *files],
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-        summary.update(model=model.description, settings=settings)
-        text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
-        writer.record(write_text(text, os.path.join(writer.output_dir, f"{name}_segcam.json")))
+    files = write_cams(writer, Explained(name, original, inverted, masks[classes], rows, classes, modules),
+                       model.class_names, args)  # fmt: skip
+    if channels is not None:
+        files.append(write_channel_csv(channels, x, name, call, args, writer.output_dir))
+        writer.record(os.path.join(writer.output_dir, files[-1]["file"]))
+    summary = {
+        "case": name,
+        "input": {
+            "path": os.path.abspath(path),
+            "shape": list(original.shape[1:]),
+            "channels": int(original.shape[0]),
+            "affine": np.asarray(original.affine, dtype=np.float64).tolist(),
+            "label": None if label_path is None else os.path.abspath(label_path),
+        },
+        "network_input_shape": list(image.shape),
+        "network_input_affine": np.asarray(image.affine, dtype=np.float64).tolist(),
+        "region_on_network_grid": region_summary,
+        "classes": {str(c): model.class_names.get(c) for c in classes},
+        "predicted_voxels": {str(c): int(mask.sum()) for c, mask in enumerate(masks)},
+        "files": [{"file": segmentation_file_name(name), "kind": "segmentation"}, *files],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
     return summary, rows
-
-
-def _write_cams(writer, name, original, maps, masks, rows, classes, model, args) -> list[dict]:
-    """Write the maps (inverted onto the input grid) as NIfTI/PNG and the panels; records the files in the
-    statistics ``rows``; returns the JSON entries of the files."""
-    from monai_segcam.cam import normalize_cam
-
-    affine = original.affine.numpy().astype(np.float64)
-    if args.normalize:
-        maps = {key: normalize_cam(torch.from_numpy(cam)[None])[0].numpy() for key, cam in maps.items()}
-    maps = {key: cam.astype(np.float32) for key, cam in maps.items()}
-    rows = {(row["layer"], row["method"], row["class"]): row for row in rows}
-    entries = []
-    for method in dict.fromkeys(method for _, method in maps):
-        shown = {layer: cam for (layer, m), cam in maps.items() if m == method}
-        files = writer.write(name, method, shown, classes, affine, original[0], masks, class_names=model.class_names)
-        for (layer, c), paths in files.items():
-            row = rows[(layer, method, c)]
-            row["files"] = ";".join(os.path.join(name, os.path.basename(path)) for path in paths)
-            stats = {key: row[key] if row[key] == row[key] else None for key in STAT_COLUMNS}  # NaN: none
-            stats.update(_peak(shown[layer][classes.index(c)], affine))
-            entries += [_entry(path, c, layer, method, stats, model, args) for path in paths]
-    if args.png and len(maps) > 1:
-        for path, c in zip(writer.write_panels(name, original[0], maps, classes, masks), classes):
-            entries.append({"file": os.path.basename(path), "kind": "png", "class": c, "layer": None, "method": None})
-    return entries
-
-
-def _entry(path: str, c: int, layer: str, method: str, stats: dict, model: LoadedModel, args: Namespace) -> dict:
-    """The JSON summary's entry of one written CAM file (a NIfTI map with its statistics, or a PNG)."""
-    entry: dict[str, Any] = {"file": os.path.basename(path), "kind": "png" if path.endswith(".png") else "cam"}
-    entry.update({"class": c, "layer": layer, "method": method})
-    if entry["kind"] == "cam":
-        entry.update(class_name=model.class_names.get(c), stats=stats, normalized=args.normalize)
-    return entry
-
-
-def _peak(cam: np.ndarray, affine: np.ndarray) -> dict[str, list]:
-    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    world = affine @ np.array([*peak, 1.0])
-    return {"peak_voxel": [int(i) for i in peak], "peak_world_ras_mm": [round(float(v), 4) for v in world[:3]]}
 
 
 def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, Any]:
@@ -368,73 +235,18 @@ def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, A
 
 def run_explain(args: Namespace) -> int:
     """Run ``monai-segcam explain``; returns the exit status (1 when a case failed)."""
-    from monai.utils import optional_import
-
-    tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
-    labels: Sequence[str | None] = args.label if args.label is not None else [None] * len(args.images)
-    if args.label is None and parse_region(args.region)[0] in _LABEL_REGIONS:
-        raise CLIError(f"--region {args.region} needs the ground truth: give --label FILE")
-    if len(labels) != len(args.images):
-        raise CLIError(f"--label got {len(labels)} file(s) for {len(args.images)} image(s): give one label per image")
+    labels = case_labels(args, len(args.images))
     check_exists(args.images, "image")
-    check_exists([p for p in labels if p is not None], "label")
     device = resolve_device(args.device)
     model = load_model(args, checkpoint_required=True)
     model.network.to(device)
-    predictor, engines, channels = _engines(model, args, device)
-    output = os.path.abspath(args.output)
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise CLIError(f"--output {args.output} exists and is not a folder")
-    os.makedirs(output, exist_ok=True)
-    settings = _settings(args, predictor, device)
+    engines = _engines(model, args, device)
+    described = {"model": model.description, "settings": _settings(args, engines[0], device)}
     namer = CaseNamer()  # the handlers' names: one input, one name by every front door
-    names = [namer(path) for path in args.images]
-    cases = list(zip(args.images, labels, names))
-    if has_tqdm and not args.quiet and len(cases) > 1:
-        cases = tqdm(cases, desc="cases", unit="case")
-    failed, rows = 0, []
-    for path, label_path, name in cases:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                built = (predictor, engines, channels)
-                summary, found = _explain_case(path, label_path, name, model, built, args, output, settings)
-                rows += found
-            except Exception as exc:  # one failed case leaves nothing behind, is recorded and does not stop the others
-                if len(args.images) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError, ValueError)):
-                    raise
-                failed += 1
-                reason = (str(exc) if isinstance(exc, CLIError) else f"{path}: {type(exc).__name__}: {exc}").strip()
-                for method, layer in ((m, layer) for m in engines for layer in predictor.layers):
-                    rows += table_rows(name, method, layer.key, args.classes or [""], status="failed", error=reason)
-                _print(f"monai-segcam: error: {reason.splitlines()[0]}", error=True)
-                continue
-        if not args.quiet:
-            for message in dict.fromkeys(str(w.message) for w in caught if args.debug or "monai_segcam" in w.filename):
-                _print(f"warning: {name}: {message}", error=True)
-            _print(f"{name}: {len(summary['files']) + 1} files in {os.path.join(output, name)}")
-    write_table(os.path.join(output, "segcam_stats.csv"), merge_rows(rows))
-    if getattr(args, "report", False):
-        from monai_segcam.report.explain_output import report_from_explain_output
 
-        reported = [n for n in names if os.path.isfile(os.path.join(output, n, f"{n}_segcam.json"))]
-        index = report_from_explain_output(output, reported)
-        if not args.quiet:
-            _print(f"review report: {index}")
-    if failed:
-        _print(f"monai-segcam: error: {failed} of {len(args.images)} case(s) failed", error=True)
-    return 1 if failed else 0
+    def explain(name: str, path: str, label: str | None, writer: CAMWriter) -> tuple[dict[str, Any], list]:
+        summary, rows = _explain_case(name, path, label, writer, model, engines, args)
+        return {**summary, **described}, rows
 
-
-def _print(message: str, error: bool = False) -> None:
-    """Print without breaking tqdm progress bars."""
-    import sys
-
-    from monai.utils import optional_import
-
-    tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
-    stream = sys.stderr if error else sys.stdout
-    if has_tqdm:
-        tqdm.write(message, file=stream)
-    else:
-        print(message, file=stream)
+    cases = [(namer(path), path, label) for path, label in zip(args.images, labels)]
+    return run_cases(cases, explain, [layer.key for layer in engines[0].layers], args)

@@ -7,11 +7,16 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["CLIError", "check_exists", "read_image"]
+__all__ = ["CLIError", "check_exists", "first_line", "read_image"]
 
 
 class CLIError(Exception):
     """An error the user can act on: printed as one line on stderr, exit status 1, no traceback."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), for a one-line report."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def check_exists(paths: Sequence[str], what: str) -> None:
@@ -33,5 +38,4 @@ def read_image(path: str, what: str = "image") -> Any:
     try:
         return LoadImage(image_only=True, ensure_channel_first=True)(path)
     except Exception as exc:  # readers raise many types; the user needs the file name and the first reason
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"cannot read {what} {path}: {reason}") from exc
+        raise CLIError(f"cannot read {what} {path}: {first_line(exc)}") from exc

@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from .io import CLIError
+from .io import CLIError, first_line
 from .nnunet import add_nnunet_arguments
 from .perturbation import OCCLUSION
 from .perturbation import add_arguments as add_perturbation_arguments
@@ -66,24 +66,10 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks and every warning")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``monai-segcam`` argument parser with its ``explain`` and ``layers`` commands."""
-    parser = argparse.ArgumentParser(
-        prog="monai-segcam",
-        description="Volumetric Seg-CAMs of 3D segmentation networks (MONAI), on each input's own voxel grid.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{explain,layers}")
-
-    explain = commands.add_parser(
-        "explain", help="compute Seg-CAMs of images and write NIfTI maps, PNG overlays and a JSON summary",
-        description="Compute Seg-CAMs of NIfTI / NRRD / MHA images or DICOM series folders.",
-    )  # fmt: skip
-    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or DICOM series folders")
-    _model_arguments(explain)
+def _cam_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``CAM`` and ``sliding window`` option groups of ``explain``."""
     from monai_segcam.cam.methods import method_names  # the registry: a registered method is a CLI choice
-    cam = explain.add_argument_group("CAM")
+    cam = parser.add_argument_group("CAM")
     cam.add_argument(
         "--layers", nargs="+", default=["pre_head"], metavar="L",
         help="layer names or roles (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
@@ -106,18 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the outputs are independent sigmoid channels (class c is predicted where its logit > 0); "
         "default: detected from the bundle's postprocessing (Activations with sigmoid)",
     )  # fmt: skip
-    window = explain.add_argument_group("sliding window (default: the bundle's inferer, else the whole volume)")
+    window = parser.add_argument_group("sliding window (default: the bundle's inferer, else the whole volume)")
     window.add_argument("--roi-size", nargs="+", type=int, metavar="N", help="window size (one value or one per axis)")
     window.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0.25)")
     window.add_argument("--sw-batch-size", type=int, metavar="N", help="windows per forward pass")
     window.add_argument("--mode", choices=("constant", "gaussian"), help="blending of overlapping windows")
-    add_perturbation_arguments(explain)
-    intensity = explain.add_argument_group("preprocessing without a bundle (the image is used on its own grid)")
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The preprocessing (without a bundle) and ``output`` option groups of ``explain``."""
+    intensity = parser.add_argument_group("preprocessing without a bundle (the image is used on its own grid)")
     intensity.add_argument(
         "--intensity-range", nargs=2, type=float, metavar=("A_MIN", "A_MAX"), help="clip and scale to [0, 1]"
     )
     intensity.add_argument("--zscore", action="store_true", help="normalise intensities to zero mean, unit variance")
-    out = explain.add_argument_group("output")
+    out = parser.add_argument_group("output")
     out.add_argument("--output", required=True, metavar="DIR", help="output folder (one sub-folder per case)")
     out.add_argument("--png", action=argparse.BooleanOptionalAction, default=True, help="write PNG overlays")
     out.add_argument("--center", default="peak", choices=("peak", "centroid"), help="PNG slices through the CAM peak "
@@ -125,6 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--normalize", action="store_true", help="min-max normalise each written map to [0, 1]")
     out.add_argument("--report", action="store_true", help="also write a review report to open in a browser: "
                      "OUTPUT/report/index.html (table of cases, flagged cases, a 3D viewer per case)")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``monai-segcam`` argument parser with its ``explain`` and ``layers`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="monai-segcam",
+        description="Volumetric Seg-CAMs of 3D segmentation networks (MONAI), on each input's own voxel grid.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{explain,layers}")
+
+    explain = commands.add_parser(
+        "explain", help="compute Seg-CAMs of images and write NIfTI maps, PNG overlays and a JSON summary",
+        description="Compute Seg-CAMs of NIfTI / NRRD / MHA images or DICOM series folders.",
+    )  # fmt: skip
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or DICOM series folders")
+    _model_arguments(explain)
+    _cam_arguments(explain)
+    add_perturbation_arguments(explain)
+    _output_arguments(explain)
     _common_arguments(explain)
 
     layers = commands.add_parser(
@@ -153,15 +163,13 @@ def run_layers(args: argparse.Namespace) -> int:
     network = model.network.to(device)
     shape = args.input_shape
     if shape is None:
-        roi = model.inferer.roi_size if isinstance(model.inferer, SlidingWindowInferer) else (96, 96, 96)
-        shape = [1, model.in_channels or 1, *(r if r > 0 else 96 for r in roi)]
+        roi = model.inferer.roi_size if isinstance(model.inferer, SlidingWindowInferer) else 96
+        shape = [1, model.in_channels or 1, *(r if r > 0 else 96 for r in ((roi,) * 3 if isinstance(roi, int) else roi))]
     try:
         table = list_layers(network, shape)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CLIError(
-            f"the network failed on a zero input of shape {tuple(shape)} (set --input-shape): {reason}"
-        ) from exc
+        reason = f"the network failed on a zero input of shape {tuple(shape)} (set --input-shape)"
+        raise CLIError(f"{reason}: {first_line(exc)}") from exc
     if not args.quiet:
         print(table)
         roles = table.roles.roles if table.roles else {}
@@ -207,7 +215,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        message = (str(exc).strip().splitlines() or [""])[0]
-        message = f"{type(exc).__name__}: {message} (run with --debug for the traceback)"
-        print(f"monai-segcam: error: {message}", file=sys.stderr)
+        message = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        print(f"monai-segcam: error: {message} (run with --debug for the traceback)", file=sys.stderr)
         return 1

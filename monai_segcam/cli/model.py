@@ -16,16 +16,9 @@ import torch
 from torch import nn
 
 from ..utils import applies_sigmoid
-from .io import CLIError, check_exists
+from .io import CLIError, check_exists, first_line
 
-__all__ = [
-    "LoadedModel",
-    "applies_sigmoid",
-    "first_conv_in_channels",
-    "load_checkpoint",
-    "load_model",
-    "resolve_device",
-]
+__all__ = ["LoadedModel", "first_conv_in_channels", "load_checkpoint", "load_model", "resolve_device"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 _CHECKPOINT_KEYS = ("model", "state_dict", "network", "model_state_dict")
@@ -92,8 +85,7 @@ def load_checkpoint(network: nn.Module, path: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CLIError(f"cannot read checkpoint {path}: {reason}") from exc
+        raise CLIError(f"cannot read checkpoint {path}: {first_line(exc)}") from exc
     if isinstance(state, dict):
         for key in _CHECKPOINT_KEYS:
             if isinstance(state.get(key), dict):
@@ -161,8 +153,7 @@ def _parse(parser: Any, name: str, configs: Sequence[str]) -> Any:
     try:
         return parser.get_parsed_content(name)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CLIError(f"cannot build {name!r} from {', '.join(configs)}: {reason}") from exc
+        raise CLIError(f"cannot build {name!r} from {', '.join(configs)}: {first_line(exc)}") from exc
 
 
 def _load_bundle(bundle: str, config_files: Sequence[str]) -> LoadedModel:

@@ -13,27 +13,29 @@ nnU-Net's inverse of its resampling and cropping.
 
 Per case, ``OUTPUT/<case>/`` receives ``<case>_seg.nii.gz`` (nnU-Net's segmentation),
 ``<case>_cam_<method>_<layer>_class<c>.nii.gz`` (one float map per class, layer and method, the input's affine), PNG
-slices through each map (``--no-png`` skips them) and ``<case>_segcam.json`` (inputs, model, settings, statistics).
+slices through each map (``--no-png`` skips them) and ``<case>_segcam.json`` (inputs, model, settings, statistics);
+``OUTPUT/segcam_stats.csv`` gets the statistics rows, as for every front door (the maps on the input's grid).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import sys
 import time
 from argparse import Namespace
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..outputs import CAMWriter, safe_token, segmentation_file_name, write_nifti, write_png, write_text
-from .io import CLIError, check_exists, read_image
+from ..outputs import CAMWriter, case_rows, safe_token, segmentation_file_name, write_nifti
+from .cases import Explained, case_labels, check_classes, run_cases, write_cams
+from .io import CLIError, check_exists, first_line, read_image
 from .model import resolve_device
+from .regions import grid_region
 
 __all__ = ["add_nnunet_arguments", "group_cases", "run_explain_nnunet", "run_layers_nnunet"]
 
@@ -115,117 +117,55 @@ def _load(args: Namespace, device: torch.device, folds: Sequence[int | str] | No
             args.nnunet, folds, args.nnunet_checkpoint, not args.no_mirroring, args.tile_step_size, device=device
         )
     except (ImportError, FileNotFoundError, NotImplementedError, ValueError, RuntimeError) as exc:
-        raise CLIError(str(exc).strip().splitlines()[0]) from exc
+        raise CLIError(first_line(exc)) from exc
 
 
-def _grid_region(text: str, model: Any, case: Any) -> tuple[Any, dict[str, Any]]:
-    """The region for the engines on the preprocessed grid, and its description; voxels and boxes are given on the
-    first input file's grid and mapped through nnU-Net's transpose, crop and resampling."""
-    from monai_segcam.cam import Box, Component, Voxel
-
-    from .explain import parse_region
-
-    kind, points = parse_region(text)
-    if kind == "component":
-        return Component(index=points[0][0] if points else 0), {"kind": kind}
-    if kind not in ("voxel", "box"):
-        return kind, {"kind": kind}
-    shape = tuple(reversed(case.properties["shape_before_cropping"]))  # the file's (I, J, K)
-    for point in points:
-        if len(point) != len(shape) or any(not 0 <= i < s for i, s in zip(point, shape)):
-            raise CLIError(f"--region {kind}: voxel {point} lies outside the image (shape {shape})")
-    corners = np.array(np.meshgrid(*[sorted({p[d] for p in points}) for d in range(3)], indexing="ij")).reshape(3, -1)
-    grid = np.array(case.data.shape[1:])
-    mapped = np.rint(model.file_voxels_to_grid(corners.T, case))
-    start = np.clip(mapped.min(0), 0, grid - 1).astype(int)
-    end = np.clip(mapped.max(0), 0, grid - 1).astype(int) + 1
-    if kind == "voxel":
-        return Voxel(tuple(start.tolist())), {"kind": kind, "input_voxel": list(points[0]), "voxel": start.tolist()}
-    description = {"kind": kind, "input_corners": [list(p) for p in points], "start": start.tolist()}
-    return Box(tuple(start.tolist()), tuple(end.tolist())), {**description, "end": end.tolist()}
-
-
-def _stats(cam: np.ndarray, affine: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    total = float(cam.sum())
-    return {
-        "min": float(cam.min()),
-        "max": float(cam.max()),
-        "peak_voxel": [int(i) for i in peak],
-        "peak_world_ras_mm": [round(float(v), 4) for v in (affine @ np.array([*peak, 1.0]))[:3]],
-        "region_voxels": int(mask.sum()),
-        "mass_in_region": float(cam[mask].sum() / total) if total > 0 else None,
-    }
-
-
-def _write_case(explanations: dict[str, Any], args: Namespace, name: str, writer: CAMWriter) -> list[dict[str, Any]]:
-    """Write the segmentation and every map (NIfTI, PNG) of one case with the one writer's names; returns the
-    written files' entries."""
-    first = next(iter(explanations.values()))
-    affine, seg = first.affine, first.segmentation
-    dtype = np.uint8 if seg.max(initial=0) < 256 else np.uint16
-    seg_path = os.path.join(writer.output_dir, segmentation_file_name(name))
-    writer.record(write_nifti(seg, seg_path, affine, channel_dim=None, output_dtype=dtype))
-    written: list[dict[str, Any]] = [{"file": segmentation_file_name(name), "kind": "segmentation"}]
-    image = read_image(first.case.files[0])[0] if args.png else None
-    for method, explanation in explanations.items():
-        for layer, maps in explanation.maps.items():
-            for c, cam in zip(explanation.classes, maps):
-                mask = explanation.region[explanation.classes.index(c)]
-                stats = _stats(cam, affine, mask)
-                if args.normalize:
-                    from monai_segcam.cam import normalize_cam
-
-                    cam = normalize_cam(torch.from_numpy(cam)[None, None])[0, 0].numpy()
-                path = writer.record(write_nifti(cam, writer.path(name, method, layer, c, ".nii.gz"), affine,
-                                                 channel_dim=None))  # fmt: skip
-                entry = {"class": c, "layer": layer, "module": explanation.result.modules.get(layer), "method": method}
-                written.append({"file": os.path.basename(path), "kind": "cam", **entry, "stats": stats})
-                if image is not None:
-                    from monai_segcam.visualize import plot_orthogonal_slices
-
-                    title = f"{name} | class {c} | {layer} | {method}"
-                    fig = plot_orthogonal_slices(image, cam, region=mask, center=args.center, title=title)
-                    path = writer.record(write_png(fig, writer.path(name, method, layer, c, ".png")))
-                    fig.clear()
-                    written.append({"file": os.path.basename(path), "kind": "png", **entry})
-    return written
-
-
-def _explain_case(files: list[str], label: str | None, name: str, model: Any, cams: dict[str, Any], args: Namespace,
-                  writer: CAMWriter) -> dict[str, Any]:  # fmt: skip
-    """Preprocess, predict and explain one case with every method, write its files; returns its JSON summary."""
+def _explain_case(
+    name: str, files: list[str], label: str | None, writer: CAMWriter, model: Any, cams: dict[str, Any], args: Namespace
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Preprocess, predict and explain one case with every method, write its files with ``writer``; returns its JSON
+    summary and its statistics rows (:py:func:`~monai_segcam.metrics.cam_statistics` on the input's grid)."""
     start = time.perf_counter()
     try:
         case = model.preprocess(files, label)
     except Exception as exc:
-        raise CLIError(f"nnU-Net's preprocessing failed on {files[0]}: {str(exc).strip().splitlines()[0]}") from exc
+        raise CLIError(f"nnU-Net's preprocessing failed on {files[0]}: {first_line(exc)}") from exc
     logits = model.predict(case.data)
-    classes = args.classes if args.classes is not None else model.default_classes
-    bad = [c for c in classes if not 0 <= c < logits.shape[0]]
-    if bad:
-        raise CLIError(f"--classes {bad} out of range: the model has {logits.shape[0]} output channels")
-    region, region_summary = _grid_region(args.region, model, case)
-    explanations = {}
+    classes = check_classes(args.classes if args.classes is not None else model.default_classes, logits.shape[0])
+    shape = tuple(reversed(case.properties["shape_before_cropping"]))  # the file's (I, J, K)
+    to_grid = partial(model.file_voxels_to_grid, case=case)
+    region, region_summary = grid_region(args.region, shape, case.data.shape[1:], to_grid)
+    explanations, rows = {}, []
     for method, cam in cams.items():
         try:
-            explanations[method] = cam.explain(case, classes, region, logits)
+            explanations[method] = explained = cam.explain(case, classes, region, logits)
         except ValueError as exc:
             raise CLIError(f"{files[0]}: {exc}") from exc
-    written = _write_case(explanations, args, name, writer)
-    seg = next(iter(explanations.values())).segmentation
-    return {
+        rows += case_rows(name, method, explained.maps, classes, explained.region)[0]
+    first = next(iter(explanations.values()))
+    seg = first.segmentation
+    dtype = np.uint8 if seg.max(initial=0) < 256 else np.uint16
+    seg_path = os.path.join(writer.output_dir, segmentation_file_name(name))
+    writer.record(write_nifti(seg, seg_path, first.affine, channel_dim=None, output_dtype=dtype))
+    maps = {(layer, m): cam for m, explained in explanations.items() for layer, cam in explained.maps.items()}
+    modules = {k: v for explained in explanations.values() for k, v in explained.result.modules.items()}
+    original = read_image(files[0])
+    written = write_cams(writer, Explained(name, original, maps, first.region, rows, classes, modules),
+                         model.class_names, args)  # fmt: skip
+    inputs = {"path": os.path.abspath(files[0]), "files": [os.path.abspath(f) for f in files]}
+    summary = {
         "case": name,
-        "input": {"files": [os.path.abspath(f) for f in files], "label": None if label is None else os.path.abspath(label)},
+        "input": {**inputs, "label": None if label is None else os.path.abspath(label)},
         "shape": list(seg.shape),
-        "affine": next(iter(explanations.values())).affine.tolist(),
+        "affine": first.affine.tolist(),
         "network_input_shape": list(case.data.shape),
         "region_on_network_grid": region_summary,
         "classes": {str(c): model.class_names.get(c) for c in classes},
         "predicted_voxels": {str(c): int((seg == c).sum()) for c in np.unique(seg).tolist()},
-        "files": written,
+        "files": [{"file": segmentation_file_name(name), "kind": "segmentation"}, *written],
         "seconds": round(time.perf_counter() - start, 3),
     }
+    return summary, rows
 
 
 def _description(model: Any, args: Namespace, device: torch.device) -> dict[str, Any]:
@@ -250,21 +190,14 @@ def run_explain_nnunet(args: Namespace) -> int:
     """Run ``monai-segcam explain --nnunet``; returns the exit status (1 when a case failed)."""
     from monai_segcam.nnunet import NNUNetSegCAM
 
-    from .explain import _LABEL_REGIONS, parse_region
-
     given = [f"--{name.replace('_', '-')}" for name in _NOT_FOR_NNUNET if getattr(args, name, None) is not None]
     if given:
         raise CLIError(f"{', '.join(given)} do not apply to --nnunet: the tiles and weights come from the model folder")
     check_exists(args.images, "image")
     device = resolve_device(args.device)
     model = _load(args, device)
-    cases = group_cases(args.images, model.num_input_channels)
-    labels: Sequence[str | None] = args.label if args.label is not None else [None] * len(cases)
-    if args.label is None and parse_region(args.region)[0] in _LABEL_REGIONS:
-        raise CLIError(f"--region {args.region} needs the ground truth: give --label FILE")
-    if len(labels) != len(cases):
-        raise CLIError(f"--label got {len(labels)} file(s) for {len(cases)} case(s): give one label per case")
-    check_exists([p for p in labels if p is not None], "label")
+    grouped = group_cases(args.images, model.num_input_channels)
+    labels = case_labels(args, len(grouped))
     try:
         cams = {
             m: NNUNetSegCAM(model, args.layers, m, args.target, sw_batch_size=args.sw_batch_size or 1,
@@ -273,29 +206,14 @@ def run_explain_nnunet(args: Namespace) -> int:
         }  # fmt: skip
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    output = os.path.abspath(args.output)
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise CLIError(f"--output {args.output} exists and is not a folder")
-    os.makedirs(output, exist_ok=True)
-    failed = 0
-    for (name, files), label in zip(cases, labels):
-        name = safe_token(name, "case")
-        try:
-            writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
-            with writer.all_or_nothing():
-                summary = _explain_case(files, label, name, model, cams, args, writer)
-                summary["settings"] = _description(model, args, device)
-                text = json.dumps(summary, indent=2) + "\n"
-                writer.record(write_text(text, os.path.join(writer.output_dir, f"{name}_segcam.json")))
-        except (CLIError, RuntimeError, ValueError) as exc:
-            if len(cases) == 1 or args.debug:
-                raise
-            failed += 1
-            print(f"monai-segcam: error: {name}: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-            continue
-        if not args.quiet:
-            print(f"{name}: {len(summary['files']) + 1} files in {os.path.join(output, name)}")
-    return 1 if failed else 0
+    settings = _description(model, args, device)
+
+    def explain(name: str, files: list[str], label: str | None, writer: CAMWriter) -> tuple[dict[str, Any], list]:
+        summary, rows = _explain_case(name, files, label, writer, model, cams, args)
+        return {**summary, "settings": settings}, rows
+
+    cases = [(safe_token(name, "case"), files, label) for (name, files), label in zip(grouped, labels)]
+    return run_cases(cases, explain, list(args.layers), args)
 
 
 def run_layers_nnunet(args: Namespace) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .io import CLIError
 
-__all__ = ["OCCLUSION", "add_arguments", "occlusion_engine", "channel_engine", "write_channel_csv"]
+__all__ = ["OCCLUSION", "add_arguments", "occlusion_options", "channel_engine", "write_channel_csv"]
 
 OCCLUSION = "occlusion"  # monai_segcam.perturbation.occlusion.METHOD, without importing torch for `--help`
 
@@ -46,41 +46,25 @@ def _one_or_all(values: list[int] | None) -> Any:
     return None if values is None else values[0] if len(values) == 1 else tuple(values)
 
 
-def _build(cls: Any, model: Any, common: dict[str, Any], extra: dict[str, Any]) -> Any:
-    from monai.inferers import SlidingWindowInferer
-
-    kwargs = {key: value for key, value in common.items() if key != "layers"}
-    try:
-        if isinstance(model.inferer, SlidingWindowInferer):
-            return cls.from_inferer(model.inferer, model.network, **kwargs, **extra)
-        return cls(model.network, **{"roi_size": -1, **kwargs, **extra})
-    except (TypeError, ValueError) as exc:
-        raise CLIError(str(exc)) from exc
+def occlusion_options(args: Namespace) -> dict[str, Any]:
+    """The occluder options of :py:class:`~monai_segcam.perturbation.SegOcclusion` from the command line."""
+    stride = _one_or_all(args.mask_stride)
+    return {"mask_size": _one_or_all(args.mask_size), "stride": stride, "baseline": args.baseline,
+            "batch_size": args.perturbation_batch_size}  # fmt: skip
 
 
-def occlusion_engine(model: Any, args: Namespace, common: dict[str, Any]) -> Any:
-    """:py:class:`~monai_segcam.perturbation.SegOcclusion` with the bundle inferer's windows (or the overrides in
-    ``common``) and the command's occluder options."""
-    from monai_segcam.perturbation import SegOcclusion
-
-    extra = {
-        "mask_size": _one_or_all(args.mask_size),
-        "stride": _one_or_all(args.mask_stride),
-        "baseline": args.baseline,
-        "batch_size": args.perturbation_batch_size,
-    }
-    return _build(SegOcclusion, model, common, extra)
-
-
-def channel_engine(model: Any, args: Namespace, common: dict[str, Any]) -> Any:
-    """:py:class:`~monai_segcam.perturbation.ChannelAttribution` with the same windows, or ``None`` without
-    ``--channel-table``."""
+def channel_engine(inferer: Any, network: Any, args: Namespace, common: dict[str, Any]) -> Any:
+    """:py:class:`~monai_segcam.perturbation.ChannelAttribution` with the CAMs' windows (``inferer`` and the
+    overrides in ``common``), or ``None`` without ``--channel-table``."""
     if not args.channel_table:
         return None
     from monai_segcam.perturbation import ChannelAttribution
 
     extra = {"baseline": args.baseline, "steps": args.steps, "batch_size": args.perturbation_batch_size}
-    return _build(ChannelAttribution, model, {**common, "progress": False}, extra)
+    try:
+        return ChannelAttribution.from_inferer(inferer, network, **{**common, "progress": False}, **extra)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def write_channel_csv(

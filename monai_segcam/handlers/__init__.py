@@ -7,11 +7,13 @@ a browser review report of the explained cases (:py:class:`SegCAMReportHandler`)
 
 from __future__ import annotations
 
+from ..metrics import STAT_COLUMNS
+from ..outputs import CSV_COLUMNS
 from .cam_output import SegCAMOutputHandler
 from .compute import CAMCase, OnError, SegCAMComputeHandler
 from .report_handler import SegCAMReportHandler
 from .saver import SegCAMSaver
-from .segcam_handler import CSV_COLUMNS, STAT_COLUMNS, SegCAMHandler
+from .segcam_handler import SegCAMHandler
 from .statistics import SegCAMStatsHandler
 from .tensorboard import SegCAMTensorBoardHandler
 

@@ -4,6 +4,7 @@ the cases (:py:class:`CAMCase`) the saver, statistics and TensorBoard handlers r
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer
 from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_version, optional_import
+from monai.utils.dist import string_list_all_gather
 from torch import nn
 
 from ..cam import Region
@@ -30,7 +32,7 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "rank_and_world"]
+__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "rank_and_world", "gather", "output_item"]
 
 
 class OnError(StrEnum):
@@ -70,6 +72,30 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def gather(items: Sequence[Any]) -> list[Any]:
+    """The JSON-compatible ``items`` of every rank, in rank order (``items`` itself outside ``torch.distributed``).
+
+    Example:
+        .. code-block:: python
+
+            rows = gather(self.rows)  # every rank's rows, on every rank
+    """
+    texts = string_list_all_gather([json.dumps(item) for item in items])
+    return [json.loads(text) for text in texts if text]  # a rank without items sends ""
+
+
+def output_item(output: Any, index: int, key: str | None) -> Any:
+    """Item ``index`` of ``key`` in an engine output: a decollated list of dicts, or a batch-first dict."""
+    if key is None:
+        return None
+    if isinstance(output, list):
+        return output[index].get(key) if index < len(output) and isinstance(output[index], Mapping) else None
+    value = output.get(key) if isinstance(output, Mapping) else None
+    if not isinstance(value, torch.Tensor) or not getattr(value, "is_batch", True):  # a MetaTensor says if it is
+        return None
+    return value[index] if index < len(value) else None
+
+
 def fail_case(case: CAMCase, error: Exception, on_error: str, logger: logging.Logger) -> None:
     """Apply the error policy to a failed case: raise naming it (``"raise"``), or mark it failed and log it."""
     if look_up_option(on_error, OnError) == OnError.RAISE:
@@ -85,9 +111,12 @@ class SegCAMComputeHandler:
     statistics and TensorBoard handlers. Cases are named after the image's source file, or the first loaded key's
     when the image has none (several loaded images concatenated by a bundle).
 
+    The saver, statistics and TensorBoard handlers read their settings (method, layer keys, classes, keys, error
+    policy, interval, logger) from it: it is the one settings object of the handlers.
+
     Args:
         network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key, output_transform,
-        interval, epoch_level, cases, max_cases, on_error, name, cam_kwargs: as for :py:class:`SegCAMHandler`.
+        interval, epoch_level, cases, max_cases, on_error, name, amp, cam_kwargs: as for :py:class:`SegCAMHandler`.
         done: ``(case name, engine) -> bool``: the case's outputs exist already (resume); it is not computed again.
 
     Example:
@@ -116,6 +145,7 @@ class SegCAMComputeHandler:
         on_error: str = OnError.RAISE,
         done: Callable[[str, Engine], bool] | None = None,
         name: str | None = None,
+        amp: bool | None = None,
         **cam_kwargs: Any,
     ) -> None:
         if interval < 1:
@@ -134,7 +164,7 @@ class SegCAMComputeHandler:
         self.interval, self.epoch_level = interval, epoch_level
         self.case_filter, self.max_cases = cases, max_cases
         self.on_error = look_up_option(on_error, OnError)
-        self.done = done
+        self.done, self.amp = done, amp
         self.multi_label = bool(cam_kwargs.get("multi_label", False))
         self.logger = logging.getLogger(name or __name__)
         self.cam: ComputeSegCAM | None = None
@@ -159,13 +189,14 @@ class SegCAMComputeHandler:
         return count % self.interval == 0
 
     def started(self, engine: Engine) -> None:
-        """``STARTED``: build the CAM engine from the engine's network and inferer."""
+        """``STARTED``: build the CAM engine from the engine's network, inferer and ``amp`` (unless given)."""
         network = self.network if self.network is not None else getattr(engine, "network", None)
         if not isinstance(network, nn.Module):
             raise ValueError("SegCAMHandler needs a network: pass `network=` or attach it to an engine with one.")
         inferer = self.inferer if self.inferer is not None else getattr(engine, "inferer", None)
-        if self.cam is None or self.cam.engine.network is not network:
-            kwargs = {"classes": self.classes, "region": self.region, **self.cam_kwargs}
+        amp = bool(getattr(engine, "amp", False)) if self.amp is None else self.amp
+        if self.cam is None or self.cam.engine.network is not network or self.cam.engine.terms.amp != amp:
+            kwargs = {"classes": self.classes, "region": self.region, "amp": amp, **self.cam_kwargs}
             self.cam = ComputeSegCAM(network, inferer=inferer, **kwargs)
 
     def epoch_started(self, engine: Engine) -> None:

@@ -4,23 +4,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import torch
-from monai.inferers import Inferer
 from torch import nn
 
-from ..cam import Region
-from ..inferers.segcam_inferer import result_layers
-from ..metrics import STAT_COLUMNS
-from ..outputs import CSV_COLUMNS
-from .compute import Engine, OnError, SegCAMComputeHandler
+from .compute import Engine, SegCAMComputeHandler
 from .saver import SegCAMSaver
 from .statistics import SegCAMStatsHandler
 from .tensorboard import SegCAMTensorBoardHandler
 
-__all__ = ["SegCAMHandler", "OnError", "CSV_COLUMNS", "STAT_COLUMNS"]
+__all__ = ["SegCAMHandler"]
 
 
 class SegCAMHandler(SegCAMComputeHandler):
@@ -66,9 +60,13 @@ class SegCAMHandler(SegCAMComputeHandler):
         on_error: ``"raise"`` (default) or ``"skip"``, see :py:class:`OnError`.
         resume: skip the cases whose files exist and whose rows were recorded (CSV or journal); keep their rows.
         save_rank: the rank that writes the CSV.
-        name: the logger name; defaults to each handler module's name.
+        name: the logger name of the handler and its composed handlers; defaults to the compute module's name.
         output_transform: ``engine.state.output -> (image, pred, label)`` (batch first), like MONAI handlers'.
-        cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
+        amp: compute the CAMs under ``torch.autocast``; ``None`` (default): as the evaluator predicts (its ``amp``).
+        compute_kwargs: ``layers``, ``method``, ``classes``, ``region``, ``inferer``, the keys, ``output_transform``,
+            ``interval``, ``epoch_level``, ``cases``, ``max_cases``, ``on_error``, ``name``, ``amp`` (as above) and
+            further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...): the
+            arguments of :py:class:`~monai_segcam.handlers.SegCAMComputeHandler`, by keyword.
 
     Example:
         .. code-block:: python
@@ -86,15 +84,6 @@ class SegCAMHandler(SegCAMComputeHandler):
     def __init__(
         self,
         network: nn.Module | None = None,
-        layers: str | Sequence[str] = "pre_head",
-        method: str = "hirescam",
-        classes: int | Sequence[int] = 1,
-        region: str | Region | torch.Tensor = "pred",
-        inferer: Inferer | None = None,
-        cam_key: str = "cam",
-        image_key: str = "image",
-        pred_key: str | None = "pred",
-        label_key: str | None = "label",
         output_dir: str | os.PathLike | None = None,
         save_nifti: bool = True,
         save_png: bool = False,
@@ -103,36 +92,20 @@ class SegCAMHandler(SegCAMComputeHandler):
         summary_writer: Any | None = None,
         tensorboard_dir: str | os.PathLike | None = None,
         global_step_transform: Callable[[Engine], int] | None = None,
-        interval: int = 1,
-        epoch_level: bool = True,
-        cases: Sequence[str] | Callable[[str], bool] | None = None,
-        max_cases: int | None = None,
-        on_error: str = OnError.RAISE,
         resume: bool = False,
         save_rank: int = 0,
-        name: str | None = None,
-        output_transform: Callable[[Any], tuple[Any, Any, Any]] | None = None,
-        **cam_kwargs: Any,
+        **compute_kwargs: Any,
     ) -> None:
-        layers = result_layers(method, layers)
-        saving = output_dir is not None and (save_nifti or save_png)
-        if resume and not saving:
-            raise ValueError("resume=True needs files to resume from: give output_dir with save_nifti or save_png.")
-        super().__init__(
-            network, layers, method, classes, region, inferer, cam_key, image_key, pred_key, label_key,
-            output_transform, interval, epoch_level, cases, max_cases, on_error, self._done if resume else None,
-            name, **cam_kwargs,
-        )  # fmt: skip
+        super().__init__(network, done=self._done if resume else None, **compute_kwargs)
         self.saver = None
         if output_dir is not None and (save_nifti or save_png):
-            self.saver = SegCAMSaver(self.cases, output_dir, self.method, layers, classes, cam_key, pred_key,
-                                     save_nifti, save_png, epoch_subdir, on_error, name)  # fmt: skip
-        self.stats = SegCAMStatsHandler(self.cases, self.method, layers, classes, output_dir, csv_name, epoch_subdir,
-                                        interval, epoch_level, save_rank, name)  # fmt: skip
+            self.saver = SegCAMSaver(self, output_dir, save_nifti, save_png, epoch_subdir)
+        elif resume:
+            raise ValueError("resume=True needs files to resume from: give output_dir with save_nifti or save_png.")
+        self.stats = SegCAMStatsHandler(self, output_dir, csv_name, epoch_subdir, save_rank)
         self.tensorboard = None
         if summary_writer is not None or tensorboard_dir is not None:
-            self.tensorboard = SegCAMTensorBoardHandler(self.cases, classes, summary_writer, tensorboard_dir,
-                                                        global_step_transform)  # fmt: skip
+            self.tensorboard = SegCAMTensorBoardHandler(self, summary_writer, tensorboard_dir, global_step_transform)
 
     @property
     def handlers(self) -> list[Any]:

@@ -4,17 +4,11 @@ gathered across ranks and written once per epoch; label statistics are optional 
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from monai.utils import ensure_tuple
-from monai.utils.dist import string_list_all_gather
-
-from ..outputs import StatsTable, cam_output_keys, case_rows, epoch_folder, merge_rows, table_rows
-from .compute import CAMCase, Engine, Events, rank_and_world
+from ..outputs import StatsTable, case_rows, epoch_folder, merge_rows, table_rows
+from .compute import CAMCase, Engine, Events, SegCAMComputeHandler, gather, rank_and_world
 
 __all__ = ["SegCAMStatsHandler"]
 
@@ -26,41 +20,32 @@ class SegCAMStatsHandler:
     columns empty, and the handler says once why. :py:meth:`recorded` tells a resumed run which cases are done.
 
     Args:
-        source: ``engine -> cases``, e.g. :py:meth:`~monai_segcam.handlers.SegCAMComputeHandler.cases`.
-        method, layers, classes, output_dir, csv_name, epoch_subdir, interval, epoch_level, save_rank, name: as for
-            :py:class:`~monai_segcam.handlers.SegCAMHandler` (``output_dir=None``: rows in :py:attr:`rows` only).
+        compute: the :py:class:`~monai_segcam.handlers.SegCAMComputeHandler` whose cases are recorded (its method,
+            layer keys, classes, interval and logger are used).
+        output_dir, csv_name, epoch_subdir, save_rank: as for :py:class:`~monai_segcam.handlers.SegCAMHandler`
+            (``output_dir=None``: rows in :py:attr:`rows` only).
 
     Example:
         .. code-block:: python
 
-            compute = SegCAMComputeHandler(classes=1)
-            for handler in (compute, SegCAMStatsHandler(compute.cases, classes=1, output_dir="cams")):
-                handler.attach(evaluator)
+            compute = SegCAMComputeHandler(classes=[1, 2], label_key="label")
+            stats = SegCAMStatsHandler(compute, output_dir="cams")  # cams/segcam_stats.csv, no maps written
+            compute.attach(evaluator)
+            stats.attach(evaluator)
     """
 
     def __init__(
         self,
-        source: Callable[[Engine], Sequence[CAMCase]],
-        method: str = "hirescam",
-        layers: str | Sequence[str] = "pre_head",
-        classes: int | Sequence[int] = 1,
+        compute: SegCAMComputeHandler,
         output_dir: str | os.PathLike | None = None,
         csv_name: str | None = "segcam_stats.csv",
         epoch_subdir: bool = False,
-        interval: int = 1,
-        epoch_level: bool = True,
         save_rank: int = 0,
-        name: str | None = None,
     ) -> None:
-        self.source = source
-        self.method = method
-        self.layers = list(cam_output_keys("cam", layers))
-        self.classes = tuple(int(c) for c in ensure_tuple(classes))
+        self.compute = compute
         self.output_dir = None if output_dir is None else os.fspath(output_dir)
         self.csv_name = csv_name if self.output_dir is not None else None
-        self.epoch_subdir, self.interval, self.epoch_level = epoch_subdir, interval, epoch_level
-        self.save_rank = save_rank
-        self.logger = logging.getLogger(name or __name__)
+        self.epoch_subdir, self.save_rank = epoch_subdir, save_rank
         self.rows: list[dict[str, Any]] = []
         self.failed: dict[str, str] = {}
         self._previous: dict[tuple[str, str, str, str], dict[str, Any]] = {}
@@ -89,13 +74,14 @@ class SegCAMStatsHandler:
         """Whether an earlier run recorded every row of case ``name`` with status ``ok`` (for ``resume``)."""
         if self.csv_name is None:
             return True
-        keys = [(name, layer, self.method, str(c)) for layer in self.layers for c in self.classes]
+        compute = self.compute
+        keys = [(name, layer, compute.method, str(c)) for layer in compute.layers for c in compute.classes]
         return all(self._previous.get(key, {}).get("status") == "ok" for key in keys)
 
     def __call__(self, engine: Engine) -> None:
         """``ITERATION_COMPLETED``: the rows of the batch's cases."""
         rows = []
-        for case in self.source(engine):
+        for case in self.compute.cases(engine):
             if case.status == "failed":
                 self.failed[case.name] = case.error
             rows += self._case_rows(case)
@@ -106,16 +92,15 @@ class SegCAMStatsHandler:
 
     def epoch_completed(self, engine: Engine) -> None:
         """``EPOCH_COMPLETED``: gather the rows to ``save_rank`` and write the CSV there."""
-        if self.epoch_level and engine.state.epoch % self.interval:
+        if self.compute.epoch_level and engine.state.epoch % self.compute.interval:
             return
-        texts = string_list_all_gather([json.dumps(row) for row in self.rows])
-        gathered = [json.loads(text) for text in texts if text]  # a rank without rows sends ""
+        gathered = gather(self.rows)
         if rank_and_world()[0] != self.save_rank:
             return
         self.rows = merge_rows(gathered, self._previous)
         failed = sorted({f"{row['case']}: {row['error']}" for row in self.rows if row["status"] == "failed"})
         if failed:
-            self.logger.warning(f"SegCAMHandler: {len(failed)} case(s) failed: " + "; ".join(failed))
+            self.compute.logger.warning(f"SegCAMHandler: {len(failed)} case(s) failed: " + "; ".join(failed))
         table = self._table(engine)
         if table is not None:
             table.write(self.rows, engine.state.epoch)
@@ -126,15 +111,14 @@ class SegCAMStatsHandler:
         return StatsTable(epoch_folder(self.output_dir, engine.state.epoch, self.epoch_subdir), self.csv_name)
 
     def _case_rows(self, case: CAMCase) -> list[dict[str, Any]]:
+        method, classes = self.compute.method, self.compute.classes
         if case.status != "ok":
-            return [row for layer in self.layers for row in self._rows(case, layer)]
-        rows, reason = case_rows(case.name, self.method, case.cams, self.classes, case.region, case.label, case.image,
+            state = (None, case.status, case.error, case.epoch)
+            return [row for layer in self.compute.layers for row in table_rows(case.name, method, layer, classes, *state)]
+        rows, reason = case_rows(case.name, method, case.cams, classes, case.region, case.label, case.image,
                                  case.epoch, case.files)  # fmt: skip
         if reason and not self._said_label:  # once per run, not per case
             self._said_label = True
-            log = self.logger.info if case.label is None else self.logger.warning
+            log = self.compute.logger.info if case.label is None else self.compute.logger.warning
             log(f"SegCAMHandler: label statistics left empty: {reason} (first seen in case {case.name!r}).")
         return rows
-
-    def _rows(self, case: CAMCase, layer: str) -> list[dict[str, Any]]:
-        return table_rows(case.name, self.method, layer, self.classes, None, case.status, case.error, case.epoch)

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from monai.utils import ensure_tuple, optional_import
+from monai.utils import optional_import
 
 from ..visualize import log_cam_to_tensorboard
-from .compute import CAMCase, Engine, Events, rank_and_world
+from .compute import Engine, Events, SegCAMComputeHandler, rank_and_world
 
 SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
 
@@ -22,8 +22,7 @@ class SegCAMTensorBoardHandler:
     ``ITERATION_COMPLETED``, tagged ``segcam/{case}/{layer}/class{c}``.
 
     Args:
-        source: ``engine -> cases``, e.g. :py:meth:`~monai_segcam.handlers.SegCAMComputeHandler.cases`.
-        classes: the explained class indices.
+        compute: the :py:class:`~monai_segcam.handlers.SegCAMComputeHandler` whose cases are logged.
         summary_writer: a TensorBoard ``SummaryWriter``.
         log_dir: a folder for a ``SummaryWriter`` the handler creates (one file per rank) and closes at ``COMPLETED``.
         global_step_transform: the step from the engine; defaults to ``engine.state.epoch``.
@@ -31,23 +30,21 @@ class SegCAMTensorBoardHandler:
     Example:
         .. code-block:: python
 
-            compute = SegCAMComputeHandler(classes=1)
-            for handler in (compute, SegCAMTensorBoardHandler(compute.cases, classes=1, log_dir="runs/cams")):
-                handler.attach(evaluator)
+            compute = SegCAMComputeHandler(layers="bottleneck", classes=1, interval=5)  # every 5th validation
+            compute.attach(evaluator)
+            SegCAMTensorBoardHandler(compute, summary_writer=writer).attach(evaluator)  # the training's SummaryWriter
     """
 
     def __init__(
         self,
-        source: Callable[[Engine], Sequence[CAMCase]],
-        classes: int | Sequence[int] = 1,
+        compute: SegCAMComputeHandler,
         summary_writer: Any | None = None,
         log_dir: str | os.PathLike | None = None,
         global_step_transform: Callable[[Engine], int] | None = None,
     ) -> None:
         if summary_writer is not None and log_dir is not None:
             raise ValueError("Give summary_writer or tensorboard_dir, not both.")
-        self.source = source
-        self.classes = tuple(int(c) for c in ensure_tuple(classes))
+        self.compute = compute
         self.summary_writer, self.log_dir, self._own_writer = summary_writer, log_dir, False
         self.global_step_transform = global_step_transform or (lambda engine: engine.state.epoch)
 
@@ -59,11 +56,11 @@ class SegCAMTensorBoardHandler:
     def __call__(self, engine: Engine) -> None:
         """``ITERATION_COMPLETED``: log the slices of each computed case."""
         step = self.global_step_transform(engine)
-        for case in self.source(engine):
+        for case in self.compute.cases(engine):
             if case.status != "ok" or case.image is None:
                 continue
             for layer, cam in case.cams.items():
-                for j, c in enumerate(self.classes):
+                for j, c in enumerate(self.compute.classes):
                     region = None if case.region is None else case.region[j]
                     tag = f"segcam/{case.name}/{layer}/class{c}"
                     log_cam_to_tensorboard(self._writer(), tag, case.image[0], cam[j], region=region, step=step)

@@ -17,6 +17,7 @@ from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
 from ..cam import CAMResult, Region, SegCAM, SlidingWindowSegCAM
+from ..cam.windows import inferer_window_settings
 from ..perturbation import SegOcclusion
 from ..perturbation.occlusion import METHOD as OCCLUSION
 
@@ -51,13 +52,12 @@ def make_segcam(
             f"Cannot reproduce a {type(inferer).__name__} for CAMs: use a SimpleInferer or a SlidingWindowInferer "
             "(or pass `inferer=None` to explain whole volumes)."
         )
+    windows = inferer_window_settings(inferer) if isinstance(inferer, SlidingWindowInferer) else None
     if cam_kwargs.get("method") == OCCLUSION:
         kwargs = {k: v for k, v in cam_kwargs.items() if k not in ("method", "layers")}
-        if isinstance(inferer, SlidingWindowInferer):
-            return SegOcclusion.from_inferer(inferer, network, **kwargs)
-        return SegOcclusion(network, **kwargs)
-    if isinstance(inferer, SlidingWindowInferer):
-        return SlidingWindowSegCAM.from_inferer(inferer, network, **cam_kwargs)
+        return SegOcclusion(network, **{**(windows or {}), **kwargs})
+    if windows is not None:
+        return SlidingWindowSegCAM(network, **{**windows, **cam_kwargs})
     return SegCAM(network, **cam_kwargs)
 
 
@@ -137,18 +137,17 @@ class SegCAMInferer(Inferer):
         self.classes = classes
         self.region = region
         self.last_cam: CAMResult | None = None
-        self._engine: SegCAM | SlidingWindowSegCAM | None = None
+        self._engine: SegCAM | SlidingWindowSegCAM | SegOcclusion | None = None
         self._network: nn.Module | None = None
         if not isinstance(self.inferer, (SimpleInferer, SlidingWindowInferer)):
             raise TypeError(
                 f"SegCAMInferer wraps a SimpleInferer or a SlidingWindowInferer, got {type(self.inferer).__name__}."
             )
 
-    def engine(self, network: nn.Module) -> SegCAM | SlidingWindowSegCAM:
+    def engine(self, network: nn.Module) -> SegCAM | SlidingWindowSegCAM | SegOcclusion:
         """The CAM engine for ``network`` (built once per network)."""
         if self._engine is None or self._network is not network:
-            self._engine = make_segcam(network, self.inferer, **self.cam_kwargs)
-            self._network = network
+            self._engine, self._network = make_segcam(network, self.inferer, **self.cam_kwargs), network
         return self._engine
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:

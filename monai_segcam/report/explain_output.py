@@ -4,8 +4,7 @@
 Per case folder ``OUTPUT/<case>/`` it reads ``<case>_segcam.json`` (the input and label paths, the files, each map's
 class, layer, method and statistics), the input image (on its own grid), ``<case>_seg.nii.gz`` and the CAM NIfTI
 files. The JSON's statistics (:py:func:`~monai_segcam.metrics.cam_statistics`, as in the command's
-``segcam_stats.csv``) are the report's; label statistics and Dice are computed by the report from the label file
-given to the command.
+``segcam_stats.csv``) are the report's; Dice is computed by the report from the label file given to the command.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..metrics.statistics import STAT_COLUMNS
 from .writer import SegCAMReport
 
 __all__ = ["report_from_explain_output"]
@@ -31,11 +31,8 @@ def _rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     for entry in summary["files"]:
         if entry.get("kind") != "cam":
             continue
-        stats = entry.get("stats", {})
         row = {"layer": entry["layer"], "method": entry["method"], "class": entry["class"], "status": "ok"}
-        row.update(max=stats.get("max"), mean=stats.get("mean"), region_voxels=stats.get("region_voxels"))
-        row["relevance_mass_region"] = stats.get("relevance_mass_region")
-        rows.append(row)
+        rows.append({**row, **{column: entry.get("stats", {}).get(column) for column in STAT_COLUMNS}})
     return rows
 
 
@@ -60,8 +57,8 @@ def report_from_explain_output(
     """
     output_dir = os.fspath(output_dir)
     if cases is None:
-        names = sorted(os.listdir(output_dir))
-        cases = [n for n in names if os.path.isfile(os.path.join(output_dir, n, f"{n}_segcam.json"))]
+        folders = sorted(os.listdir(output_dir))
+        cases = [n for n in folders if os.path.isfile(os.path.join(output_dir, n, f"{n}_segcam.json"))]
     summaries = []
     for name in cases:
         with open(os.path.join(output_dir, name, f"{name}_segcam.json"), encoding="utf-8") as stream:

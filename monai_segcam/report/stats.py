@@ -1,10 +1,11 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
 """The numbers of a review report: Dice per class, the CAM statistics of each map, and which maps are flagged.
 
-The statistics have the columns of the handler's CSV (:py:data:`~monai_segcam.handlers.segcam_handler.STAT_COLUMNS`).
-Rows given by the caller (e.g. :py:attr:`SegCAMHandler.rows <monai_segcam.handlers.SegCAMHandler>`, computed on the
-network grid with the explained region) take precedence; for maps without a row the report computes them itself on
-its own grid, with the segmentation's voxels of the class as the explained region.
+The statistics are those of every front door (:py:func:`~monai_segcam.metrics.cam_statistics`, the columns
+:py:data:`~monai_segcam.metrics.STAT_COLUMNS` of the CSV). Rows given by the caller (e.g.
+:py:attr:`SegCAMHandler.rows <monai_segcam.handlers.SegCAMHandler>`, computed on the network grid with the explained
+region) take precedence; for maps without a row the report computes them on its own grid, with the segmentation's
+voxels of the class as the explained region.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
-from ..handlers.segcam_handler import STAT_COLUMNS
+from ..metrics.statistics import STAT_COLUMNS, cam_statistics
+from ..outputs import row_key
 
-__all__ = ["DEFAULT_FLAG_THRESHOLD", "dice", "map_statistics", "merge_rows", "is_flagged", "finite_or_none"]
+__all__ = ["DEFAULT_FLAG_THRESHOLD", "dice", "map_statistics", "copy_row_statistics", "is_flagged", "finite_or_none"]
 
 DEFAULT_FLAG_THRESHOLD = 0.5
 """A map is flagged when less than this fraction of its positive mass lies inside the explained region
@@ -52,48 +55,37 @@ def dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
 
 
 def map_statistics(cam: np.ndarray, region: np.ndarray | None, label: np.ndarray | None) -> dict[str, float | None]:
-    """The handler's statistics of one map ``(X, Y, Z)`` with boolean ``region`` and ``label`` masks.
-
-    Relevance mass is the share of the map's positive mass inside a mask (``None`` for a map without positive
-    mass); the pointing game is 1 when the map's maximum lies inside the label.
+    """The statistics of one map ``(X, Y, Z)`` with boolean ``region`` and ``label`` masks: those of every front door
+    (:py:func:`~monai_segcam.metrics.cam_statistics`), with ``None`` for a value that does not exist (JSON has no NaN).
 
     Example:
         >>> map_statistics(np.array([[[1.0, 3.0]]]), np.array([[[True, False]]]), None)["relevance_mass_region"]
         0.25
     """
-    cam = np.nan_to_num(cam.astype(np.float64))
-    positive = np.clip(cam, 0, None)
-    mass = float(positive.sum())
-    stats: dict[str, float | None] = dict.fromkeys(STAT_COLUMNS)
-    stats.update(max=float(cam.max()), mean=float(cam.mean()), std=float(cam.std()))
-    if region is not None:
-        stats["region_voxels"] = float(region.sum())
-        stats["relevance_mass_region"] = float(positive[region].sum()) / mass if mass > 0 else None
-    if label is not None:
-        stats["relevance_mass_label"] = float(positive[label].sum()) / mass if mass > 0 else None
-        stats["pointing_game_label"] = float(label.flat[int(np.argmax(cam))]) if mass > 0 else None
-    return stats
+    masks = [None if mask is None else torch.from_numpy(np.asarray(mask, bool))[None] for mask in (region, label)]
+    stats = cam_statistics(torch.from_numpy(np.nan_to_num(cam.astype(np.float64)))[None], *masks)[0]
+    return {column: finite_or_none(value) for column, value in stats.items()}
 
 
-def merge_rows(
+def copy_row_statistics(
     maps: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]] | None, case: str | None = None
 ) -> list[dict[str, Any]]:
-    """Copy the finite statistics of matching rows (same layer, method and class; status ``ok``) into the ``maps``
-    entries, which keep their own values where a row has none; rows of other cases are ignored when ``case`` is
-    given.
+    """Copy the finite statistics of matching rows (:py:func:`~monai_segcam.outputs.row_key` without the case;
+    status ``ok``) into the ``maps`` entries, which keep their own values where a row has none; rows of other cases
+    are ignored when ``case`` is given.
 
     Example:
         .. code-block:: python
 
-            merge_rows([{"layer": "pre_head", "method": "hirescam", "class": 1}], handler.rows, case="image000")
+            copy_row_statistics([{"layer": "pre_head", "method": "hirescam", "class": 1}], handler.rows, "image000")
     """
-    by_key = {}
-    for row in rows or ():
-        if str(row.get("status", "ok")) != "ok" or (case is not None and str(row.get("case", case)) != case):
-            continue
-        by_key[(str(row.get("layer")), str(row.get("method")), str(row.get("class")))] = row
+    by_key = {
+        row_key({"case": "", **row})[1:]: row
+        for row in rows or ()
+        if str(row.get("status", "ok")) == "ok" and (case is None or str(row.get("case", case)) == case)
+    }
     for entry in maps:
-        row = by_key.get((str(entry["layer"]), str(entry["method"]), str(entry["class"])))
+        row = by_key.get(row_key({"case": "", **entry})[1:])
         if row is None:
             continue
         for column in STAT_COLUMNS:

@@ -119,7 +119,7 @@ def _area_prefilter(array: np.ndarray, grid: Grid, target: Grid) -> tuple[np.nda
     scale = np.eye(4)
     scale[:3, :3] = np.diag(factors)
     scale[:3, 3] = (np.array(factors) - 1) / 2
-    return blocks.mean(axis=(2, 4, 6)), Grid(shape, grid.affine @ scale)  # type: ignore[arg-type]
+    return blocks.mean(axis=(2, 4, 6)), Grid(shape, grid.affine @ scale)
 
 
 def resample(array: np.ndarray, grid: Grid, target: Grid, nearest: bool = False) -> np.ndarray:

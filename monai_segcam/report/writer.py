@@ -26,7 +26,7 @@ import torch
 from ..outputs import atomic_output, safe_token
 from . import pages
 from .pictures import COLORMAPS, DEFAULT_COLORMAP, class_color, encode_png, thumbnail
-from .stats import DEFAULT_FLAG_THRESHOLD, dice, is_flagged, map_statistics, merge_rows
+from .stats import DEFAULT_FLAG_THRESHOLD, copy_row_statistics, dice, is_flagged, map_statistics
 from .volumes import (
     MAX_BITMASK_CLASSES,
     Grid,
@@ -75,7 +75,7 @@ def report_size(folder: str | os.PathLike) -> int:
 
             print(f"{report_size('report') / 1e6:.1f} MB")
     """
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(os.fspath(folder)) for f in files)
 
 
 class SegCAMReport:
@@ -191,7 +191,7 @@ class SegCAMReport:
         cam_grid = report_grid(grid, self.cam_max_size)  # the report grid is RAS-ordered already: a coarser copy
         for entry, values in zip(maps, cam_volumes):
             volumes[entry["key"]] = _encoded(resample(values[None], grid, cam_grid)[0], cam_grid, "cam")
-        merge_rows(maps, rows, case=None)
+        copy_row_statistics(maps, rows, case=None)
         classes = self._classes(maps, seg, truth)
         token = self._token(name)
         summary = {
@@ -219,7 +219,7 @@ class SegCAMReport:
     def update_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Take the statistics of ``rows`` (the handler's CSV rows of any cases) into the cases they name."""
         for name, summary in self.cases.items():
-            merge_rows(summary["maps"], rows, case=name)
+            copy_row_statistics(summary["maps"], rows, case=name)
 
     def write(self) -> str:
         """Write the assets, the case pages and ``index.html``; returns the index's path."""

@@ -3,29 +3,8 @@
 
 from __future__ import annotations
 
-from .array import ComputeSegCAM, NormalizeSegCAM
-from .dictionary import (
-    NormalizeSegCAMD,
-    NormalizeSegCAMd,
-    NormalizeSegCAMDict,
-    SaveSegCAMD,
-    SaveSegCAMd,
-    SaveSegCAMDict,
-    SegCAMD,
-    SegCAMd,
-    SegCAMDict,
-)
+from . import array, dictionary
+from .array import *  # noqa: F403 (the public names of each module, listed once: in its __all__)
+from .dictionary import *  # noqa: F403
 
-__all__ = [
-    "ComputeSegCAM",
-    "NormalizeSegCAM",
-    "SegCAMd",
-    "SegCAMD",
-    "SegCAMDict",
-    "SaveSegCAMd",
-    "SaveSegCAMD",
-    "SaveSegCAMDict",
-    "NormalizeSegCAMd",
-    "NormalizeSegCAMD",
-    "NormalizeSegCAMDict",
-]
+__all__ = [*array.__all__, *dictionary.__all__]

@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import Transform
-from monai.utils import TransformBackends, look_up_option
+from monai.utils import TransformBackends, ensure_tuple, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
@@ -60,11 +60,10 @@ class ComputeSegCAM(Transform):
         **cam_kwargs: Any,
     ) -> None:
         self.engine = make_segcam(network, inferer, layers=layers, method=method, **cam_kwargs)
-        layers = result_layers(method, layers)
-        self.layers = layers
-        self.layer_keys = list(cam_output_keys("cam", layers))
+        self.layers = result_layers(method, layers)
+        self.layer_keys = list(cam_output_keys("cam", self.layers))
         self.method = method if isinstance(method, str) else type(method).__name__
-        self.classes = classes
+        self.classes = tuple(int(c) for c in ensure_tuple(classes))
         self.region = region
         self.device = device
         self.multi_label = bool(cam_kwargs.get("multi_label", False))

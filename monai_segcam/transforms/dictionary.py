@@ -11,12 +11,10 @@ from typing import Any
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 from torch import nn
 
-from ..cam import Region
 from ..outputs import CAMWriter, cam_keys, cam_output_keys, case_rows, safe_case_name
 from .array import ComputeSegCAM, NormalizeSegCAM
 
@@ -52,13 +50,13 @@ class SegCAMd(MapTransform):
         pred_key: the prediction key (one per image key, or one for all). ``None`` makes the CAM engine predict.
         label_key: the ground-truth key, needed by ``"label"``, ``"fp"`` and ``"fn"`` regions.
         cam_key: where the CAM is written (one per image key, or one for all when there is one image key).
-        layers, method, classes, region, inferer, device, cam_kwargs: as for
-            :py:class:`~monai_segcam.transforms.ComputeSegCAM` (``inferer``: e.g. the evaluator's).
         stats_key: when given, the item also gets the statistics rows of its CAMs under this key (one
             :py:data:`~monai_segcam.outputs.CSV_COLUMNS` dict per layer and class, from
             :py:func:`~monai_segcam.metrics.cam_statistics`, as the handlers' CSV: collect them and
             :py:func:`~monai_segcam.outputs.write_table`); a label that cannot be used leaves its columns empty.
         allow_missing_keys: skip image keys missing from the item instead of raising.
+        compute_kwargs: ``layers``, ``method``, ``classes``, ``region``, ``inferer`` (e.g. the evaluator's),
+            ``device`` and the CAM engine's options, by keyword: as for :py:class:`~monai_segcam.transforms.ComputeSegCAM`.
 
     Example:
         .. code-block:: python
@@ -81,20 +79,14 @@ class SegCAMd(MapTransform):
         pred_key: str | Sequence[str | None] | None = "pred",
         label_key: str | Sequence[str | None] | None = None,
         cam_key: str | Sequence[str] = "cam",
-        layers: str | Sequence[str] = "pre_head",
-        method: str = "hirescam",
-        classes: int | Sequence[int] = 1,
-        region: str | Region | torch.Tensor = "pred",
-        inferer: Inferer | None = None,
-        device: torch.device | str | None = None,
         stats_key: str | None = None,
         allow_missing_keys: bool = False,
-        **cam_kwargs: Any,
+        **compute_kwargs: Any,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if network is None:
             raise ValueError("SegCAMd needs the segmentation network: SegCAMd(keys='image', network=net, ...).")
-        self.cam = ComputeSegCAM(network, layers, method, classes, region, inferer, device, **cam_kwargs)
+        self.cam = ComputeSegCAM(network, **compute_kwargs)
         self.pred_keys = ensure_tuple_rep(pred_key, len(self.keys))
         self.label_keys = ensure_tuple_rep(label_key, len(self.keys))
         self.cam_key_bases = ensure_tuple_rep(cam_key, len(self.keys))
@@ -122,7 +114,7 @@ class SegCAMd(MapTransform):
 
     def _rows(self, img: torch.Tensor, maps: Mapping[str, torch.Tensor], region: torch.Tensor, label: Any) -> list:
         case = safe_case_name(img.meta if isinstance(img, MetaTensor) else None)
-        return case_rows(case, self.cam.method, maps, ensure_tuple(self.cam.classes), region, label, img)[0]
+        return case_rows(case, self.cam.method, maps, self.cam.classes, region, label, img)[0]
 
 
 class SaveSegCAMd(MapTransform):
@@ -162,11 +154,12 @@ class SaveSegCAMd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         layers = {key: layer for layer, key in self.layer_keys.items()}
-        for key in self.key_iterator(d):
-            cam = d[key]
-            case = safe_case_name(cam.meta if isinstance(cam, MetaTensor) else None)
-            with self.writer.all_or_nothing():
-                self.writer.write(case, self.method, {layers[key]: cam}, self.classes)
+        maps = {layers[key]: d[key] for key in self.key_iterator(d)}
+        if maps:
+            first = next(iter(maps.values()))
+            case = safe_case_name(first.meta if isinstance(first, MetaTensor) else None)
+            with self.writer.all_or_nothing():  # the item's files, all or none
+                self.writer.write(case, self.method, maps, self.classes)
         return d
 
 

@@ -144,6 +144,23 @@ def test_cam_equals_direct_segcam_on_the_network_input(tmp_path):
         assert cam.is_batch and torch.equal(cam.affine, seen["image"].affine)
 
 
+def test_handler_follows_the_evaluators_amp(tmp_path):
+    """An ``amp=True`` evaluator gets CAMs under autocast (bfloat16 on CPU) unless ``amp`` is given explicitly."""
+    files = write_cases(tmp_path, n=1)
+    cams = {}
+    for amp, explicit in ((True, None), (True, False), (False, None)):
+        handler = SegCAMHandler(classes=[1], layers="bottleneck", amp=explicit)
+        loader = DataLoader(Dataset(files, preprocessing()), batch_size=1, num_workers=0)
+        evaluator = SupervisedEvaluator(torch.device("cpu"), loader, make_net(), val_handlers=[handler], amp=amp)
+        evaluator.run()
+        cams[(amp, explicit)] = evaluator.state.output[0]["cam"]
+        assert handler.cam is not None and handler.cam.engine.terms.amp is (amp if explicit is None else explicit)
+    mixed, full = cams[(True, None)].flatten(), cams[(False, None)].flatten()
+    torch.testing.assert_close(cams[(True, False)], cams[(False, None)])  # explicit amp=False: fp32 as without amp
+    assert not torch.equal(mixed, full)  # bfloat16 autocast changes the map slightly...
+    assert torch.corrcoef(torch.stack([mixed, full]))[0, 1] > 0.99  # ...but not its pattern
+
+
 def test_skip_records_failing_case_and_raise_names_it(tmp_path):
     files = write_cases(tmp_path, n=3, nan_case=1)
     out = tmp_path / "cams"

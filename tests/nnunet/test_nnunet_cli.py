@@ -60,7 +60,7 @@ def test_explain_two_folds_mirrored(nnunet_folder, nnunet_case, tmp_path, capsys
     assert {(f["layer"], f["method"]) for f in cams} == {
         ("pre_head", "hirescam"), ("encoder.1", "hirescam"), ("pre_head", "gradcam"), ("encoder.1", "gradcam")
     }  # fmt: skip
-    assert all(0 < f["stats"]["mass_in_region"] <= 1 for f in cams)
+    assert all(0 < f["stats"]["relevance_mass_region"] <= 1 for f in cams)  # cam_statistics, as every front door
     assert (case / "case_cam_gradcam_pre_head_class1.png").is_file()
 
 

@@ -1,0 +1,189 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""The case loop of ``explain``, shared by its front doors (a MONAI bundle or network, an nnU-Net model folder): one
+folder per case written all or none by the one writer, failed cases recorded and skipped, the statistics CSV and
+the review report at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from argparse import Namespace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..metrics import STAT_COLUMNS
+from ..outputs import CAMWriter, merge_rows, table_rows, write_table, write_text
+from .io import CLIError, check_exists
+from .regions import LABEL_REGIONS, parse_region
+
+__all__ = ["Explained", "case_labels", "check_classes", "output_folder", "run_cases", "write_cams"]
+
+Row = dict[str, Any]
+ExplainCase = Callable[[str, Any, "str | None", CAMWriter], tuple[dict[str, Any], list[Row]]]
+
+
+@dataclass
+class Explained:
+    """One case's maps, explained by a front door and ready to write.
+
+    Attributes:
+        name: the case name.
+        original: the input as read, ``(C, *spatial)`` with its affine (the maps' geometry, the PNGs' background).
+        maps: ``(layer, method) -> (len(classes), *spatial)`` on the input's grid.
+        regions: per class ``(len(classes), *spatial)``, the mask drawn in the PNGs.
+        rows: the case's statistics rows (:py:func:`~monai_segcam.outputs.case_rows`).
+        classes: the explained classes.
+        modules: layer key -> the network module it names (``None`` for occlusion's ``"input"``).
+    """
+
+    name: str
+    original: Any
+    maps: dict[tuple[str, str], np.ndarray]
+    regions: Any
+    rows: list[Row]
+    classes: list[int]
+    modules: dict[str, str | None]
+
+
+def case_labels(args: Namespace, count: int) -> list[str | None]:
+    """The ``--label`` file of each of ``count`` cases (``None`` without labels), checked."""
+    labels: list[str | None] = list(args.label) if args.label is not None else [None] * count
+    if args.label is None and parse_region(args.region)[0] in LABEL_REGIONS:
+        raise CLIError(f"--region {args.region} needs the ground truth: give --label FILE")
+    if len(labels) != count:
+        raise CLIError(f"--label got {len(labels)} file(s) for {count} case(s): give one label per case")
+    check_exists([p for p in labels if p is not None], "label")
+    return labels
+
+
+def check_classes(classes: Sequence[int], channels: int) -> list[int]:
+    """``classes`` when each is an output channel of the network, else a :py:class:`CLIError`."""
+    bad = [c for c in classes if not 0 <= c < channels]
+    if bad:
+        raise CLIError(f"--classes {bad} out of range: the network has {channels} output channels")
+    return list(classes)
+
+
+def output_folder(args: Namespace) -> str:
+    """The absolute ``--output`` folder, created."""
+    output = os.path.abspath(args.output)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise CLIError(f"--output {args.output} exists and is not a folder")
+    os.makedirs(output, exist_ok=True)
+    return output
+
+
+def write_cams(writer: CAMWriter, case: Explained, class_names: dict[int, str], args: Namespace) -> list[dict]:
+    """Write a case's maps as NIfTI/PNG (``--normalize``: min-max scaled) and its panels; records the files in its
+    statistics rows; returns the JSON entries of the files (a map's with its statistics and peak)."""
+    from monai_segcam.cam import normalize_cam
+
+    original, classes = case.original, case.classes
+    affine = np.asarray(original.affine, dtype=np.float64)
+    maps = {key: np.asarray(cam, dtype=np.float32) for key, cam in case.maps.items()}
+    if args.normalize:
+        maps = {key: normalize_cam(torch.from_numpy(cam)[None])[0].numpy() for key, cam in maps.items()}
+    rows = {(row["layer"], row["method"], row["class"]): row for row in case.rows}
+    entries = []
+    for method in dict.fromkeys(method for _, method in maps):
+        shown = {layer: cam for (layer, m), cam in maps.items() if m == method}
+        files = writer.write(case.name, method, shown, classes, affine, original[0], case.regions, class_names=class_names)
+        for (layer, c), paths in files.items():
+            row = rows[(layer, method, c)]
+            row["files"] = ";".join(os.path.join(case.name, os.path.basename(path)) for path in paths)
+            stats = {key: row[key] if row[key] == row[key] else None for key in STAT_COLUMNS}  # NaN: none
+            stats.update(_peak(shown[layer][classes.index(c)], affine))
+            for path in paths:
+                kind = "png" if path.endswith(".png") else "cam"
+                entry: dict[str, Any] = {"file": os.path.basename(path), "kind": kind, "class": c, "layer": layer}
+                entry["method"] = method
+                if kind == "cam":
+                    entry.update(class_name=class_names.get(c), stats=stats, normalized=args.normalize)
+                    entry["module"] = case.modules.get(layer)
+                entries.append(entry)
+    if args.png and len(maps) > 1:
+        for path, c in zip(writer.write_panels(case.name, original[0], maps, classes, case.regions), classes):
+            entries.append({"file": os.path.basename(path), "kind": "png", "class": c, "layer": None, "method": None})
+    return entries
+
+
+def run_cases(
+    cases: Sequence[tuple[str, Any, str | None]], explain: ExplainCase, layers: Sequence[str], args: Namespace
+) -> int:
+    """Explain and write every case ``(name, inputs, label file)`` with ``explain(name, inputs, label, writer)``
+    (returns the JSON summary and the statistics rows) into ``--output``, then the CSV and ``--report``; returns the
+    exit status (1 when a case failed). One failed case leaves nothing behind, is recorded and does not stop the
+    others (it raises when it is the only case, or with ``--debug``)."""
+    from monai.utils import optional_import
+
+    tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+    output = output_folder(args)
+    failed, rows = 0, []
+    shown = tqdm(cases, desc="cases", unit="case") if has_tqdm and len(cases) > 1 and not args.quiet else cases
+    for name, inputs, label in shown:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                summary, found = _write_case(name, inputs, label, explain, output, args)
+                rows += found
+            except Exception as exc:  # one failed case leaves nothing behind, is recorded and does not stop the others
+                if len(cases) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError, ValueError)):
+                    raise
+                failed += 1
+                source = inputs if isinstance(inputs, str) else inputs[0]
+                reason = (str(exc) if isinstance(exc, CLIError) else f"{source}: {type(exc).__name__}: {exc}").strip()
+                for method, layer in ((m, layer) for m in args.method for layer in layers):
+                    rows += table_rows(name, method, layer, args.classes or [""], status="failed", error=reason)
+                _print(f"monai-segcam: error: {reason.splitlines()[0]}", error=True)
+                continue
+        if not args.quiet:
+            for message in dict.fromkeys(str(w.message) for w in caught if args.debug or "monai_segcam" in w.filename):
+                _print(f"warning: {name}: {message}", error=True)
+            _print(f"{name}: {len(summary['files']) + 1} files in {os.path.join(output, name)}")
+    write_table(os.path.join(output, "segcam_stats.csv"), merge_rows(rows))
+    if getattr(args, "report", False):
+        from monai_segcam.report.explain_output import report_from_explain_output
+
+        reported = [n for n, _, _ in cases if os.path.isfile(os.path.join(output, n, f"{n}_segcam.json"))]
+        index = report_from_explain_output(output, reported)
+        if not args.quiet:
+            _print(f"review report: {index}")
+    if failed:
+        _print(f"monai-segcam: error: {failed} of {len(cases)} case(s) failed", error=True)
+    return 1 if failed else 0
+
+
+def _write_case(
+    name: str, inputs: Any, label: str | None, explain: ExplainCase, output: str, args: Namespace
+) -> tuple[dict, list]:
+    """One case's files and ``<case>_segcam.json`` in ``output/name``, all or none."""
+    writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
+    with writer.all_or_nothing():
+        summary, rows = explain(name, inputs, label, writer)
+        text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+        writer.record(write_text(text, os.path.join(writer.output_dir, f"{name}_segcam.json")))
+    return summary, rows
+
+
+def _peak(cam: np.ndarray, affine: np.ndarray) -> dict[str, list]:
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    world = affine @ np.array([*peak, 1.0])
+    return {"peak_voxel": [int(i) for i in peak], "peak_world_ras_mm": [round(float(v), 4) for v in world[:3]]}
+
+
+def _print(message: str, error: bool = False) -> None:
+    """Print without breaking tqdm progress bars."""
+    from monai.utils import optional_import
+
+    tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+    stream = sys.stderr if error else sys.stdout
+    if has_tqdm:
+        tqdm.write(message, file=stream)
+    else:
+        print(message, file=stream)

@@ -52,7 +52,7 @@ def make_segcam(
             f"Cannot reproduce a {type(inferer).__name__} for CAMs: use a SimpleInferer or a SlidingWindowInferer "
             "(or pass `inferer=None` to explain whole volumes)."
         )
-    windows = inferer_window_settings(inferer) if isinstance(inferer, SlidingWindowInferer) else None
+    windows = inferer_window_settings(inferer).as_kwargs() if isinstance(inferer, SlidingWindowInferer) else None
     if cam_kwargs.get("method") == OCCLUSION:
         kwargs = {k: v for k, v in cam_kwargs.items() if k not in ("method", "layers")}
         return SegOcclusion(network, **{**(windows or {}), **kwargs})

@@ -91,6 +91,8 @@ class CAMRule:
         name: the registered method name (set by :py:func:`register_method`; the class name otherwise).
         local: the map is element-wise in space (per-window maps of a sliding-window pass add up).
         needs_gradients: the rule uses ``G``; gradient-free rules are called with ``grads=None``.
+        needs_activation_sum: :py:meth:`statistics` also takes ``activation_sum``, ``sum_u A`` per batch item and
+            channel over the whole explained input (every window), as Grad-CAM++'s ``alpha`` does.
 
     Example:
         .. code-block:: python
@@ -108,6 +110,7 @@ class CAMRule:
     name: str = ""
     local: bool = False
     needs_gradients: bool = True
+    needs_activation_sum: bool = False
 
     @property
     def method_name(self) -> str:
@@ -132,8 +135,11 @@ class CAMRule:
         """The raw map of a local rule."""
         raise NotImplementedError(f"{type(self).__name__} is a global-weight rule.")
 
-    def statistics(self, acts: torch.Tensor, grads: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """Per-channel statistics that add up over windows (phase 1 of a sliding-window pass)."""
+    def statistics(
+        self, acts: torch.Tensor, grads: torch.Tensor | None, activation_sum: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Per-channel statistics that add up over windows (phase 1 of a sliding-window pass); ``activation_sum`` is
+        given to rules with ``needs_activation_sum`` only."""
         raise NotImplementedError(f"{type(self).__name__} is a local rule.")
 
     def weights(self, stats: Sequence[torch.Tensor], num_positions: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -205,12 +211,17 @@ class SegXResCAMRule(CAMRule):
 
 @register_method("gradcampp")
 class GradCAMPlusPlusRule(CAMRule):
-    """Grad-CAM++ in closed form: ``alpha = G² / (2G² + sum_u(A) G³)``, ``w_k = sum_u alpha ReLU(G)`` (never exp(S))."""
+    """Grad-CAM++ in closed form: ``alpha = G² / (2G² + sum_u(A) G³)``, ``w_k = sum_u alpha ReLU(G)`` (never exp(S)).
 
-    def statistics(self, acts, grads):
+    ``sum_u(A)`` runs over the whole explained input: with sliding windows, over every window's positions.
+    """
+
+    needs_activation_sum = True
+
+    def statistics(self, acts, grads, activation_sum=None):
         g2 = grads.pow(2)
-        act_sum = _spatial_sum(acts).view(*acts.shape[:2], *([1] * (acts.ndim - 2)))
-        alpha = g2 / (2 * g2 + act_sum * g2 * grads + _EPS)
+        total = _spatial_sum(acts) if activation_sum is None else activation_sum
+        alpha = g2 / (2 * g2 + total.view(*acts.shape[:2], *([1] * (acts.ndim - 2))) * g2 * grads + _EPS)
         alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
         return (_spatial_sum(alpha * grads.clamp_min(0)),)
 

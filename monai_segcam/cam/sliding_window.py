@@ -402,6 +402,7 @@ class _WindowPass:
         windows and averaged over a member's flips (gradient-free rules: of ``A``, one entry per member)."""
         stats: Stats = {}
         gradients = self.rule.needs_gradients
+        sums = self.activation_sums() if self.rule.needs_activation_sum else None
         with torch.enable_grad() if gradients else torch.no_grad(), self.cam.terms.capture(gradients) as run:
             for group in self.groups(only_touching=False, desc="CAM windows (phase 1)"):
                 todo = self.classes_touched(group) if gradients else []
@@ -409,7 +410,7 @@ class _WindowPass:
                 grads = {i: term_gradients(logits, acts, self.cotangent(group, logits, i), i != todo[-1],
                                            scaled=self.cam.terms.amp) for i in todo}  # fmt: skip
                 for i in range(len(self.classes)) if gradients else [0]:
-                    self.accumulate(stats, group, i, detached, grads.get(i))
+                    self.accumulate(stats, group, i, detached, grads.get(i), sums)
                 if group not in self.cache:
                     self.keep(group, None, run, 0)
                 else:
@@ -417,8 +418,27 @@ class _WindowPass:
         flips = len(self.cam.terms.flips)
         return {key: [value / flips for value in values] for key, values in stats.items()}
 
-    def accumulate(self, stats: Stats, group: Sequence[int], i: int, acts: dict, grads: dict | None) -> None:
-        """Add the statistics of each window and term to its batch item's and member's total."""
+    def activation_sums(self) -> dict[tuple[str, int], torch.Tensor]:
+        """``sum_u A`` per batch item and channel over every window, per ``(layer, term)``: from the kept passes, the
+        other windows run forward (and are kept within the budget)."""
+        sums: dict[tuple[str, int], torch.Tensor] = {}
+        with torch.no_grad(), self.cam.terms.capture(differentiable=False) as run:
+            for group in self.groups(only_touching=False, desc="CAM windows (activation sums)"):
+                _, _, detached = self.fetch(group, run, need_graph=False)
+                items = torch.tensor([self.windows[k][0] for k in group], device=self.device)
+                for key, per_term in detached.items():
+                    for t, a in enumerate(per_term):
+                        total = sums.setdefault((key, t), a.new_zeros((self.x.shape[0], a.shape[1]), device=self.device))
+                        total.index_add_(0, items, a.flatten(2).sum(-1).to(self.device))
+                if group not in self.cache:
+                    self.keep(group, None, run, 0)
+        return sums
+
+    def accumulate(
+        self, stats: Stats, group: Sequence[int], i: int, acts: dict, grads: dict | None, sums: dict | None = None
+    ) -> None:
+        """Add the statistics of each window and term to its batch item's and member's total (``sums``: the
+        activation sums of rules that need them)."""
         terms = self.cam.terms
         items = torch.tensor([self.windows[k][0] for k in group], device=self.device)
         for key, per_term in acts.items():
@@ -427,7 +447,10 @@ class _WindowPass:
                     g = grads[key][t].to(self.device, a.dtype) * self.num_terms
                 else:
                     g = torch.zeros_like(a) if self.rule.needs_gradients else None
-                values = self.rule.statistics(a.to(self.device), g)
+                if sums is None:
+                    values = self.rule.statistics(a.to(self.device), g)
+                else:
+                    values = self.rule.statistics(a.to(self.device), g, activation_sum=sums[(key, t)][items])
                 totals = stats.setdefault(
                     (key, i, terms.member(t)), [v.new_zeros((self.x.shape[0], *v.shape[1:])) for v in values]
                 )

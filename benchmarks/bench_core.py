@@ -90,7 +90,7 @@ def one_hot_region(logits):
 
 
 def peer_tools(net, x, layer) -> dict:
-    """Peers installed from PyPI, when present (``pip install captum medcam``), used as their docs show."""
+    """Peers installed from PyPI, when present (``pip install captum medcam opencv-python-headless``; medcam imports cv2), used as their docs show."""
     peers = {}
     if importlib.util.find_spec("captum"):
         from captum.attr import LayerAttribution, LayerGradCam

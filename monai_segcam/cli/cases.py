@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.utils import ensure_tuple
 
+from ..inferers.segcam_inferer import result_layers
 from ..metrics import STAT_COLUMNS
 from ..outputs import CAMWriter, merge_rows, table_rows, write_table, write_text
 from .io import CLIError, check_exists
@@ -138,8 +140,9 @@ def run_cases(
                 failed += 1
                 source = inputs if isinstance(inputs, str) else inputs[0]
                 reason = (str(exc) if isinstance(exc, CLIError) else f"{source}: {type(exc).__name__}: {exc}").strip()
-                for method, layer in ((m, layer) for m in args.method for layer in layers):
-                    rows += table_rows(name, method, layer, args.classes or [""], status="failed", error=reason)
+                for method in args.method:  # occlusion's map is of the input, not of a layer
+                    for layer in ensure_tuple(result_layers(method, list(layers))):
+                        rows += table_rows(name, method, layer, args.classes or [""], status="failed", error=reason)
                 _print(f"monai-segcam: error: {reason.splitlines()[0]}", error=True)
                 continue
         if not args.quiet:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 
 import numpy as np
 
@@ -108,8 +109,10 @@ def main(root: str, shape=(16, 22, 20), patch=16, features=(4, 8, 16), folds=(0,
     shrink_plans(paths["nnUNet_preprocessed"], patch, list(features))
     preprocess([dataset_id], configurations=("3d_fullres",), num_processes=(1,), verbose=False)
 
-    os.environ["nnUNet_n_proc_DA"] = "0"  # data augmentation in this process
+    os.environ["nnUNet_n_proc_DA"] = "0"  # data augmentation in this process, from numpy's and Python's seeded RNGs
     for fold in folds:
+        random.seed(fold)
+        np.random.seed(fold)
         trainer = get_trainer_from_args(DATASET, "3d_fullres", fold, device=torch.device("cpu"))
         trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 1, iterations, 1
         trainer.run_training()

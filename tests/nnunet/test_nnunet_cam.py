@@ -49,7 +49,7 @@ def test_two_folds_mirrored_equals_autograd(nnunet_folder, nnunet_case, files, r
     for key, module in [("pre_head", "decoder.stages.1"), ("encoder.1", "encoder.stages.1")]:
         _, expected = reference_map(model, case, module, mask)
         assert expected.abs().max() > 0
-        assert relative_error(result[key][0, 0], expected[0]) < 1e-4, key
+        assert relative_error(result[key][0, 0], expected[0]) < 1e-4, key  # 4e-7 with the seeded model folder
 
 
 def test_one_fold_without_mirroring_is_the_plain_sliding_window_cam(nnunet_folder, files):

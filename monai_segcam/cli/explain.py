@@ -38,7 +38,7 @@ from .model import LoadedModel, load_model, resolve_device
 from .perturbation import OCCLUSION, channel_engine, occlusion_options, write_channel_csv
 from .regions import grid_region, parse_region
 
-__all__ = ["parse_region", "run_explain"]
+__all__ = ["cam_options", "parse_region", "run_explain"]
 
 
 def _to_network_grid(points: np.ndarray, original: Any, image: Any) -> np.ndarray:
@@ -48,6 +48,14 @@ def _to_network_grid(points: np.ndarray, original: Any, image: Any) -> np.ndarra
     target = np.asarray(image.affine, dtype=np.float64)
     homogeneous = np.concatenate([points, np.ones((len(points), 1))], axis=1)
     return (homogeneous @ source.T @ np.linalg.inv(target).T)[:, :spatial]
+
+
+def cam_options(args: Namespace) -> dict[str, Any]:
+    """The CAM engines' ``amp`` and ``activation_budget`` from ``--amp`` and ``--activation-budget`` (MiB)."""
+    if args.activation_budget is not None and args.activation_budget < 0:
+        raise CLIError(f"--activation-budget must be non-negative, got {args.activation_budget:g}")
+    budget = {} if args.activation_budget is None else {"activation_budget": int(args.activation_budget * 2**20)}
+    return {"amp": args.amp, **budget}
 
 
 def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[Any, dict[str, Any], Any]:
@@ -77,7 +85,7 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
     engines = {}
     predict_only = [] if any(method != OCCLUSION for method in args.method) else ["hirescam"]  # for its predict()
     for method in [*args.method, *predict_only]:
-        options = occlusion_options(args) if method == OCCLUSION else {}
+        options = occlusion_options(args) if method == OCCLUSION else cam_options(args)
         try:
             engines[method] = make_segcam(model.network, inferer, layers=list(args.layers), method=method, **common,
                                           **options)  # fmt: skip
@@ -224,6 +232,8 @@ def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, A
         "overlap": engine.overlap,
         "sw_batch_size": engine.sw_batch_size,
         "mode": str(engine.mode),
+        "amp": engine.terms.amp,
+        "activation_budget": engine.activation_budget,
         "device": str(device),
         "normalize": args.normalize,
         "png": args.png,

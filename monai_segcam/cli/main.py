@@ -97,6 +97,15 @@ def _cam_arguments(parser: argparse.ArgumentParser) -> None:
     window.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default 0.25)")
     window.add_argument("--sw-batch-size", type=int, metavar="N", help="windows per forward pass")
     window.add_argument("--mode", choices=("constant", "gaussian"), help="blending of overlapping windows")
+    window.add_argument(
+        "--activation-budget", type=float, metavar="MIB",
+        help="MiB of window activations (and autograd graphs) the CAM keeps between its passes; past it windows run "
+        "forward again (default 1024; more is faster for global-weight methods on large volumes)",
+    )  # fmt: skip
+    window.add_argument(
+        "--amp", action="store_true",
+        help="mixed precision: windows under torch.autocast (float16 on CUDA, bfloat16 on CPU), maps in float32",
+    )  # fmt: skip
 
 
 def _output_arguments(parser: argparse.ArgumentParser) -> None:

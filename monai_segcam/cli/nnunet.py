@@ -33,6 +33,7 @@ import torch
 
 from ..outputs import CAMWriter, case_rows, safe_token, segmentation_file_name, write_nifti
 from .cases import Explained, case_labels, check_classes, run_cases, write_cams
+from .explain import cam_options
 from .io import CLIError, check_exists, first_line, read_image
 from .model import resolve_device
 from .regions import grid_region
@@ -182,6 +183,8 @@ def _description(model: Any, args: Namespace, device: torch.device) -> dict[str,
         "methods": list(args.method),
         "region": args.region,
         "target": args.target,
+        "amp": args.amp,
+        "activation_budget": cam_options(args).get("activation_budget"),
         "device": str(device),
     }
 
@@ -201,7 +204,7 @@ def run_explain_nnunet(args: Namespace) -> int:
     try:
         cams = {
             m: NNUNetSegCAM(model, args.layers, m, args.target, sw_batch_size=args.sw_batch_size or 1,
-                            progress=not args.quiet)
+                            progress=not args.quiet, **cam_options(args))
             for m in args.method
         }  # fmt: skip
     except ValueError as exc:

@@ -91,6 +91,7 @@ def cli_runs(cli_data, tmp_path_factory) -> dict[str, tuple[Result, Path]]:
         "voxel_outside": ["explain", data["nifti"], *net, "--region", "voxel:5,7,16", *cam],
         "bad_region": ["explain", data["nifti"], *net, "--region", "box:1,2,3", *cam],
         "one_case_fails": ["explain", data["nifti"], data["corrupt"], *net, *cam],
+        "amp": ["explain", data["nifti"], *net, "--method", "gradcam", "--amp", "--activation-budget", "0.5", *cam],
     }  # fmt: skip
     outputs = {}
     for name, args in commands.items():

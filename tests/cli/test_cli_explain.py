@@ -202,3 +202,17 @@ def test_demo_bundle(tmp_path):
         image = nib.load(str(path))
         assert image.shape == reference.shape[:3]
         np.testing.assert_allclose(image.affine, reference.affine, atol=1e-4)
+
+
+def test_amp_and_activation_budget_reach_the_engine(cli_runs):
+    """``--amp --activation-budget 0.5`` (MiB): the engine that made the maps ran under autocast with a budget of
+    512 KiB (the JSON records the engine's own settings), and the maps are finite."""
+    import nibabel as nib
+
+    result, output = cli_runs["amp"]
+    assert result.returncode == 0, result.stderr
+    case = output / "case_01_T1"
+    settings = json.loads((case / "case_01_T1_segcam.json").read_text())["settings"]
+    assert settings["amp"] is True and settings["activation_budget"] == 512 * 1024
+    cam = nib.load(case / "case_01_T1_cam_gradcam_pre_head_class1.nii.gz").get_fdata()
+    assert np.isfinite(cam).all() and cam.max() > 0

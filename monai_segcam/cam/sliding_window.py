@@ -486,13 +486,15 @@ class _WindowPass:
 
     def blended_activations(self, key: str, channels: slice, member: int = 0) -> torch.Tensor:
         """Channels of member ``member``'s layer ``key`` (the mean over its flips, each flipped back) upsampled to each
-        window and blended over all windows: ``(B, k, *padded)``."""
+        window and blended over all windows: ``(B, k, *padded)``; the windows' passes are kept within the budget."""
         roi, terms = self.importance.shape[2:], self.cam.terms
         flips = len(terms.flips)
         total = None
         with torch.no_grad(), terms.capture(differentiable=False) as run:
             for group in self.groups(only_touching=False, desc=None):
                 _, _, detached = self.fetch(group, run, need_graph=False)
+                if group not in self.cache:  # the next channels reuse it (within the budget)
+                    self.keep(group, None, run, 0)
                 per_term = detached[key][member * flips : (member + 1) * flips]
                 raw = tensor_sum(terms.flip(a[:, channels], member * flips + f) for f, a in enumerate(per_term)) / flips
                 blended = upsample(raw.to(self.sw_device), roi) * self.importance

@@ -228,3 +228,22 @@ def test_scorecam_matches_monai_stitched_reference(shape, roi, overlap, mode, ta
     scale = float(expected.abs().max())
     assert scale > 0
     torch.testing.assert_close(got.as_tensor(), expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_scorecam_runs_each_window_forward_once_for_its_masks():
+    """The channels' masks come from one forward pass per window group (kept between channel batches), then one
+    masked pass per channel batch and group: ``G + (K / batch) * G`` network calls (the probe of the output channels
+    is the first group's pass, kept; recomputing the masks per channel batch would be ``2 (K / batch) G``)."""
+    net = UNet(3, 1, 3, (4, 8), (2,), num_res_units=0).eval()
+    calls = []
+    handle = net.register_forward_pre_hook(lambda _m, _i: calls.append(1))
+    try:
+        sw = SlidingWindowSegCAM(net, roi_size=(12, 12, 8), overlap=0.25, layers="model.1.submodule",
+                                 method="scorecam", scorecam_batch_size=2)  # fmt: skip
+        x = torch.randn(1, 1, 20, 18, 13)
+        sw(x, classes=1, region="all")
+    finally:
+        handle.remove()
+    groups = len(sw.grid(x.shape[2:]).slices)
+    channels = 8  # the layer's output channels
+    assert len(calls) == groups + (channels // 2) * groups

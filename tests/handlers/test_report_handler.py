@@ -15,17 +15,12 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
-from monai.networks.nets import UNet
 from monai.transforms import (
     AsDiscreted,
     Compose,
-    DivisiblePadd,
-    EnsureChannelFirstd,
     Invertd,
-    LoadImaged,
-    Orientationd,
-    Spacingd,
 )
+from test_segcam_handler import make_net, preprocessing
 
 from monai_segcam.handlers import SegCAMHandler, SegCAMReportHandler
 
@@ -47,19 +42,6 @@ def write_cases(folder, n: int = 2) -> list[dict[str, str]]:
         nib.save(nib.Nifti1Image(label, AFFINE), paths["label"])
         files.append(paths)
     return files
-
-
-def make_net() -> UNet:
-    torch.manual_seed(0)
-    return UNet(3, 1, 2, channels=(4, 8, 16), strides=(2, 2), num_res_units=0)
-
-
-def preprocessing() -> Compose:
-    keys = ["image", "label"]
-    return Compose([
-        LoadImaged(keys), EnsureChannelFirstd(keys), Orientationd(keys, "RAS", labels=None),
-        Spacingd(keys, (2.0, 2.0, 2.0), mode=("bilinear", "nearest")), DivisiblePadd(keys, k=4),
-    ])  # fmt: skip
 
 
 def evaluator(files, handlers, batch_size: int = 1, decollate: bool = True) -> SupervisedEvaluator:

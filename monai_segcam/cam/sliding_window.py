@@ -292,13 +292,18 @@ class _WindowPass:
         self.num_positions = {key: acts[0].shape[2:].numel() for key, acts in run.activations.items()}
         return logits
 
-    def fetch(self, group: tuple[int, ...], run: TermCapture, need_graph: bool) -> tuple[Any, dict, dict]:
+    def fetch(
+        self, group: tuple[int, ...], run: TermCapture, need_graph: bool, keep: bool = False
+    ) -> tuple[Any, dict, dict]:
         """The group's logits (with their graph when ``need_graph``), differentiable activations and detached
-        activations on ``device``: from the kept pass when it has what is needed, else by running it again."""
+        activations on ``device``: from the kept pass when it has what is needed, else by running it again (and,
+        with ``keep``, keeping its activations within the budget for the next pass)."""
         cached = self.cache.get(group)
         if cached is not None and (cached.logits is not None or not need_graph):
             return cached.logits, cached.graph_acts or cached.acts, cached.acts
         logits = self.forward(group, run)
+        if keep and group not in self.cache:
+            self.keep(group, None, run, 0)
         detached = {key: [a.detach().to(self.x.dtype) for a in acts] for key, acts in run.activations.items()}
         return logits, dict(run.activations), detached
 
@@ -365,15 +370,14 @@ class _WindowPass:
     def cotangent(self, group: Sequence[int], logits: torch.Tensor, i: int) -> torch.Tensor:
         """Region cotangent of class ``i`` for the group's windows, times each window's blending weight."""
         parts = []
+        target, multi_label = self.cam.target, self.cam.multi_label
         with record_function("segcam::cotangent"):
             for j, (b, window) in enumerate(self.windows[k] for k in group):
                 index = (slice(b, b + 1), slice(None), *window)
-                stitched = self.stitched[index].to(self.sw_device) if self.stitched is not None else None
-                source = stitched if stitched is not None else logits[j : j + 1].detach()
+                source = self.stitched[index].to(self.sw_device) if self.stitched is not None else logits[j : j + 1].detach()
                 weights = self.weights[(slice(b, b + 1), slice(i, i + 1), *window)].to(self.sw_device)
                 beta = self.importance / self.count[(slice(None), slice(None), *window)].to(self.sw_device)
-                cam = self.cam
-                parts.append(region_cotangent(source, weights * beta, self.classes[i], cam.target, cam.multi_label))
+                parts.append(region_cotangent(source, weights * beta, self.classes[i], target, multi_label))
             return torch.cat(parts)
 
     def add(self, key: str, group: Sequence[int], i: int, window_maps: torch.Tensor) -> None:
@@ -406,14 +410,12 @@ class _WindowPass:
         with torch.enable_grad() if gradients else torch.no_grad(), self.cam.terms.capture(gradients) as run:
             for group in self.groups(only_touching=False, desc="CAM windows (phase 1)"):
                 todo = self.classes_touched(group) if gradients else []
-                logits, acts, detached = self.fetch(group, run, need_graph=bool(todo))
+                logits, acts, detached = self.fetch(group, run, need_graph=bool(todo), keep=True)
                 grads = {i: term_gradients(logits, acts, self.cotangent(group, logits, i), i != todo[-1],
                                            scaled=self.cam.terms.amp) for i in todo}  # fmt: skip
                 for i in range(len(self.classes)) if gradients else [0]:
                     self.accumulate(stats, group, i, detached, grads.get(i), sums)
-                if group not in self.cache:
-                    self.keep(group, None, run, 0)
-                else:
+                if group in self.cache:  # its graph is no longer needed
                     self.cache[group] = _Cached(self.cache[group].acts)
         flips = len(self.cam.terms.flips)
         return {key: [value / flips for value in values] for key, values in stats.items()}
@@ -424,14 +426,12 @@ class _WindowPass:
         sums: dict[tuple[str, int], torch.Tensor] = {}
         with torch.no_grad(), self.cam.terms.capture(differentiable=False) as run:
             for group in self.groups(only_touching=False, desc="CAM windows (activation sums)"):
-                _, _, detached = self.fetch(group, run, need_graph=False)
+                _, _, detached = self.fetch(group, run, need_graph=False, keep=True)
                 items = torch.tensor([self.windows[k][0] for k in group], device=self.device)
                 for key, per_term in detached.items():
                     for t, a in enumerate(per_term):
                         total = sums.setdefault((key, t), a.new_zeros((self.x.shape[0], a.shape[1]), device=self.device))
                         total.index_add_(0, items, a.flatten(2).sum(-1).to(self.device))
-                if group not in self.cache:
-                    self.keep(group, None, run, 0)
         return sums
 
     def accumulate(
@@ -492,9 +492,7 @@ class _WindowPass:
         total = None
         with torch.no_grad(), terms.capture(differentiable=False) as run:
             for group in self.groups(only_touching=False, desc=None):
-                _, _, detached = self.fetch(group, run, need_graph=False)
-                if group not in self.cache:  # the next channels reuse it (within the budget)
-                    self.keep(group, None, run, 0)
+                _, _, detached = self.fetch(group, run, need_graph=False, keep=True)  # the next channels reuse it
                 per_term = detached[key][member * flips : (member + 1) * flips]
                 raw = tensor_sum(terms.flip(a[:, channels], member * flips + f) for f, a in enumerate(per_term)) / flips
                 blended = upsample(raw.to(self.sw_device), roi) * self.importance

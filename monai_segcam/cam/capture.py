@@ -141,7 +141,7 @@ class ActivationCapture:
             for layer in self.layers:
                 self._handles.append(layer.module.register_forward_hook(self._hook(layer)))
             for module in self.network.modules():
-                if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+                if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)) and module.weight.device.type == "cpu":
                     self._handles.append(module.register_forward_pre_hook(_channels_last_input))
                     self._handles.append(module.register_forward_hook(_contiguous_output))
         except BaseException:

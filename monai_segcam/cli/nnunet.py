@@ -169,7 +169,8 @@ def _explain_case(
     return summary, rows
 
 
-def _description(model: Any, args: Namespace, device: torch.device) -> dict[str, Any]:
+def _description(model: Any, args: Namespace, device: torch.device, engine: Any) -> dict[str, Any]:
+    """The JSON's ``settings``; ``amp`` and ``activation_budget`` as the CAM ``engine`` runs them."""
     return {
         "nnunet_model_folder": os.path.abspath(model.folder),
         "trainer": model.trainer_name,
@@ -183,8 +184,8 @@ def _description(model: Any, args: Namespace, device: torch.device) -> dict[str,
         "methods": list(args.method),
         "region": args.region,
         "target": args.target,
-        "amp": args.amp,
-        "activation_budget": cam_options(args).get("activation_budget"),
+        "amp": engine.terms.amp,
+        "activation_budget": engine.activation_budget,
         "device": str(device),
     }
 
@@ -209,7 +210,7 @@ def run_explain_nnunet(args: Namespace) -> int:
         }  # fmt: skip
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    settings = _description(model, args, device)
+    settings = _description(model, args, device, next(iter(cams.values())).engine)
 
     def explain(name: str, files: list[str], label: str | None, writer: CAMWriter) -> tuple[dict[str, Any], list]:
         summary, rows = _explain_case(name, files, label, writer, model, cams, args)

@@ -10,7 +10,8 @@ wall time is Python bookkeeping and the accumulation buffers. The same labels sh
 
 Model, volume and windows as ``bench_sliding_window.py``; a ``pre_head`` HiResCAM of class 1 over the voxels
 predicted as that class, the prediction computed (one pass). The profile also breaks the plain forward and the
-backward down by operator (the three costliest of each).
+backward down by operator (the three costliest of each), and prints what one window's kept pass costs against
+``activation_budget`` (its autograd graph and its activations, as the engine counts them).
 
 Run: ``python benchmarks/profile_sliding_window.py`` (``--size 128`` for a quick run).
 """
@@ -29,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_sliding_window import OVERLAP, ROI, build
 
 from monai_segcam import SlidingWindowSegCAM
+from monai_segcam.cam import sliding_window
 
 PHASES = ("forward", "backward", "cotangent", "maps", "stitch", "region")
 
@@ -43,10 +45,22 @@ def main() -> None:
     net, x = build(args.size)
     cam = SlidingWindowSegCAM(net, ROI, layers=args.layer, method="hirescam", overlap=OVERLAP, amp=args.amp)
     cam(x[..., :96, :96, :96], classes=1)  # warm-up
-    start = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        cam(x, classes=1)
-    wall = time.perf_counter() - start
+    kept = []
+    keep = sliding_window._WindowPass.keep
+
+    def counting_keep(self, group, logits, run, graph_bytes):  # what the engine charges to the budget per window
+        acts = sum(a.numel() * a.element_size() for terms in run.activations.values() for a in terms)
+        kept.append((graph_bytes, acts))
+        return keep(self, group, logits, run, graph_bytes)
+
+    sliding_window._WindowPass.keep = counting_keep
+    try:
+        start = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            cam(x, classes=1)
+        wall = time.perf_counter() - start
+    finally:
+        sliding_window._WindowPass.keep = keep
     events = {e.key: e for e in prof.key_averages()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.size}³, roi {ROI}, overlap {OVERLAP}; "
           f"{args.layer} HiResCAM{', amp' if args.amp else ''}, prediction computed; wall {wall:.2f} s under the profiler")  # fmt: skip
@@ -65,6 +79,10 @@ def main() -> None:
                      key=lambda e: -e.self_cpu_time_total)[:3]  # fmt: skip
     print("\ncostliest backward nodes: " + ", ".join(f"{e.key} {e.cpu_time_total / 1e6:.2f} s" for e in backward))
     print("costliest operators (self time): " + ", ".join(f"{e.key} {e.self_cpu_time_total / 1e6:.2f} s" for e in forward))
+    graph, acts = kept[0]
+    windows = int(cam.activation_budget // (graph + acts))
+    print(f"one window's kept pass: graph {graph / 2**20:.1f} MiB + activations {acts / 2**20:.1f} MiB; "
+          f"activation_budget {cam.activation_budget / 2**30:g} GiB keeps {windows} windows")
 
 
 if __name__ == "__main__":

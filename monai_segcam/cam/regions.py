@@ -43,6 +43,7 @@ __all__ = [
     "class_masks",
     "as_region",
     "region_weights",
+    "warn_empty_regions",
     "region_cotangent",
 ]
 
@@ -108,6 +109,9 @@ class Region:
     """
 
     needs_prediction: bool = True
+    voxelwise: bool = False
+    """The weight of a voxel depends only on the prediction (and label) at that voxel: a sliding-window CAM then
+    sets the region of a window as soon as the stitched prediction over it is final (one pass over the windows)."""
 
     def weights(
         self,
@@ -130,6 +134,8 @@ class PredictedRegion(Region):
 
             cam(image, classes=1, region="pred")  # or region=PredictedRegion(), or pred=an_existing_prediction
     """
+
+    voxelwise = True
 
     def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
         return class_masks(logits, classes, multi_label)
@@ -191,6 +197,8 @@ class FalsePositiveRegion(Region):
             cam(image, classes=2, region="fp", label=label_map)
     """
 
+    voxelwise = True
+
     def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
         return class_masks(logits, classes, multi_label) & ~_label_masks(label, classes)
 
@@ -203,6 +211,8 @@ class FalseNegativeRegion(Region):
 
             cam(image, classes=2, region="fn", label=label_map)
     """
+
+    voxelwise = True
 
     def weights(self, logits, classes, spatial_shape, batch_size, label=None, multi_label=False):
         return _label_masks(label, classes) & ~class_masks(logits, classes, multi_label)
@@ -379,11 +389,16 @@ def region_weights(
     if not all_finite(weights):
         raise ValueError("The region (mask) contains NaN or Inf values; region weights must be finite.")
     if warn_empty:
-        empty = ~weights.flatten(2).any(-1)
-        if empty.any():
-            pairs = [(b, classes[i]) for b, i in empty.nonzero().tolist()]
-            warnings.warn(f"Empty region for (batch item, class) {pairs}: their maps are zero.", stacklevel=3)
+        warn_empty_regions(weights, classes, stacklevel=4)
     return weights
+
+
+def warn_empty_regions(weights: torch.Tensor, classes: Sequence[int], stacklevel: int = 3) -> None:
+    """Warn about the (batch item, class) pairs whose region weights ``(B, len(classes), *spatial)`` are all zero."""
+    empty = ~weights.flatten(2).any(-1)
+    if empty.any():
+        pairs = [(b, classes[i]) for b, i in empty.nonzero().tolist()]
+        warnings.warn(f"Empty region for (batch item, class) {pairs}: their maps are zero.", stacklevel=stacklevel)
 
 
 def region_cotangent(

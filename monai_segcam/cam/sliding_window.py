@@ -8,7 +8,10 @@ vector-Jacobian product of that window's output with the cotangent ``T * beta_w`
 - the region M is defined once on the whole volume (from a given or a stitched prediction), never per window;
 - when the prediction is needed it comes from the same forward pass as the CAM: each window's activations and the
   graph from them to the logits are kept (within ``activation_budget`` bytes, else recomputed) until the region is
-  known, so a window runs forward once;
+  known, so a window runs forward once. For a region known voxel by voxel (``"pred"``, ``"fp"``, ``"fn"``, or one not
+  taken from the prediction) and a rule that needs nothing summed over every window first, a window's region is set
+  as soon as the stitched prediction over it is final (every window overlapping it has run) and its backward runs
+  then, so only the windows waiting for their neighbours are kept (14 of 27 for a 3×3×3 grid);
 - windows that do not touch M need no backward pass (and, for local rules, no forward pass either);
 - local rules (HiRes, XRes, LayerCAM) add their per-window maps, upsampled to the window: the blending weights are
   already in the gradients;
@@ -41,7 +44,7 @@ from ..utils.enums import CAMTarget
 from .base import CAMEngine
 from .engine import check_classes, check_image, check_output, network_spatial_dims, tensor_sum, upsample
 from .methods import CAMRule
-from .regions import as_region, region_cotangent, region_weights
+from .regions import Region, as_region, region_cotangent, region_weights, warn_empty_regions
 from .terms import TermCapture, term_gradients
 from .windows import GridFactory, WindowedEngine, WindowGrid, WindowSettings, window_index, window_slices
 
@@ -161,7 +164,11 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
         windows = _WindowPass(self, x, self.grid(spatial, sw_device, x.dtype), device, sw_device)
         stitched = pred if pred is not None and pred.is_floating_point() and pred.shape[1] > 1 else None
         needs_logits = self.target == CAMTarget.PROBABILITIES
-        if stitched is None and (needs_logits or (region.needs_prediction and pred is None)):
+        from_prediction = region.needs_prediction and pred is None
+        if stitched is None and (needs_logits or from_prediction) and windows.streams(region, from_prediction):
+            maps, weights, stitched = windows.stream(region, classes, label, pred, from_prediction)
+            return maps, weights, windows.grid.crop, pred if pred is not None else stitched
+        if stitched is None and (needs_logits or from_prediction):
             stitched = windows.predict_and_keep()[windows.grid.crop]
             check_output(stitched, self.layers, "The stitched network output")
         source = pred if pred is not None else stitched
@@ -190,6 +197,8 @@ class _Cached:
     acts: dict[str, list[torch.Tensor]]
     logits: torch.Tensor | None = None
     graph_acts: dict[str, list[torch.Tensor]] | None = None
+    acts_bytes: int = 0
+    graph_bytes: int = 0
 
 
 class _SavedBytes:
@@ -231,24 +240,34 @@ class _WindowPass:
         self.budget_left = cam.activation_budget
         self._channels: dict[str, list[int]] = {}
         self.num_positions: dict[str, int] = {}
+        self.streamed: Stats | None = None
 
     # the region ------------------------------------------------------------------------------------------------
 
-    def set_region(self, weights: torch.Tensor, stitched: torch.Tensor | None, classes: tuple[int, ...]) -> None:
+    def set_region(
+        self, weights: torch.Tensor, stitched: torch.Tensor | None, classes: tuple[int, ...], pending: bool = False
+    ) -> None:
         """The region weights and stitched logits (image grid) the CAM explains; windows touching no region forget
-        their graphs (they need no backward)."""
+        their graphs (they need no backward). ``pending``: the weights are filled in window by window
+        (:py:meth:`complete`), until then every window counts as touching."""
         self.classes = classes
         self.weights = self.grid.pad_zeros(weights)
         self.stitched = None if stitched is None else self.grid.pad_zeros(stitched)
-        self.touched = [self.weights[window_index(w, b, slice(None))].flatten(1).any(1).tolist() for b, w in self.windows]
+        n = len(classes)
+        self.touched = [[True] * n if pending else self.window_touches(k) for k in range(len(self.windows))]
         self.maps = {
             layer.key: torch.zeros((self.x.shape[0], len(classes), *self.x.shape[2:]), dtype=self.x.dtype,
                                    device=self.device)
             for layer in self.cam.layers
         }  # fmt: skip
-        for group, cached in self.cache.items():
+        for group in list(self.cache):
             if not any(any(self.touched[k]) for k in group):
-                cached.logits = cached.graph_acts = None
+                self.drop_graph(group)
+
+    def window_touches(self, k: int) -> list[bool]:
+        """Per class, whether window ``k`` touches the region."""
+        b, window = self.windows[k]
+        return self.weights[window_index(window, b, slice(None))].flatten(1).any(1).tolist()
 
     def classes_touched(self, group: Sequence[int]) -> list[int]:
         return [i for i in range(len(self.classes)) if any(self.touched[k][i] for k in group)]
@@ -310,19 +329,39 @@ class _WindowPass:
     def keep(self, group: tuple[int, ...], logits: torch.Tensor | None, run: TermCapture, graph_bytes: int) -> None:
         """Keep the group's pass within ``activation_budget`` (the graph only when the rule needs gradients)."""
         acts = {key: [a.detach().to(self.device, self.x.dtype) for a in terms] for key, terms in run.activations.items()}
-        cost = graph_bytes + sum(a.numel() * a.element_size() for terms in acts.values() for a in terms)
-        if cost > self.budget_left:
-            return
-        self.budget_left -= cost
+        acts_bytes = sum(a.numel() * a.element_size() for terms in acts.values() for a in terms)
         graph = logits is not None and self.rule.needs_gradients
-        self.cache[group] = _Cached(acts, logits if graph else None, dict(run.activations) if graph else None)
+        graph_bytes = graph_bytes if graph else 0
+        if acts_bytes + graph_bytes > self.budget_left:
+            return
+        self.budget_left -= acts_bytes + graph_bytes
+        self.cache[group] = _Cached(
+            acts, logits if graph else None, dict(run.activations) if graph else None, acts_bytes, graph_bytes
+        )
 
-    def first_pass(self, run: TermCapture, keep: bool) -> torch.Tensor:
+    def drop_graph(self, group: tuple[int, ...]) -> None:
+        """Forget the group's kept graph (its backward ran or is not needed), keeping its activations."""
+        cached = self.cache.get(group)
+        if cached is not None and cached.graph_bytes:
+            self.budget_left += cached.graph_bytes
+            self.cache[group] = _Cached(cached.acts, acts_bytes=cached.acts_bytes)
+
+    def forget(self, group: tuple[int, ...]) -> None:
+        """Forget everything kept of the group."""
+        cached = self.cache.pop(group, None)
+        if cached is not None:
+            self.budget_left += cached.acts_bytes + cached.graph_bytes
+
+    def first_pass(
+        self, run: TermCapture, keep: bool, after_group: Callable[[int, torch.Tensor], None] | None = None
+    ) -> torch.Tensor:
         """Every window through the network: the stitched logits on the padded grid, keeping the windows' passes
-        (``keep``) for the CAM."""
+        (``keep``) for the CAM. ``after_group(g, total)`` runs after group ``g`` was added to the running sum
+        ``total`` and divides the voxels it completes in place (:py:meth:`stream`)."""
         total: torch.Tensor | None = None
         params = {p.untyped_storage().data_ptr() for net in self.cam.terms.networks for p in net.parameters()}
-        for group in self.progress(self.all_groups, "CAM windows (prediction)" if keep else "prediction"):
+        desc = "prediction" if not keep else "CAM windows (prediction)" if after_group is None else "CAM windows"
+        for g, group in enumerate(self.progress(self.all_groups, desc)):
             group = tuple(group)
             saved = _SavedBytes(params)
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
@@ -335,8 +374,10 @@ class _WindowPass:
                     total[(b, slice(None), *window)] += out[j].to(self.device)
             if keep:
                 self.keep(group, logits, run, saved.total)
+            if after_group is not None:
+                after_group(g, total)
         assert total is not None
-        return total / self.count
+        return total if after_group is not None else total / self.count
 
     def predict_and_keep(self) -> torch.Tensor:
         """The stitched logits (padded grid) from the same forward pass as the CAM: the windows' activations (and
@@ -354,6 +395,108 @@ class _WindowPass:
             self.keep(group, logits, run, 0)
         return logits.shape[1]
 
+    # one pass: each window's CAM as soon as the prediction over it is final -------------------------------------
+
+    def streams(self, region: Region, from_prediction: bool) -> bool:
+        """Whether :py:meth:`stream` applies: a gradient rule whose statistics need nothing summed over every window
+        first, and a region known voxel by voxel (or not taken from the stitched prediction)."""
+        rule = self.rule
+        plain_statistics = type(rule).collect_statistics is CAMRule.collect_statistics and not rule.needs_activation_sum
+        return rule.needs_gradients and (rule.local or plain_statistics) and (region.voxelwise or not from_prediction)
+
+    def stream(
+        self, region: Region, classes: Any, label: Any, pred: torch.Tensor | None, from_prediction: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The prediction and the CAM in one pass over the windows. Each window's stitched prediction is final once
+        every window overlapping it has run; then its region is set and its backward runs from its kept graph (a
+        local rule adds its maps, a global-weight rule its statistics), so only the windows between a window and its
+        last overlapping one are kept. Returns the raw maps, the region weights and the stitched logits (image
+        grid)."""
+        schedule = self.completion_schedule()
+        self.final = torch.zeros((self.x.shape[0], 1, *self.x.shape[2:]), dtype=torch.bool, device=self.device)
+        label = None if label is None else torch.as_tensor(label).to(self.device)
+        stats: Stats = {}
+
+        def after_group(g: int, total: torch.Tensor) -> None:
+            if g == 0:
+                self.start_stream(total, check_classes(classes, total.shape[1]), region, pred, label, from_prediction)
+            for group in schedule[g]:
+                for k in group:
+                    self.complete(k, region if from_prediction else None, label)
+                if self.rule.local:
+                    self.local_maps(group, run)
+                else:
+                    self.group_statistics(group, run, stats)
+
+        with torch.enable_grad(), self.cam.terms.capture() as run:
+            stitched = self.first_pass(run, keep=True, after_group=after_group)
+        self.streamed = self.mean_over_flips(stats)
+        maps = self.maps if self.rule.local else self.explain()
+        if from_prediction:
+            warn_empty_regions(self.weights[self.crop], self.classes, stacklevel=5)
+        return maps, self.weights[self.crop], stitched[self.crop]
+
+    def start_stream(
+        self, total: torch.Tensor, classes: tuple[int, ...], region: Region, source: torch.Tensor | None,
+        label: torch.Tensor | None, from_prediction: bool,
+    ) -> None:
+        """The region's buffers once the classes are known: filled window by window (``from_prediction``), else
+        the whole region now."""  # fmt: skip
+        spatial, batch = self.crop_shape, self.x.shape[0]
+        if from_prediction:
+            weights = torch.zeros((batch, len(classes), *spatial), device=self.device)
+        else:
+            weights = region_weights(region, source, classes, spatial, batch, label, self.cam.multi_label, self.device)
+        self.set_region(weights, None, classes, pending=from_prediction)
+        self.stitched = total  # divided window by window as it becomes final
+
+    @property
+    def crop_shape(self) -> tuple[int, ...]:
+        return tuple(s.stop - s.start for s in self.crop[2:])
+
+    def completion_schedule(self) -> list[list[tuple[int, ...]]]:
+        """For each window group ``g``, the groups whose windows' stitched prediction is final once ``g`` has run: a
+        window is final after the last group holding a window that overlaps it."""
+        group_of = torch.tensor([g for g, group in enumerate(self.all_groups) for _ in group])
+        starts = torch.tensor([[s.start for s in window] for _, window in self.windows])
+        stops = torch.tensor([[s.stop for s in window] for _, window in self.windows])
+        items = torch.tensor([b for b, _ in self.windows])
+        last = torch.empty(len(self.windows), dtype=torch.long)
+        for first in range(0, len(self.windows), 1024):
+            rows = slice(first, first + 1024)
+            overlap = ((starts[rows, None] < stops[None]) & (starts[None] < stops[rows, None])).all(-1)
+            overlap &= items[rows, None] == items[None]
+            last[rows] = torch.where(overlap, group_of[None], -1).amax(1)
+        schedule: list[list[tuple[int, ...]]] = [[] for _ in self.all_groups]
+        for group in self.all_groups:
+            schedule[int(last[group].max())].append(tuple(group))
+        return schedule
+
+    def complete(self, k: int, region: Region | None, label: torch.Tensor | None) -> None:
+        """Window ``k``'s stitched prediction is final: divide its voxels not yet divided, then (``region`` given) set
+        its region weights from it, and note the classes it touches."""
+        b, window = self.windows[k]
+        stitched = self.stitched
+        assert stitched is not None  # the running sum (start_stream)
+        index = window_index(window, slice(b, b + 1), slice(None))
+        with record_function("segcam::stitch"):
+            block = stitched[index]
+            count = self.count[window_index(window, slice(None), slice(None))]
+            stitched[index] = torch.where(self.final[index], block, block / count)
+            self.final[index] = True
+        check_output(stitched[index], self.cam.layers, "The stitched network output")
+        inner = tuple(slice(max(w.start, c.start), min(w.stop, c.stop)) for w, c in zip(window, self.crop[2:]))
+        if region is not None and all(s.start < s.stop for s in inner):
+            with record_function("segcam::region"):
+                logits = stitched[(slice(b, b + 1), slice(None), *inner)]
+                if label is not None:
+                    image = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(inner, self.crop[2:]))
+                    label = label[(slice(b, b + 1) if label.shape[0] > 1 else slice(0, 1), slice(None), *image)]
+                shape = logits.shape[2:]
+                values = region.weights(logits, self.classes, shape, 1, label=label, multi_label=self.cam.multi_label)
+                self.weights[(slice(b, b + 1), slice(None), *inner)] = values.to(self.weights.dtype)
+        self.touched[k] = self.window_touches(k)
+
     # the CAM ---------------------------------------------------------------------------------------------------
 
     def explain(self) -> dict[str, torch.Tensor]:
@@ -363,7 +506,8 @@ class _WindowPass:
                 self.local_pass(run)
             return self.maps
         stats = self.rule.collect_statistics(self)
-        self.cache = {group: _Cached(c.acts) for group, c in self.cache.items()}  # graphs are no longer needed
+        for group in list(self.cache):  # graphs are no longer needed
+            self.drop_graph(group)
         self.combine_pass(stats)
         return {key: value / self.count for key, value in self.maps.items()}
 
@@ -387,36 +531,51 @@ class _WindowPass:
 
     def local_pass(self, run: TermCapture) -> None:
         """Element-wise rules: per window and class, ``sum_t flip_t(rule(A_t, G_t))`` upsampled and added."""
-        roi, terms = self.importance.shape[2:], self.cam.terms
         for group in self.groups(only_touching=True, desc="CAM windows"):
+            self.local_maps(group, run)
+
+    def local_maps(self, group: tuple[int, ...], run: TermCapture) -> None:
+        """Add the group's maps of a local rule (every class its windows touch), then forget its kept pass."""
+        roi, terms = self.importance.shape[2:], self.cam.terms
+        todo = self.classes_touched(group)
+        if todo:
             logits, acts, detached = self.fetch(group, run, need_graph=True)
-            todo = self.classes_touched(group)
-            for i in todo:
-                cotangent = self.cotangent(group, logits, i)
-                grads = term_gradients(logits, acts, cotangent, i != todo[-1], scaled=terms.amp)
-                with record_function("segcam::maps"):
-                    for key, per_term in grads.items():
-                        raw = tensor_sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(
-                            zip(detached[key], per_term)))  # fmt: skip
-                        self.add(key, group, i, upsample(raw, roi))
-            self.cache.pop(group, None)
+        for i in todo:
+            cotangent = self.cotangent(group, logits, i)
+            grads = term_gradients(logits, acts, cotangent, i != todo[-1], scaled=terms.amp)
+            with record_function("segcam::maps"):
+                for key, per_term in grads.items():
+                    raw = tensor_sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(
+                        zip(detached[key], per_term)))  # fmt: skip
+                    self.add(key, group, i, upsample(raw, roi))
+        self.forget(group)
 
     def gradient_statistics(self) -> Stats:
         """Phase 1: per ``(layer, class, member)`` statistics of every window's ``(A, num_terms * G)`` summed over
-        windows and averaged over a member's flips (gradient-free rules: of ``A``, one entry per member)."""
+        windows and averaged over a member's flips (gradient-free rules: of ``A``, one entry per member); the
+        statistics of the one-pass stream when it ran."""
+        if self.streamed is not None:
+            return self.streamed
         stats: Stats = {}
         gradients = self.rule.needs_gradients
         sums = self.activation_sums() if self.rule.needs_activation_sum else None
         with torch.enable_grad() if gradients else torch.no_grad(), self.cam.terms.capture(gradients) as run:
             for group in self.groups(only_touching=False, desc="CAM windows (phase 1)"):
-                todo = self.classes_touched(group) if gradients else []
-                logits, acts, detached = self.fetch(group, run, need_graph=bool(todo), keep=True)
-                grads = {i: term_gradients(logits, acts, self.cotangent(group, logits, i), i != todo[-1],
-                                           scaled=self.cam.terms.amp) for i in todo}  # fmt: skip
-                for i in range(len(self.classes)) if gradients else [0]:
-                    self.accumulate(stats, group, i, detached, grads.get(i), sums)
-                if group in self.cache:  # its graph is no longer needed
-                    self.cache[group] = _Cached(self.cache[group].acts)
+                self.group_statistics(group, run, stats, sums)
+        return self.mean_over_flips(stats)
+
+    def group_statistics(self, group: tuple[int, ...], run: TermCapture, stats: Stats, sums: dict | None = None) -> None:
+        """Add the group's statistics to ``stats`` (its activations stay kept within the budget, its graph goes)."""
+        gradients = self.rule.needs_gradients
+        todo = self.classes_touched(group) if gradients else []
+        logits, acts, detached = self.fetch(group, run, need_graph=bool(todo), keep=True)
+        grads = {i: term_gradients(logits, acts, self.cotangent(group, logits, i), i != todo[-1],
+                                   scaled=self.cam.terms.amp) for i in todo}  # fmt: skip
+        for i in range(len(self.classes)) if gradients else [0]:
+            self.accumulate(stats, group, i, detached, grads.get(i), sums)
+        self.drop_graph(group)  # its graph is no longer needed
+
+    def mean_over_flips(self, stats: Stats) -> Stats:
         flips = len(self.cam.terms.flips)
         return {key: [value / flips for value in values] for key, values in stats.items()}
 

@@ -8,7 +8,8 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
-from monai_segcam import SlidingWindowSegCAM
+from monai_segcam import Box, SlidingWindowSegCAM
+from monai_segcam.cam.sliding_window import _WindowPass
 
 ROI = (16, 16, 12)
 
@@ -70,3 +71,77 @@ def test_recompute_path_when_nothing_fits():
     slices = cam.grid(x.shape[2:]).slices
     touching = sum(bool(region[(..., *w)].any()) for w in slices)
     assert touching > 0 and net.windows == len(slices) + touching
+
+
+REGIONS = {
+    "fp": ("fp", "logits", False, (28, 24, 20)),
+    "fn-probabilities": ("fn", "probabilities", False, (28, 24, 20)),
+    "pred-multi-label-probabilities": ("pred", "probabilities", True, (28, 24, 20)),
+    "pred-padded": ("pred", "logits", False, (28, 24, 10)),
+    "box-probabilities": (Box((2, 3, 1), (20, 14, 9)), "probabilities", False, (28, 24, 20)),
+}
+
+
+@pytest.mark.parametrize("method", ["hirescam", "gradcam"])
+@pytest.mark.parametrize("case", list(REGIONS))
+def test_streamed_regions_equal_two_passes(case, method):
+    """The one-pass stream sets each window's region as soon as the stitched prediction over it is final: the same
+    maps and regions as the two-pass path for regions from the prediction and a label, the probabilities target,
+    sigmoid outputs, an image smaller than the window (padded) and a region that needs only the logits."""
+    region, target, multi_label, shape = REGIONS[case]
+    net = unet()
+    x = torch.randn(2, 1, *shape, dtype=torch.float64)
+    label = torch.randint(0, 3, (2, 1, *shape), generator=torch.Generator().manual_seed(2))
+    kwargs = {"layers": ["bottleneck", "pre_head"], "method": method, "overlap": 0.5, "target": target,
+              "multi_label": multi_label}  # fmt: skip
+    result = SlidingWindowSegCAM(net, ROI, **kwargs)(x, classes=[1, 2], region=region, label=label)
+    pred = sliding_window_inference(x, ROI, 1, net, 0.5)
+    torch.testing.assert_close(result.prediction, pred)
+    two = SlidingWindowSegCAM(net, ROI, **kwargs)(x, classes=[1, 2], region=region, label=label, pred=pred)
+    torch.testing.assert_close(result.region, two.region)
+    assert result.region.any()
+    for key in two:
+        scale = float(two[key].abs().max())
+        assert scale > 0
+        torch.testing.assert_close(result[key], two[key], rtol=1e-7, atol=1e-9 * scale)
+
+
+def test_completion_schedule_is_the_last_overlapping_group():
+    """A window's stitched prediction is final after the last group holding a window that overlaps it, not before."""
+    cam = SlidingWindowSegCAM(unet(), ROI, overlap=0.5, sw_batch_size=2)
+    x = torch.randn(2, 1, 28, 24, 20, dtype=torch.float64)
+    windows = _WindowPass(cam, x, cam.grid(x.shape[2:]), torch.device("cpu"), torch.device("cpu"))
+    group_of = {k: g for g, group in enumerate(windows.all_groups) for k in group}
+
+    def overlap(j, k):
+        (b, u), (c, v) = windows.windows[j], windows.windows[k]
+        return b == c and all(s.start < t.stop and t.start < s.stop for s, t in zip(u, v))
+
+    completed = {group: g for g, groups in enumerate(windows.completion_schedule()) for group in groups}
+    assert sorted(completed) == sorted(tuple(group) for group in windows.all_groups)
+    for group, g in completed.items():
+        assert g == max(group_of[j] for k in group for j in range(len(windows.windows)) if overlap(j, k))
+    assert max(len(groups) for groups in windows.completion_schedule()) < len(windows.all_groups)
+
+
+def test_stream_keeps_only_the_windows_waiting_for_their_neighbours(monkeypatch):
+    """Each window's graph is forgotten after its backward: a budget for the windows pending at once (less than
+    every window) still runs each window forward once, and the budget in use never exceeds it."""
+    net = CountingForward(unet())
+    x = torch.randn(1, 1, 28, 24, 20, dtype=torch.float64)
+    costs, in_use = [], []
+    keep = _WindowPass.keep
+
+    def recording_keep(self, group, logits, run, graph_bytes):
+        keep(self, group, logits, run, graph_bytes)
+        costs.append(self.cache[group].acts_bytes + self.cache[group].graph_bytes if group in self.cache else None)
+        in_use.append(self.cam.activation_budget - self.budget_left)
+
+    monkeypatch.setattr(_WindowPass, "keep", recording_keep)
+    SlidingWindowSegCAM(net, ROI, layers="net.model.1", overlap=0.5)(x, classes=[1, 2])
+    num_windows, cost, peak = len(costs), max(costs), max(in_use)
+    assert net.windows == num_windows and peak < num_windows * cost * 0.8
+    net.windows, costs[:], in_use[:] = 0, [], []
+    budget = peak + cost // 2  # room for the pending windows, not for all of them
+    SlidingWindowSegCAM(net, ROI, layers="net.model.1", overlap=0.5, activation_budget=budget)(x, classes=[1, 2])
+    assert net.windows == num_windows and max(in_use) <= budget

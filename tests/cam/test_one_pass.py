@@ -128,7 +128,7 @@ def test_stream_keeps_only_the_windows_waiting_for_their_neighbours(monkeypatch)
     """Each window's graph is forgotten after its backward: a budget for the windows pending at once (less than
     every window) still runs each window forward once, and the budget in use never exceeds it."""
     net = CountingForward(unet())
-    x = torch.randn(1, 1, 28, 24, 20, dtype=torch.float64)
+    x = torch.randn(1, 1, 40, 40, 30, dtype=torch.float64)  # 3x3x3 windows, the corners apart
     costs, in_use = [], []
     keep = _WindowPass.keep
 
@@ -138,10 +138,10 @@ def test_stream_keeps_only_the_windows_waiting_for_their_neighbours(monkeypatch)
         in_use.append(self.cam.activation_budget - self.budget_left)
 
     monkeypatch.setattr(_WindowPass, "keep", recording_keep)
-    SlidingWindowSegCAM(net, ROI, layers="net.model.1", overlap=0.5)(x, classes=[1, 2])
+    SlidingWindowSegCAM(net, ROI, layers="net.model.1", overlap=0.25)(x, classes=[1, 2])
     num_windows, cost, peak = len(costs), max(costs), max(in_use)
     assert net.windows == num_windows and peak < num_windows * cost * 0.8
     net.windows, costs[:], in_use[:] = 0, [], []
     budget = peak + cost // 2  # room for the pending windows, not for all of them
-    SlidingWindowSegCAM(net, ROI, layers="net.model.1", overlap=0.5, activation_budget=budget)(x, classes=[1, 2])
+    SlidingWindowSegCAM(net, ROI, layers="net.model.1", overlap=0.25, activation_budget=budget)(x, classes=[1, 2])
     assert net.windows == num_windows and max(in_use) <= budget

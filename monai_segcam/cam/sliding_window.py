@@ -201,6 +201,17 @@ class _Cached:
     graph_bytes: int = 0
 
 
+def _bounding_box(mask: torch.Tensor) -> tuple[slice, ...] | None:
+    """The smallest box holding the ``True`` voxels of a boolean ``mask``; ``None`` when it has none."""
+    box = []
+    for d in range(mask.ndim):
+        hits = mask.movedim(d, 0).flatten(1).any(1).nonzero()
+        if hits.numel() == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
 class _SavedBytes:
     """Counts the bytes autograd saves for backward during a forward pass (parameters and repeats excluded)."""
 
@@ -474,28 +485,35 @@ class _WindowPass:
 
     def complete(self, k: int, region: Region | None, label: torch.Tensor | None) -> None:
         """Window ``k``'s stitched prediction is final: divide its voxels not yet divided, then (``region`` given) set
-        its region weights from it, and note the classes it touches."""
+        their region weights, and note the classes the window touches."""
         b, window = self.windows[k]
         stitched = self.stitched
         assert stitched is not None  # the running sum (start_stream)
-        index = window_index(window, slice(b, b + 1), slice(None))
-        with record_function("segcam::stitch"):
-            block = stitched[index]
-            count = self.count[window_index(window, slice(None), slice(None))]
-            stitched[index] = torch.where(self.final[index], block, block / count)
-            self.final[index] = True
-        check_output(stitched[index], self.cam.layers, "The stitched network output")
-        inner = tuple(slice(max(w.start, c.start), min(w.stop, c.stop)) for w, c in zip(window, self.crop[2:]))
-        if region is not None and all(s.start < s.stop for s in inner):
-            with record_function("segcam::region"):
-                logits = stitched[(slice(b, b + 1), slice(None), *inner)]
-                if label is not None:
-                    image = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(inner, self.crop[2:]))
-                    label = label[(slice(b, b + 1) if label.shape[0] > 1 else slice(0, 1), slice(None), *image)]
-                shape = logits.shape[2:]
-                values = region.weights(logits, self.classes, shape, 1, label=label, multi_label=self.cam.multi_label)
-                self.weights[(slice(b, b + 1), slice(None), *inner)] = values.to(self.weights.dtype)
+        new = _bounding_box(~self.final[window_index(window, b, 0)])  # earlier windows completed the rest
+        if new is not None:
+            box = tuple(slice(w.start + n.start, w.start + n.stop) for w, n in zip(window, new))
+            index = window_index(box, slice(b, b + 1), slice(None))
+            with record_function("segcam::stitch"):
+                block = stitched[index]
+                stitched[index] = torch.where(self.final[index], block, block / self.count[window_index(box, 0, 0)])
+                self.final[index] = True
+            check_output(stitched[index], self.cam.layers, "The stitched network output")
+            inner = tuple(slice(max(w.start, c.start), min(w.stop, c.stop)) for w, c in zip(box, self.crop[2:]))
+            if region is not None and all(s.start < s.stop for s in inner):
+                self.set_block_weights(b, inner, region, label)
         self.touched[k] = self.window_touches(k)
+
+    def set_block_weights(self, b: int, inner: tuple[slice, ...], region: Region, label: torch.Tensor | None) -> None:
+        """The region weights of batch item ``b`` over the box ``inner`` (padded grid, inside the image) from the
+        final stitched prediction there."""
+        assert self.stitched is not None
+        with record_function("segcam::region"):
+            logits = self.stitched[(slice(b, b + 1), slice(None), *inner)]
+            if label is not None:
+                image = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(inner, self.crop[2:]))
+                label = label[(slice(b, b + 1) if label.shape[0] > 1 else slice(0, 1), slice(None), *image)]
+            values = region.weights(logits, self.classes, logits.shape[2:], 1, label=label, multi_label=self.cam.multi_label)
+            self.weights[(slice(b, b + 1), slice(None), *inner)] = values.to(self.weights.dtype)
 
     # the CAM ---------------------------------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ wall time is Python bookkeeping and the accumulation buffers. The same labels sh
 
 Model, volume and windows as ``bench_sliding_window.py``; a ``pre_head`` HiResCAM of class 1 over the voxels
 predicted as that class, the prediction computed (one pass). The profile also breaks the plain forward and the
-backward down by operator (the three costliest of each), and prints what one window's kept pass costs against
-``activation_budget`` (its autograd graph and its activations, as the engine counts them).
+backward down by operator (the three costliest of each), and prints what one window's kept pass costs (its autograd
+graph and its activations, as the engine counts them against ``activation_budget``) and how many windows were kept at
+once.
 
 Run: ``python benchmarks/profile_sliding_window.py`` (``--size 128`` for a quick run).
 """
@@ -50,8 +51,8 @@ def main() -> None:
 
     def counting_keep(self, group, logits, run, graph_bytes):  # what the engine charges to the budget per window
         acts = sum(a.numel() * a.element_size() for terms in run.activations.values() for a in terms)
-        kept.append((graph_bytes, acts))
-        return keep(self, group, logits, run, graph_bytes)
+        keep(self, group, logits, run, graph_bytes)
+        kept.append((graph_bytes, acts, len(self.cache), self.activation_budget - self.budget_left))
 
     sliding_window._WindowPass.keep = counting_keep
     try:
@@ -79,10 +80,11 @@ def main() -> None:
                      key=lambda e: -e.self_cpu_time_total)[:3]  # fmt: skip
     print("\ncostliest backward nodes: " + ", ".join(f"{e.key} {e.cpu_time_total / 1e6:.2f} s" for e in backward))
     print("costliest operators (self time): " + ", ".join(f"{e.key} {e.self_cpu_time_total / 1e6:.2f} s" for e in forward))
-    graph, acts = kept[0]
-    windows = int(cam.activation_budget // (graph + acts))
-    print(f"one window's kept pass: graph {graph / 2**20:.1f} MiB + activations {acts / 2**20:.1f} MiB; "
-          f"activation_budget {cam.activation_budget / 2**30:g} GiB keeps {windows} windows")
+    graph, acts = kept[0][:2]
+    windows, in_use = max(k[2] for k in kept), max(k[3] for k in kept)
+    print(f"one window's kept pass: graph {graph / 2**20:.1f} MiB + activations {acts / 2**20:.1f} MiB; at most "
+          f"{windows} of {len(kept)} windows kept at once ({in_use / 2**20:.0f} MiB of the "
+          f"{cam.activation_budget / 2**30:g} GiB activation_budget)")
 
 
 if __name__ == "__main__":

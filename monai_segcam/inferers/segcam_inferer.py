@@ -107,11 +107,7 @@ class SegCAMInferer(Inferer):
 
     Args:
         inferer: the inferer making the prediction: ``SimpleInferer`` (default) or ``SlidingWindowInferer``.
-        layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
-        method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
-        classes: the explained class index or indices.
-        region: the explained region (``"pred"``, ``"all"``, a mask, a :py:class:`~monai_segcam.Voxel`, ...).
-        cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
+        layers, method, classes, region, cam_kwargs: as for :py:class:`~monai_segcam.transforms.ComputeSegCAM`.
 
     Example:
         .. code-block:: python

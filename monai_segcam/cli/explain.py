@@ -3,6 +3,7 @@
 voxel grid (the bundle's preprocessing inverted with MONAI's ``Invertd``) by the case loop of
 :py:mod:`~monai_segcam.cli.cases`; what is written: ``docs/cli.md``, "What is written".
 """
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,8 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
     from monai_segcam.inferers import make_segcam
 
     inferer = model.inferer if isinstance(model.inferer, SlidingWindowInferer) else SlidingWindowInferer(roi_size=-1)
-    overrides = {"roi_size": one_or_all(args.roi_size), "overlap": args.overlap, "sw_batch_size": args.sw_batch_size, "mode": args.mode}
+    overrides = {"roi_size": one_or_all(args.roi_size), "overlap": args.overlap, "sw_batch_size": args.sw_batch_size}
+    overrides["mode"] = args.mode
     common = {
         "target": args.target,
         "multi_label": model.multi_label,

@@ -3,6 +3,7 @@
 (:py:class:`~monai_segcam.nnunet.NNUNetSegCAM`), its cases grouped by :py:func:`~monai_segcam.nnunet.group_cases`
 and written by the case loop of :py:mod:`~monai_segcam.cli.cases`, on each input's own grid; see ``docs/nnunet.md``.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.utils import look_up_option, optional_import
 
 from ..utils.enums import RegionKind
@@ -44,6 +45,7 @@ __all__ = [
     "Box",
     "Component",
     "class_masks",
+    "region_source",
     "LABEL_REGIONS",
     "parse_region",
     "as_region",
@@ -85,6 +87,26 @@ def class_masks(logits: torch.Tensor, classes: Sequence[int], multi_label: bool 
                 mask &= own > logits[:, j] if j < c else own >= logits[:, j]
         masks.append(mask)
     return torch.stack(masks, dim=1)
+
+
+def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch.Tensor | None:
+    """The prediction as the CAM engines read it for regions (the transforms' and the inferer's ``pred``): logits ``(B, C, *spatial)`` as they are, and a
+    single-channel floating-point label map (e.g. from ``AsDiscreted(argmax=True)``) as an integer label map.
+
+    A single-channel floating-point ``pred`` of a ``multi_label`` network is its logits and is kept as it is.
+
+    Example:
+        .. code-block:: python
+
+            region_source(torch.tensor([[[0.0, 2.0]]]))  # tensor([[[0, 2]]]): a label map
+    """
+    if pred is None:
+        return None
+    pred = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
+    pred = pred.detach()
+    if pred.shape[1] == 1 and pred.is_floating_point() and not multi_label:
+        return pred.round().long()
+    return pred
 
 
 def _label_masks(label: torch.Tensor | None, classes: Sequence[int]) -> torch.Tensor:

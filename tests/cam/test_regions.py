@@ -89,3 +89,18 @@ def test_region_strings():
                          ("box:1,2:3,4,5", "same number of indices"), ("component:x", "unknown region")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             as_region(bad)
+
+
+def test_region_source_reads_label_maps_and_logits():
+    from monai.data import MetaTensor
+
+    from monai_segcam.cam.regions import region_source
+
+    label_map = MetaTensor(torch.tensor([[[0.0, 2.0, 1.0]]]))  # AsDiscreted(argmax=True): float, metadata
+    source = region_source(label_map)
+    assert type(source) is torch.Tensor and source.dtype == torch.long and source.tolist() == [[[0, 2, 1]]]
+    assert torch.equal(class_masks(source, [2]), class_masks(label_map.as_tensor(), [2]))
+    logit = torch.tensor([[[-1.0, 0.5, 2.0]]])
+    assert torch.equal(region_source(logit, multi_label=True), logit)  # one sigmoid channel: logits, kept
+    logits = torch.randn(1, 3, 4)
+    assert torch.equal(region_source(logits), logits) and region_source(None) is None

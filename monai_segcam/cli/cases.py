@@ -1,7 +1,7 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
 """The case loop of ``explain``, shared by its front doors (a MONAI bundle or network, an nnU-Net model folder): one
-folder per case written all or none by the one writer, failed cases recorded and skipped, the statistics CSV and
-the review report at the end."""
+folder per case (its maps, PNGs and JSON summary) written all or none by the one writer, failed cases recorded and
+skipped, the statistics CSV and the review report at the end."""
 
 from __future__ import annotations
 
@@ -116,11 +116,10 @@ def write_cams(writer: CAMWriter, case: Explained, class_names: dict[int, str], 
             stats.update(_peak(shown[layer][classes.index(c)], affine))
             for path in paths:
                 kind = "png" if path.endswith(".png") else "cam"
-                entry: dict[str, Any] = {"file": os.path.basename(path), "kind": kind, "class": c, "layer": layer}
-                entry["method"] = method
+                entry = {"file": os.path.basename(path), "kind": kind, "class": c, "layer": layer, "method": method}
                 if kind == "cam":
-                    entry.update(class_name=class_names.get(c), stats=stats, normalized=args.normalize)
-                    entry["module"] = case.modules.get(layer)
+                    module = case.modules.get(layer)
+                    entry.update(class_name=class_names.get(c), stats=stats, normalized=args.normalize, module=module)
                 entries.append(entry)
     if args.png and len(maps) > 1:
         for path, c in zip(writer.write_panels(case.name, original[0], maps, classes, case.regions), classes):

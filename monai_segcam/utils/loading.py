@@ -42,7 +42,13 @@ class LoadedModel:
 
 
 def first_conv_in_channels(network: nn.Module) -> int | None:
-    """``in_channels`` of the first convolution registered in ``network``, ``None`` when it has none."""
+    """``in_channels`` of the first convolution registered in ``network``, ``None`` when it has none.
+
+    Example:
+        .. code-block:: python
+
+            first_conv_in_channels(UNet(3, in_channels=4, out_channels=3, channels=(8, 16), strides=(2,)))  # 4
+    """
     for module in network.modules():
         if isinstance(module, nn.modules.conv._ConvNd):
             return int(module.in_channels)

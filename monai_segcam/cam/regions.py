@@ -8,7 +8,7 @@ multi-label networks). :py:func:`region_cotangent` turns ``W_c`` into the cotang
 ``T = dS_c/dlogits``, so every engine differentiates the logits with ``autograd.grad(logits, acts, T)``.
 
 Regions are given as strings (``"pred"``, ``"all"``, ``"empty"``, ``"label"``, ``"fp"``, ``"fn"``,
-``"component"``), as masks (a tensor ``(B, 1, *spatial)`` for every class or ``(B, n, *spatial)`` with one channel per
+``"component[:N]"``, ``"voxel:I,J,K"``, ``"box:I0,J0,K0:I1,J1,K1"``: :py:func:`parse_region`), as masks (a tensor ``(B, 1, *spatial)`` for every class or ``(B, n, *spatial)`` with one channel per
 requested class or per network output channel), or as :py:class:`Region` objects (:py:class:`Voxel`,
 :py:class:`Box`, :py:class:`Component`, ...).
 """
@@ -21,12 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.utils import look_up_option, optional_import
 
 from ..utils.enums import RegionKind
 from .engine import all_finite
 
 ndimage, _ = optional_import("scipy.ndimage")
+
+LABEL_REGIONS = ("label", "fp", "fn")  # the region kinds that need the ground truth
+_REGION_FORMS = "component:N, voxel:I,J,K or box:I0,J0,K0:I1,J1,K1"
 
 __all__ = [
     "Region",
@@ -41,6 +45,9 @@ __all__ = [
     "Box",
     "Component",
     "class_masks",
+    "region_source",
+    "LABEL_REGIONS",
+    "parse_region",
     "as_region",
     "region_weights",
     "warn_empty_regions",
@@ -81,6 +88,26 @@ def class_masks(logits: torch.Tensor, classes: Sequence[int], multi_label: bool 
                 mask &= own > logits[:, j] if j < c else own >= logits[:, j]
         masks.append(mask)
     return torch.stack(masks, dim=1)
+
+
+def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch.Tensor | None:
+    """The prediction as the CAM engines read it for regions (the transforms' and the inferer's ``pred``): logits ``(B, C, *spatial)`` as they are, and a
+    single-channel floating-point label map (e.g. from ``AsDiscreted(argmax=True)``) as an integer label map.
+
+    A single-channel floating-point ``pred`` of a ``multi_label`` network is its logits and is kept as it is.
+
+    Example:
+        .. code-block:: python
+
+            region_source(torch.tensor([[[0.0, 2.0]]]))  # tensor([[[0, 2]]]): a label map
+    """
+    if pred is None:
+        return None
+    pred = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
+    pred = pred.detach()
+    if pred.shape[1] == 1 and pred.is_floating_point() and not multi_label:
+        return pred.round().long()
+    return pred
 
 
 def _label_masks(label: torch.Tensor | None, classes: Sequence[int]) -> torch.Tensor:
@@ -338,19 +365,63 @@ class Component(Region):
         return torch.from_numpy(region)
 
 
+def _indices(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(value) for value in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of voxel indices") from None
+
+
+def parse_region(text: str) -> tuple[str, list[tuple[int, ...]]]:
+    """Parse a region string into its kind and its voxel-index arguments (the region strings of every front door:
+    :py:func:`as_region`, the handlers, transforms and inferer, and ``monai-segcam explain --region``).
+
+    Kinds: ``pred``, ``all``, ``empty``, ``label``, ``fp``, ``fn``, ``component[:N]`` (the N-th largest component,
+    0 = largest), ``voxel:I,J,K`` (one voxel) and ``box:I0,J0,K0:I1,J1,K1`` (two opposite corner voxels, both
+    included); voxel indices are those of the image, in the order nibabel and MONAI read them.
+
+    Raises:
+        ValueError: an unknown kind or malformed indices.
+
+    Example:
+        >>> parse_region("box:4,5,3:10,12,8")
+        ('box', [(4, 5, 3), (10, 12, 8)])
+    """
+    kind, *parts = text.split(":")
+    if kind == "component" and len(parts) <= 1 and all(p.isdigit() for p in parts):
+        return kind, [(int(parts[0]),)] if parts else []
+    if kind in list(RegionKind) and kind != "component" and not parts:
+        return kind, []
+    if kind in ("voxel", "box") and len(parts) == (1 if kind == "voxel" else 2):
+        points = [_indices(part) for part in parts]
+        if any(len(point) != len(points[0]) for point in points):
+            raise ValueError(f"{text!r}: both corners need the same number of indices")
+        return kind, points
+    kinds = ", ".join(kind.value for kind in RegionKind)
+    raise ValueError(f"unknown region {text!r}: use one of {kinds}, or {_REGION_FORMS}")
+
+
 def as_region(region: str | Region | torch.Tensor) -> Region:
-    """Turn a region string, mask or :py:class:`Region` into a :py:class:`Region`.
+    """Turn a region string (:py:func:`parse_region`), mask or :py:class:`Region` into a :py:class:`Region`.
 
     Example:
         .. code-block:: python
 
             assert isinstance(as_region("fp"), FalsePositiveRegion)
+            assert as_region("box:4,5,3:10,12,8") == Box((4, 5, 3), (11, 13, 9))  # corners included
             weights = as_region(mask).weights(None, [1], mask.shape[2:], batch_size=1)  # a mask (B, 1, *spatial)
     """
     if isinstance(region, Region):
         return region
     if isinstance(region, (torch.Tensor, np.ndarray)):
         return MaskRegion(torch.as_tensor(region))
+    if ":" in region:
+        kind, points = parse_region(region)
+        if kind == "component":
+            return Component(index=points[0][0])
+        if kind == "voxel":
+            return Voxel(points[0])
+        return Box(tuple(map(min, *points)), tuple(max(a, b) + 1 for a, b in zip(*points)))
     kind = look_up_option(region, RegionKind)
     return {
         RegionKind.PRED: PredictedRegion,

@@ -1,33 +1,35 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
 """The case loop of ``explain``, shared by its front doors (a MONAI bundle or network, an nnU-Net model folder): one
-folder per case written all or none by the one writer, failed cases recorded and skipped, the statistics CSV and
-the review report at the end."""
+folder per case (its maps, PNGs and JSON summary) written all or none by the one writer, failed cases recorded and
+skipped, the statistics CSV and the review report at the end."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 import warnings
 from argparse import Namespace
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import ensure_tuple
+from monai.utils import ensure_tuple, optional_import
 
+from ..cam.regions import LABEL_REGIONS, parse_region
 from ..inferers.segcam_inferer import result_layers
 from ..metrics import STAT_COLUMNS
-from ..outputs import CAMWriter, merge_rows, table_rows, write_table, write_text
+from ..outputs import CAMWriter, merge_rows, segmentation_file_name, table_rows, write_table, write_text
 from .io import CLIError, check_exists
-from .regions import LABEL_REGIONS, parse_region
 
-__all__ = ["Explained", "case_labels", "check_classes", "output_folder", "run_cases", "write_cams"]
+__all__ = ["Explained", "cam_settings", "case_labels", "check_classes", "output_folder", "run_cases", "write_cams"]
 
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 Row = dict[str, Any]
-ExplainCase = Callable[[str, Any, "str | None", CAMWriter], tuple[dict[str, Any], list[Row]]]
+ExplainCase = Callable[[str, Any, "str | None", CAMWriter], "Explained"]
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Explained:
         rows: the case's statistics rows (:py:func:`~monai_segcam.outputs.case_rows`).
         classes: the explained classes.
         modules: layer key -> the network module it names (``None`` for occlusion's ``"input"``).
+        summary: the front door's entries of the JSON summary (input, grids, region, predicted voxels).
+        files: the JSON entries of files written besides the segmentation and the maps (the channel table).
     """
 
     name: str
@@ -51,6 +55,15 @@ class Explained:
     rows: list[Row]
     classes: list[int]
     modules: dict[str, str | None]
+    summary: dict[str, Any] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+
+def cam_settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, Any]:
+    """The JSON's settings every front door records; ``amp`` and ``activation_budget`` as the CAM ``engine`` runs."""
+    amp, budget = engine.terms.amp, engine.activation_budget
+    return {"methods": list(args.method), "region": args.region, "target": args.target, "amp": amp,
+            "activation_budget": budget, "device": str(device)}  # fmt: skip
 
 
 def case_labels(args: Namespace, count: int) -> list[str | None]:
@@ -103,11 +116,10 @@ def write_cams(writer: CAMWriter, case: Explained, class_names: dict[int, str], 
             stats.update(_peak(shown[layer][classes.index(c)], affine))
             for path in paths:
                 kind = "png" if path.endswith(".png") else "cam"
-                entry: dict[str, Any] = {"file": os.path.basename(path), "kind": kind, "class": c, "layer": layer}
-                entry["method"] = method
+                entry = {"file": os.path.basename(path), "kind": kind, "class": c, "layer": layer, "method": method}
                 if kind == "cam":
-                    entry.update(class_name=class_names.get(c), stats=stats, normalized=args.normalize)
-                    entry["module"] = case.modules.get(layer)
+                    module = case.modules.get(layer)
+                    entry.update(class_name=class_names.get(c), stats=stats, normalized=args.normalize, module=module)
                 entries.append(entry)
     if args.png and len(maps) > 1:
         for path, c in zip(writer.write_panels(case.name, original[0], maps, classes, case.regions), classes):
@@ -116,15 +128,18 @@ def write_cams(writer: CAMWriter, case: Explained, class_names: dict[int, str], 
 
 
 def run_cases(
-    cases: Sequence[tuple[str, Any, str | None]], explain: ExplainCase, layers: Sequence[str], args: Namespace
+    cases: Sequence[tuple[str, Any, str | None]],
+    explain: ExplainCase,
+    layers: Sequence[str],
+    args: Namespace,
+    described: dict[str, Any] | None = None,
+    class_names: dict[int, str] | None = None,
 ) -> int:
     """Explain and write every case ``(name, inputs, label file)`` with ``explain(name, inputs, label, writer)``
-    (returns the JSON summary and the statistics rows) into ``--output``, then the CSV and ``--report``; returns the
-    exit status (1 when a case failed). One failed case leaves nothing behind, is recorded and does not stop the
-    others (it raises when it is the only case, or with ``--debug``)."""
-    from monai.utils import optional_import
-
-    tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+    (returns the case's :py:class:`Explained`) into ``--output``, with its ``<case>_segcam.json`` (the front door's
+    entries, the files, and ``described``: model and settings), then the CSV and ``--report``; returns the exit
+    status (1 when a case failed). One failed case leaves nothing behind, is recorded and does not stop the others
+    (it raises when it is the only case, or with ``--debug``)."""
     output = output_folder(args)
     failed, rows = 0, []
     shown = tqdm(cases, desc="cases", unit="case") if has_tqdm and len(cases) > 1 and not args.quiet else cases
@@ -132,8 +147,8 @@ def run_cases(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                summary, found = _write_case(name, inputs, label, explain, output, args)
-                rows += found
+                case = _write_case(name, inputs, label, explain, output, args, described or {}, class_names or {})
+                rows += case.rows
             except Exception as exc:  # one failed case leaves nothing behind, is recorded and does not stop the others
                 if len(cases) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError, ValueError)):
                     raise
@@ -148,7 +163,7 @@ def run_cases(
         if not args.quiet:
             for message in dict.fromkeys(str(w.message) for w in caught if args.debug or "monai_segcam" in w.filename):
                 _print(f"warning: {name}: {message}", error=True)
-            _print(f"{name}: {len(summary['files']) + 1} files in {os.path.join(output, name)}")
+            _print(f"{name}: {len(case.summary['files']) + 1} files in {os.path.join(output, name)}")
     write_table(os.path.join(output, "segcam_stats.csv"), merge_rows(rows))
     if getattr(args, "report", False):
         from monai_segcam.report.explain_output import report_from_explain_output
@@ -163,15 +178,26 @@ def run_cases(
 
 
 def _write_case(
-    name: str, inputs: Any, label: str | None, explain: ExplainCase, output: str, args: Namespace
-) -> tuple[dict, list]:
+    name: str, inputs: Any, label: str | None, explain: ExplainCase, output: str, args: Namespace,
+    described: dict[str, Any], class_names: dict[int, str],
+) -> Explained:  # fmt: skip
     """One case's files and ``<case>_segcam.json`` in ``output/name``, all or none."""
     writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
     with writer.all_or_nothing():
-        summary, rows = explain(name, inputs, label, writer)
-        text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+        start = time.perf_counter()
+        case = explain(name, inputs, label, writer)
+        files = write_cams(writer, case, class_names, args)
+        case.summary = {
+            "case": name,
+            **case.summary,
+            "classes": {str(c): class_names.get(c) for c in case.classes},
+            "files": [{"file": segmentation_file_name(name), "kind": "segmentation"}, *files, *case.files],
+            "seconds": round(time.perf_counter() - start, 3),
+            **described,
+        }
+        text = json.dumps(case.summary, indent=2, allow_nan=False) + "\n"
         writer.record(write_text(text, os.path.join(writer.output_dir, f"{name}_segcam.json")))
-    return summary, rows
+    return case
 
 
 def _peak(cam: np.ndarray, affine: np.ndarray) -> dict[str, list]:
@@ -182,11 +208,5 @@ def _peak(cam: np.ndarray, affine: np.ndarray) -> dict[str, list]:
 
 def _print(message: str, error: bool = False) -> None:
     """Print without breaking tqdm progress bars."""
-    from monai.utils import optional_import
-
-    tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
     stream = sys.stderr if error else sys.stdout
-    if has_tqdm:
-        tqdm.write(message, file=stream)
-    else:
-        print(message, file=stream)
+    (tqdm.write if has_tqdm else print)(message, file=stream)

@@ -1,28 +1,12 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""``monai-segcam explain``: Seg-CAMs of image files, written on each input's own voxel grid.
-
-Per case (one input image) the command writes, into ``OUTPUT/<case>/``:
-
-- ``<case>_seg.nii.gz``: the segmentation (argmax of the stitched logits; for multi-label networks one channel per
-  class, logit > 0, stored as ``(X, Y, Z, C)``);
-- ``<case>_cam_<method>_<layer>_class<c>.nii.gz``: one float map per class, layer and method (the same names as
-  the bundles' :py:class:`~monai_segcam.handlers.SegCAMHandler` writes);
-- ``<case>_cam_<method>_<layer>_class<c>.png``: orthogonal slices through the map's peak (or the region centroid),
-  and ``<case>_cam_class<c>_panel.png`` (layers x methods) when several maps explain a class;
-- ``<case>_segcam.json``: inputs, model, settings and, per written file, its class/layer/method and statistics;
-
-and ``OUTPUT/segcam_stats.csv``: one row per case, layer, method and class with the statistics every front door
-computes (:py:func:`~monai_segcam.metrics.cam_statistics`, on the network grid), failed cases with their error.
-
-Every NIfTI has the input's shape and affine: the bundle's preprocessing is inverted with MONAI's ``Invertd``.
-Every file is written atomically by the one writer (:py:class:`~monai_segcam.outputs.CAMWriter`), and a case's files
-are kept all or none.
+"""``monai-segcam explain``: Seg-CAMs of image files with a MONAI bundle or network, written on each input's own
+voxel grid (the bundle's preprocessing inverted with MONAI's ``Invertd``) by the case loop of
+:py:mod:`~monai_segcam.cli.cases`; what is written: ``docs/cli.md``, "What is written".
 """
 
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from argparse import Namespace
 from typing import Any
@@ -31,12 +15,13 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from ..outputs import CAMWriter, CaseNamer, case_rows, segmentation_file_name
-from .cases import Explained, case_labels, check_classes, run_cases, write_cams
+from ..cam.regions import parse_region
+from ..outputs import CAMWriter, CaseNamer, case_rows
+from .cases import Explained, cam_settings, case_labels, check_classes, run_cases
 from .io import CLIError, check_exists, first_line, read_image
 from .model import LoadedModel, load_model, resolve_device
-from .perturbation import OCCLUSION, channel_engine, occlusion_options, write_channel_csv
-from .regions import grid_region, parse_region
+from .perturbation import OCCLUSION, channel_engine, occlusion_options, one_or_all, write_channel_csv
+from .regions import grid_region
 
 __all__ = ["cam_options", "parse_region", "run_explain"]
 
@@ -72,8 +57,8 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
     from monai_segcam.inferers import make_segcam
 
     inferer = model.inferer if isinstance(model.inferer, SlidingWindowInferer) else SlidingWindowInferer(roi_size=-1)
-    roi_size = None if args.roi_size is None else args.roi_size[0] if len(args.roi_size) == 1 else tuple(args.roi_size)
-    overrides = {"roi_size": roi_size, "overlap": args.overlap, "sw_batch_size": args.sw_batch_size, "mode": args.mode}
+    overrides = {"roi_size": one_or_all(args.roi_size), "overlap": args.overlap, "sw_batch_size": args.sw_batch_size}
+    overrides["mode"] = args.mode
     common = {
         "target": args.target,
         "multi_label": model.multi_label,
@@ -170,10 +155,9 @@ def _maps(engines: dict[str, Any], x: torch.Tensor, path: str, **call: Any) -> t
 def _explain_case(
     name: str, path: str, label_path: str | None, writer: CAMWriter, model: LoadedModel,
     engines: tuple[Any, dict[str, Any], Any], args: Namespace,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
-    """Compute and write one case's files with ``writer``; returns its JSON summary and its statistics rows
-    (:py:func:`~monai_segcam.metrics.cam_statistics` on the network grid, as every front door)."""
-    start = time.perf_counter()
+) -> Explained:  # fmt: skip
+    """Compute one case's maps and write its segmentation (and channel table) with ``writer``; its statistics rows
+    by :py:func:`~monai_segcam.metrics.cam_statistics` on the network grid, as every front door."""
     original, image, label = _load(path, label_path, model, args)
     x = torch.as_tensor(image).float()[None]
     predictor, by_method, channels = engines
@@ -197,13 +181,11 @@ def _explain_case(
     masks = writer.write_segmentation(name, grid["pred"], np.asarray(original.affine), model.multi_label)
     modules = {layer.key: layer.module_name for layer in predictor.layers}
     inverted = {key: grid[tag] for tag, key in keys.items()}
-    files = write_cams(writer, Explained(name, original, inverted, masks[classes], rows, classes, modules),
-                       model.class_names, args)  # fmt: skip
+    case = Explained(name, original, inverted, masks[classes], rows, classes, modules)
     if channels is not None:
-        files.append(write_channel_csv(channels, x, name, call, args, writer.output_dir))
-        writer.record(os.path.join(writer.output_dir, files[-1]["file"]))
-    summary = {
-        "case": name,
+        case.files.append(write_channel_csv(channels, x, name, call, args, writer.output_dir))
+        writer.record(os.path.join(writer.output_dir, case.files[-1]["file"]))
+    case.summary = {
         "input": {
             "path": os.path.abspath(path),
             "shape": list(original.shape[1:]),
@@ -214,27 +196,19 @@ def _explain_case(
         "network_input_shape": list(image.shape),
         "network_input_affine": np.asarray(image.affine, dtype=np.float64).tolist(),
         "region_on_network_grid": region_summary,
-        "classes": {str(c): model.class_names.get(c) for c in classes},
         "predicted_voxels": {str(c): int(mask.sum()) for c, mask in enumerate(masks)},
-        "files": [{"file": segmentation_file_name(name), "kind": "segmentation"}, *files],
-        "seconds": round(time.perf_counter() - start, 3),
     }
-    return summary, rows
+    return case
 
 
 def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, Any]:
     return {
         "layers": {layer.key: layer.module_name for layer in engine.layers},
-        "methods": list(args.method),
-        "region": args.region,
-        "target": args.target,
+        **cam_settings(args, engine, device),
         "roi_size": [int(r) for r in np.atleast_1d(engine.roi_size)],
         "overlap": engine.overlap,
         "sw_batch_size": engine.sw_batch_size,
         "mode": str(engine.mode),
-        "amp": engine.terms.amp,
-        "activation_budget": engine.activation_budget,
-        "device": str(device),
         "normalize": args.normalize,
         "png": args.png,
         "perturbation": {
@@ -254,9 +228,8 @@ def run_explain(args: Namespace) -> int:
     described = {"model": model.description, "settings": _settings(args, engines[0], device)}
     namer = CaseNamer()  # the handlers' names: one input, one name by every front door
 
-    def explain(name: str, path: str, label: str | None, writer: CAMWriter) -> tuple[dict[str, Any], list]:
-        summary, rows = _explain_case(name, path, label, writer, model, engines, args)
-        return {**summary, **described}, rows
+    def explain(name: str, path: str, label: str | None, writer: CAMWriter) -> Explained:
+        return _explain_case(name, path, label, writer, model, engines, args)
 
     cases = [(namer(path), path, label) for path, label in zip(args.images, labels)]
-    return run_cases(cases, explain, [layer.key for layer in engines[0].layers], args)
+    return run_cases(cases, explain, [layer.key for layer in engines[0].layers], args, described, model.class_names)

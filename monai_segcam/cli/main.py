@@ -29,7 +29,7 @@ _EPILOG = """examples:
 
 
 def _region(text: str) -> str:
-    from .explain import parse_region
+    from ..cam.regions import parse_region
 
     try:
         parse_region(text)

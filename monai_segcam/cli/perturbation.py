@@ -10,7 +10,7 @@ from typing import Any
 
 from .io import CLIError
 
-__all__ = ["OCCLUSION", "add_arguments", "occlusion_options", "channel_engine", "write_channel_csv"]
+__all__ = ["OCCLUSION", "add_arguments", "one_or_all", "occlusion_options", "channel_engine", "write_channel_csv"]
 
 OCCLUSION = "occlusion"  # monai_segcam.perturbation.occlusion.METHOD, without importing torch for `--help`
 
@@ -42,14 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--steps", type=int, default=16, metavar="N", help="integrated-gradients steps (default 16)")
 
 
-def _one_or_all(values: list[int] | None) -> Any:
+def one_or_all(values: list[int] | None) -> Any:
+    """A size option (``nargs="+"``) as the engines take it: ``None``, one value for every axis, or one per axis."""
     return None if values is None else values[0] if len(values) == 1 else tuple(values)
 
 
 def occlusion_options(args: Namespace) -> dict[str, Any]:
     """The occluder options of :py:class:`~monai_segcam.perturbation.SegOcclusion` from the command line."""
-    stride = _one_or_all(args.mask_stride)
-    return {"mask_size": _one_or_all(args.mask_size), "stride": stride, "baseline": args.baseline,
+    stride = one_or_all(args.mask_stride)
+    return {"mask_size": one_or_all(args.mask_size), "stride": stride, "baseline": args.baseline,
             "batch_size": args.perturbation_batch_size}  # fmt: skip
 
 

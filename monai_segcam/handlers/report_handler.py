@@ -32,9 +32,8 @@ class SegCAMReportHandler:
     the report places them through their affines, on the image's grid. With ``segcam_handler`` its layers, method,
     classes, keys and multi-label setting are used, its cases are named as its CSV names them, and its statistics rows
     (:py:attr:`SegCAMHandler.rows`) fill the report's table; attach this handler *after* it (later in
-    ``val_handlers``). Without it, the same settings object is built from ``layers``, ``method``, ``classes``,
-    ``multi_label`` and ``cam_key``, and cases are named after their source files
-    (:py:class:`~monai_segcam.outputs.CaseNamer`).
+    ``val_handlers``). Without it, the same settings object is built from ``settings``, and cases are named after
+    their source files (:py:class:`~monai_segcam.outputs.CaseNamer`).
 
     Under ``torch.distributed`` each rank stores its own cases and ``save_rank`` writes the pages of all of them,
     in the order of their names (in one process: in the order of the data).
@@ -44,11 +43,6 @@ class SegCAMReportHandler:
             ``output_dir/epoch_NNNN/`` and an ``index.html`` listing them.
         segcam_handler: the :py:class:`SegCAMHandler` (or :py:class:`SegCAMComputeHandler`: no rows) whose CAMs are
             reported.
-        layers: without ``segcam_handler``: the layer(s) of the CAM keys (a string: one key ``cam_key``).
-        method: without ``segcam_handler``: the method's name.
-        classes: without ``segcam_handler``: the classes of the CAM channels.
-        multi_label: without ``segcam_handler``: prediction and label channels are independent binary masks.
-        cam_key: without ``segcam_handler``: the CAM output key (``f"{cam_key}_{layer}"`` per layer of a list).
         image_key: the output key of the image.
         pred_key: the output key of the prediction (a label map, one-hot or scores); ``None``: no segmentation.
         label_key: the output key of the ground truth; ``None`` or missing: no Dice.
@@ -59,6 +53,9 @@ class SegCAMReportHandler:
         title: the index page's title.
         save_rank: the rank that writes the pages.
         name: the logger name.
+        settings: without ``segcam_handler``: ``layers`` (a string: one key ``cam_key``), ``method``, ``classes`` (of
+            the CAM channels), ``multi_label`` and ``cam_key`` (``f"{cam_key}_{layer}"`` per layer of a list) of the
+            reported CAMs, as for :py:class:`SegCAMComputeHandler`.
 
     Example:
         .. code-block:: python
@@ -72,11 +69,6 @@ class SegCAMReportHandler:
         self,
         output_dir: str | os.PathLike,
         segcam_handler: SegCAMComputeHandler | None = None,
-        layers: str | Sequence[str] = "pre_head",
-        method: str = "hirescam",
-        classes: int | Sequence[int] = 1,
-        multi_label: bool = False,
-        cam_key: str = "cam",
         image_key: str = "image",
         pred_key: str | None = "pred",
         label_key: str | None = "label",
@@ -87,12 +79,15 @@ class SegCAMReportHandler:
         title: str = "Seg-CAM review report",
         save_rank: int = 0,
         name: str | None = None,
+        **settings: Any,
     ) -> None:
         self.output_dir = os.fspath(output_dir)
         self.segcam_handler = segcam_handler
-        # the settings of the reported CAMs: the handler's, or the same object (not attached) built from the arguments
-        self.cams = segcam_handler or SegCAMComputeHandler(None, layers, method, classes, cam_key=cam_key,
-                                                           multi_label=multi_label)  # fmt: skip
+        unknown = sorted(set(settings) - {"layers", "method", "classes", "multi_label", "cam_key"})
+        if unknown:
+            raise TypeError(f"SegCAMReportHandler got unexpected keyword arguments {unknown}")
+        # the settings of the reported CAMs: the handler's, or the same object (not attached) built from `settings`
+        self.cams = segcam_handler or SegCAMComputeHandler(**settings)
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
         self.epoch_subdir = epoch_subdir
         self.title, self.flag_threshold, self.max_size, self.class_names = title, flag_threshold, max_size, class_names

@@ -35,10 +35,7 @@ class SegCAMHandler(SegCAMComputeHandler):
 
     Args:
         network: the network to explain; defaults to the engine's ``network``.
-        layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
-        method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
-        classes: the explained class index or indices.
-        region: the explained region: ``"pred"``, ``"label"``, ``"fp"``, ``"fn"``, ``"all"``, a region object...
+        layers, method, classes, region: as for :py:class:`~monai_segcam.transforms.ComputeSegCAM`.
         inferer: the inferer whose windows the CAM uses (see :py:func:`~monai_segcam.inferers.make_segcam`);
             defaults to the engine's ``inferer``.
         cam_key: the output key of the CAM.

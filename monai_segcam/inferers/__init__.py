@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
-from .segcam_inferer import SegCAMInferer, make_segcam, region_source
+from ..cam.regions import region_source
+from .segcam_inferer import SegCAMInferer, make_segcam
 
 __all__ = ["SegCAMInferer", "make_segcam", "region_source"]

@@ -17,6 +17,7 @@ from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
 from ..cam import CAMResult, Region, SegCAM, SlidingWindowSegCAM
+from ..cam.regions import region_source
 from ..cam.windows import inferer_window_settings
 from ..perturbation import SegOcclusion
 from ..perturbation.occlusion import METHOD as OCCLUSION
@@ -71,26 +72,6 @@ def result_layers(method: Any, layers: str | Sequence[str]) -> str | Sequence[st
     return "input" if method == OCCLUSION else layers
 
 
-def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch.Tensor | None:
-    """The prediction as the CAM engines read it for regions: logits ``(B, C, *spatial)`` as they are, and a
-    single-channel floating-point label map (e.g. from ``AsDiscreted(argmax=True)``) as an integer label map.
-
-    A single-channel floating-point ``pred`` of a ``multi_label`` network is its logits and is kept as it is.
-
-    Example:
-        .. code-block:: python
-
-            region_source(torch.tensor([[[0.0, 2.0]]]))  # tensor([[[0, 2]]]): a label map
-    """
-    if pred is None:
-        return None
-    pred = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
-    pred = pred.detach()
-    if pred.shape[1] == 1 and pred.is_floating_point() and not multi_label:
-        return pred.round().long()
-    return pred
-
-
 class SegCAMInferer(Inferer):
     """Run an inferer and compute the Seg-CAMs of the same inputs, reusing its prediction.
 
@@ -107,11 +88,7 @@ class SegCAMInferer(Inferer):
 
     Args:
         inferer: the inferer making the prediction: ``SimpleInferer`` (default) or ``SlidingWindowInferer``.
-        layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
-        method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
-        classes: the explained class index or indices.
-        region: the explained region (``"pred"``, ``"all"``, a mask, a :py:class:`~monai_segcam.Voxel`, ...).
-        cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
+        layers, method, classes, region, cam_kwargs: as for :py:class:`~monai_segcam.transforms.ComputeSegCAM`.
 
     Example:
         .. code-block:: python

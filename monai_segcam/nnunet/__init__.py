@@ -19,11 +19,14 @@ Example:
         model = NNUNetModel("nnUNet_results/Dataset001_X/nnUNetTrainer__nnUNetPlans__3d_fullres", folds=[0, 1, 2, 3, 4])
         explanation = NNUNetSegCAM(model, layers="pre_head")(["case_0000.nii.gz", "case_0001.nii.gz"])
         explanation.save("cams/")
+        for name, files in group_cases(["imagesTs/"], model.num_input_channels):  # a folder of cases
+            NNUNetSegCAM(model, layers="pre_head")(files).save("cams/", name)
 """
 
 from __future__ import annotations
 
 from ._require import INSTALL_HINT, require_nnunet
+from .cases import group_cases
 from .explain import NNUNetExplanation, NNUNetSegCAM, file_affine
 from .model import (
     NNUNetCase,
@@ -40,6 +43,7 @@ __all__ = [
     "NNUNetCase",
     "NNUNetSegCAM",
     "NNUNetExplanation",
+    "group_cases",
     "nnunet_window_grid",
     "nnunet_layer_presets",
     "load_checkpoint",

@@ -71,12 +71,16 @@ class NNUNetExplanation:
         """The explained output channels, in the order of the maps' first axis."""
         return self.result.classes
 
+    def save_segmentation(self, output_dir: str | os.PathLike, name: str) -> str:
+        """Write ``{name}_seg.nii.gz`` (uint8, or uint16 past 255 classes) into ``output_dir``; returns its path."""
+        dtype = np.uint8 if self.segmentation.max(initial=0) < 256 else np.uint16
+        return write_nifti(self.segmentation, segmentation_file_name(name), self.affine, output_dir, None, dtype)
+
     def save(self, output_dir: str | os.PathLike, name: str | None = None) -> list[str]:
         """Write ``{name}_seg.nii.gz`` and ``{name}_cam_{method}_{layer}_class{c}.nii.gz`` into ``output_dir`` with
         the input's affine (atomically); returns the paths written."""
         name = safe_case_name(name or self.case.name)
-        dtype = np.uint8 if self.segmentation.max(initial=0) < 256 else np.uint16
-        paths = [write_nifti(self.segmentation, segmentation_file_name(name), self.affine, output_dir, None, dtype)]
+        paths = [self.save_segmentation(output_dir, name)]
         for layer, maps in self.maps.items():
             for c, cam in zip(self.classes, maps):
                 file_name = cam_file_name(name, self.result.method, layer, c)

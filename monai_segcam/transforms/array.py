@@ -14,7 +14,8 @@ from monai.utils import TransformBackends, ensure_tuple, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
-from ..inferers.segcam_inferer import make_segcam, region_source, result_layers
+from ..cam.regions import region_source
+from ..inferers.segcam_inferer import make_segcam, result_layers
 from ..outputs import cam_output_keys
 
 __all__ = ["ComputeSegCAM", "NormalizeSegCAM"]
@@ -32,7 +33,8 @@ class ComputeSegCAM(Transform):
         layers: the CAM layer(s), see :py:class:`~monai_segcam.SegCAM`.
         method: the CAM method, see :py:class:`~monai_segcam.SegCAM`.
         classes: the explained class index or indices.
-        region: the explained region (``"pred"``, ``"label"``, ``"fp"``, a mask, a :py:class:`~monai_segcam.Voxel`...).
+        region: the explained region (``"pred"``, ``"label"``, ``"fp"``, ``"voxel:I,J,K"``, a mask, a
+            :py:class:`~monai_segcam.Voxel`...: :py:func:`~monai_segcam.cam.regions.as_region`).
         inferer: a ``SlidingWindowInferer`` (e.g. a bundle's ``@inferer``) for sliding-window CAMs with the same
             windows, or ``None`` / a ``SimpleInferer`` for whole-volume CAMs.
         device: the device the image, prediction and label are moved to for the computation; the result comes back

@@ -109,12 +109,9 @@ class SegCAMd(MapTransform):
             for layer, out_key in cam_output_keys(cam_key, self.cam.layers).items():
                 d[out_key] = maps[layer]
             if self.stats_key is not None:
-                d[self.stats_key] = self._rows(d[key], maps, region, label)
+                case = safe_case_name(d[key].meta if isinstance(d[key], MetaTensor) else None)
+                d[self.stats_key] = case_rows(case, self.cam.method, maps, self.cam.classes, region, label, d[key])[0]
         return d
-
-    def _rows(self, img: torch.Tensor, maps: Mapping[str, torch.Tensor], region: torch.Tensor, label: Any) -> list:
-        case = safe_case_name(img.meta if isinstance(img, MetaTensor) else None)
-        return case_rows(case, self.cam.method, maps, self.cam.classes, region, label, img)[0]
 
 
 class SaveSegCAMd(MapTransform):
@@ -168,8 +165,7 @@ class NormalizeSegCAMd(MapTransform):
 
     Args:
         keys: the CAM key(s).
-        mode: ``"minmax"`` or ``"percentile"``.
-        percentiles: lower and upper percentile for ``"percentile"``.
+        mode, percentiles: as for :py:class:`~monai_segcam.transforms.NormalizeSegCAM`.
         allow_missing_keys: skip keys missing from the item instead of raising.
 
     Example:

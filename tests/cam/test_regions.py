@@ -73,3 +73,34 @@ def test_pred_argument_defines_the_region():
     box[..., 4:8, 4:8, 4:8] = 1
     torch.testing.assert_close(cam(x, classes=2, pred=pred), cam(x, classes=2, region=box))
     torch.testing.assert_close(cam(x, classes=2, region=Voxel((5, 5, 5))), cam(x, classes=2, region=Box((5, 5, 5), (6, 6, 6))))
+
+
+def test_region_strings():
+    from monai_segcam.cam.regions import as_region, parse_region
+
+    assert parse_region("box:4,5,3:10,12,8") == ("box", [(4, 5, 3), (10, 12, 8)])
+    assert parse_region("component") == ("component", []) and parse_region("fn") == ("fn", [])
+    assert as_region("component:2") == Component(index=2) and as_region("voxel:1,2,3") == Voxel((1, 2, 3))
+    assert as_region("box:10,5,3:4,12,8") == Box((4, 5, 3), (11, 13, 9))  # any two corners, both included
+    logits = torch.zeros(1, 2, 12, 14, 10)
+    weights = region_weights("box:10,5,3:4,12,8", logits, [1], logits.shape[2:], 1)
+    assert weights.sum() == 7 * 8 * 6 and weights[0, 0, 4, 5, 3] == 1 and weights[0, 0, 10, 12, 8] == 1
+    for bad, message in [("box:1,2,3", "unknown region"), ("voxel:1,a,3", "not a comma-separated"),
+                         ("box:1,2:3,4,5", "same number of indices"), ("component:x", "unknown region")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            as_region(bad)
+
+
+def test_region_source_reads_label_maps_and_logits():
+    from monai.data import MetaTensor
+
+    from monai_segcam.cam.regions import region_source
+
+    label_map = MetaTensor(torch.tensor([[[0.0, 2.0, 1.0]]]))  # AsDiscreted(argmax=True): float, metadata
+    source = region_source(label_map)
+    assert type(source) is torch.Tensor and source.dtype == torch.long and source.tolist() == [[[0, 2, 1]]]
+    assert torch.equal(class_masks(source, [2]), class_masks(label_map.as_tensor(), [2]))
+    logit = torch.tensor([[[-1.0, 0.5, 2.0]]])
+    assert torch.equal(region_source(logit, multi_label=True), logit)  # one sigmoid channel: logits, kept
+    logits = torch.randn(1, 3, 4)
+    assert torch.equal(region_source(logits), logits) and region_source(None) is None

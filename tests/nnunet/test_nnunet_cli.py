@@ -12,8 +12,6 @@ import pytest
 pytest.importorskip("nnunetv2", reason="nnU-Net v2 is an optional dependency (pip install monai-segcam[nnunet])")
 
 from monai_segcam.cli import main
-from monai_segcam.cli.io import CLIError
-from monai_segcam.cli.nnunet import group_cases
 from monai_segcam.nnunet import NNUNetModel, NNUNetSegCAM
 
 pytestmark = pytest.mark.slow  # the session fixture trains a tiny nnU-Net (about 30 s)
@@ -24,20 +22,6 @@ def load(path):
 
     image = nib.load(str(path))
     return np.asarray(image.dataobj), image.affine
-
-
-def test_group_cases(tmp_path):
-    for name in ("b_0001.nii.gz", "b_0000.nii.gz", "a_0000.nii.gz", "a_0001.nii.gz", "notes.txt"):
-        (tmp_path / name).touch()
-    cases = group_cases([str(tmp_path)], 2)
-    assert [(c, [f.rsplit("/", 1)[-1] for f in files]) for c, files in cases] == [
-        ("a", ["a_0000.nii.gz", "a_0001.nii.gz"]), ("b", ["b_0000.nii.gz", "b_0001.nii.gz"])
-    ]  # fmt: skip
-    assert group_cases(["scan.nii.gz"], 1) == [("scan", ["scan.nii.gz"])]
-    with pytest.raises(CLIError, match=r"needs channels 0000..0001, got 0000"):
-        group_cases(["a_0000.nii.gz"], 2)
-    with pytest.raises(CLIError, match=r"<case>_0000\.nii\.gz"):
-        group_cases(["scan.nii.gz"], 2)
 
 
 def test_explain_two_folds_mirrored(nnunet_folder, nnunet_case, tmp_path, capsys):

@@ -52,7 +52,7 @@ def main() -> None:
     def counting_keep(self, group, logits, run, graph_bytes):  # what the engine charges to the budget per window
         acts = sum(a.numel() * a.element_size() for terms in run.activations.values() for a in terms)
         keep(self, group, logits, run, graph_bytes)
-        kept.append((graph_bytes, acts, len(self.cache), self.activation_budget - self.budget_left))
+        kept.append((graph_bytes, acts, len(self.cache), self.cam.activation_budget - self.budget_left))
 
     sliding_window._WindowPass.keep = counting_keep
     try:

@@ -465,7 +465,14 @@ def region_weights(
 
 
 def warn_empty_regions(weights: torch.Tensor, classes: Sequence[int], stacklevel: int = 3) -> None:
-    """Warn about the (batch item, class) pairs whose region weights ``(B, len(classes), *spatial)`` are all zero."""
+    """Warn about the (batch item, class) pairs whose region weights ``(B, len(classes), *spatial)`` are all zero.
+
+    Example:
+        .. code-block:: python
+
+            weights = region_weights("pred", logits, [1, 2], logits.shape[2:], batch_size=1, warn_empty=False)
+            warn_empty_regions(weights, [1, 2])  # e.g. "Empty region for (batch item, class) [(0, 2)]: ..."
+    """
     empty = ~weights.flatten(2).any(-1)
     if empty.any():
         pairs = [(b, classes[i]) for b, i in empty.nonzero().tolist()]

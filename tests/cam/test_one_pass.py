@@ -7,6 +7,7 @@ import pytest
 import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
+from test_segcam_networks import ARCHITECTURES
 
 from monai_segcam import Box, SlidingWindowSegCAM
 from monai_segcam.cam.sliding_window import _WindowPass
@@ -145,3 +146,24 @@ def test_stream_keeps_only_the_windows_waiting_for_their_neighbours(monkeypatch)
     budget = peak + cost // 2  # room for the pending windows, not for all of them
     SlidingWindowSegCAM(net, ROI, layers="net.model.1", overlap=0.25, activation_budget=budget)(x, classes=[1, 2])
     assert net.windows == num_windows and max(in_use) <= budget
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_stream_on_monai_architectures(name):
+    """The one-pass stream on MONAI's segmentation networks (residual units, instance norms in place, transposed and
+    trilinear upsampling, Swin attention): the same prediction as MONAI's inferer and the same maps as the two-pass
+    path, at the bottleneck, the layer before the head and an encoder stage."""
+    torch.manual_seed(0)
+    net = ARCHITECTURES[name]().eval()
+    roi, shape = ((64, 64, 64), (96, 64, 64)) if name == "SwinUNETR" else ((32, 32, 32), (48, 40, 32))
+    x = torch.randn(1, 1, *shape)
+    kwargs = {"layers": ["bottleneck", "pre_head", "encoder.0"], "method": "hirescam", "overlap": 0.25}
+    result = SlidingWindowSegCAM(net, roi, **kwargs)(x, classes=[1, 2])
+    pred = sliding_window_inference(x, roi, 1, net, 0.25)
+    torch.testing.assert_close(result.prediction, pred, rtol=1e-5, atol=1e-5)
+    two = SlidingWindowSegCAM(net, roi, **kwargs)(x, classes=[1, 2], pred=pred)
+    torch.testing.assert_close(result.region, two.region)
+    for key in two:
+        scale = float(two[key].abs().max())
+        assert scale > 0, key
+        torch.testing.assert_close(result[key], two[key], rtol=1e-4, atol=1e-5 * scale)

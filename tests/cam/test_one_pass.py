@@ -167,3 +167,22 @@ def test_stream_on_monai_architectures(name):
         scale = float(two[key].abs().max())
         assert scale > 0, key
         torch.testing.assert_close(result[key], two[key], rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("method", ["hirescam", "gradcam"])
+def test_stream_with_window_batches_flips_and_an_ensemble(method):
+    """Groups of 3 windows (the stream completes whole groups), two networks and mirror flips: the same as the
+    two-pass path with the ensemble's stitched prediction given."""
+    torch.manual_seed(3)
+    nets = [unet(), UNet(3, 1, 3, (4, 8, 16), (2, 2), num_res_units=1).double().eval()]
+    x = torch.randn(1, 1, 40, 40, 30, dtype=torch.float64)
+    kwargs = {"layers": ["bottleneck", "pre_head"], "method": method, "overlap": 0.25, "sw_batch_size": 3,
+              "flips": [(), (0,), (1, 2)], "mode": "gaussian"}  # fmt: skip
+    one = SlidingWindowSegCAM(nets, ROI, **kwargs)
+    result = one(x, classes=[1, 2])
+    two = SlidingWindowSegCAM(nets, ROI, **kwargs)(x, classes=[1, 2], pred=one.predict(x))
+    torch.testing.assert_close(result.region, two.region)
+    for key in two:
+        scale = float(two[key].abs().max())
+        assert scale > 0
+        torch.testing.assert_close(result[key], two[key], rtol=1e-7, atol=1e-9 * scale)

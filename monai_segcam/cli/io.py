@@ -7,16 +7,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..utils.loading import first_line
+
 __all__ = ["CLIError", "check_exists", "first_line", "read_image"]
 
 
 class CLIError(Exception):
     """An error the user can act on: printed as one line on stderr, exit status 1, no traceback."""
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (its type's name when it has none), for a one-line report."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def check_exists(paths: Sequence[str], what: str) -> None:

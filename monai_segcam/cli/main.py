@@ -7,6 +7,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from .io import CLIError, first_line
 from .nnunet import add_nnunet_arguments
@@ -159,11 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def layer_table(network: Any, shape: Sequence[int], device: Any = None) -> Any:
+    """:py:func:`~monai_segcam.cam.list_layers` of ``network`` on a random probe of ``shape``; a network failing on
+    the probe gives a :py:class:`CLIError` naming the shape."""
+    from monai_segcam.cam import list_layers
+
+    try:
+        return list_layers(network, shape, device)
+    except Exception as exc:
+        reason = f"the network failed on a random probe input of shape {tuple(shape)} (set --input-shape)"
+        raise CLIError(f"{reason}: {first_line(exc)}") from exc
+
+
 def run_layers(args: argparse.Namespace) -> int:
     """Run ``monai-segcam layers``: print the layer table and the discovered roles."""
     from monai.inferers import SlidingWindowInferer
-
-    from monai_segcam.cam import list_layers
 
     from .model import load_model, resolve_device
 
@@ -174,11 +185,7 @@ def run_layers(args: argparse.Namespace) -> int:
     if shape is None:
         roi = model.inferer.roi_size if isinstance(model.inferer, SlidingWindowInferer) else 96
         shape = [1, model.in_channels or 1, *(r if r > 0 else 96 for r in ((roi,) * 3 if isinstance(roi, int) else roi))]
-    try:
-        table = list_layers(network, shape)
-    except Exception as exc:
-        reason = f"the network failed on a zero input of shape {tuple(shape)} (set --input-shape)"
-        raise CLIError(f"{reason}: {first_line(exc)}") from exc
+    table = layer_table(network, shape)
     if not args.quiet:
         print(table)
         roles = table.roles.roles if table.roles else {}

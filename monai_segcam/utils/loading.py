@@ -13,7 +13,7 @@ from torch import nn
 
 from .postprocessing import applies_sigmoid
 
-__all__ = ["LoadedModel", "first_conv_in_channels", "load_bundle", "load_checkpoint"]
+__all__ = ["LoadedModel", "first_conv_in_channels", "first_line", "load_bundle", "load_checkpoint"]
 
 _CHECKPOINT_KEYS = ("model", "state_dict", "network", "model_state_dict")
 
@@ -81,7 +81,7 @@ def load_checkpoint(network: nn.Module, path: str | os.PathLike) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"cannot read checkpoint {path}: {_first_line(exc)}") from exc
+        raise ValueError(f"cannot read checkpoint {path}: {first_line(exc)}") from exc
     if isinstance(state, dict):
         state = next((state[key] for key in _CHECKPOINT_KEYS if isinstance(state.get(key), dict)), state)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -105,7 +105,13 @@ def load_checkpoint(network: nn.Module, path: str | os.PathLike) -> None:
     network.load_state_dict(state)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), for a one-line report.
+
+    Example:
+        >>> first_line(ValueError("bad key\\nTraceback ..."))
+        'bad key'
+    """
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
@@ -129,7 +135,7 @@ def _parsed(parser: Any, name: str, configs: Sequence[str]) -> Any:
     try:
         return parser.get_parsed_content(name)
     except Exception as exc:
-        raise ValueError(f"cannot build {name!r} from {', '.join(configs)}: {_first_line(exc)}") from exc
+        raise ValueError(f"cannot build {name!r} from {', '.join(configs)}: {first_line(exc)}") from exc
 
 
 def load_bundle(bundle: str | os.PathLike, config_files: Sequence[str] = ("configs/inference.json",)) -> LoadedModel:

@@ -97,3 +97,6 @@ def test_layers(nnunet_folder, capsys):
     assert main(["layers", "--nnunet", str(nnunet_folder)]) == 0
     printed = capsys.readouterr().out
     assert "decoder.stages.1" in printed and "pre_head     -> decoder.stages.1" in printed
+    # a probe the network cannot take (one input channel too many): one line naming the shape, exit status 1
+    assert main(["layers", "--nnunet", str(nnunet_folder), "--input-shape", "1", "5", "16", "16", "16"]) == 1
+    assert "failed on a random probe input of shape (1, 5, 16, 16, 16)" in capsys.readouterr().err

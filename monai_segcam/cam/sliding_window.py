@@ -71,7 +71,9 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
         device: where the volume-sized maps are accumulated; defaults to the image's device.
         progress: show a progress bar over windows.
         activation_budget: bytes of window activations (and, when the prediction is computed, of their autograd
-            graphs) kept between the passes; past it, windows run forward again. Defaults to 1 GiB.
+            graphs) kept between the passes; past it, windows run forward again. Defaults to 1 GiB. With the
+            prediction computed and a voxel-wise region, a window's graph is kept only until every window overlapping
+            it has run (about half the windows of a 3×3×3 grid at once).
         cpu_thresh: like ``SlidingWindowInferer``: accumulate on CPU when the image has more voxels than this.
         scorecam_batch_size: channels masked at a time for ``"scorecam"``: each window forward pass then holds
             ``sw_batch_size * scorecam_batch_size`` masked windows, and ``device`` holds two buffers of

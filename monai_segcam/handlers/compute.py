@@ -194,9 +194,14 @@ class SegCAMComputeHandler:
         if not isinstance(network, nn.Module):
             raise ValueError("SegCAMHandler needs a network: pass `network=` or attach it to an engine with one.")
         inferer = self.inferer if self.inferer is not None else getattr(engine, "inferer", None)
-        amp = bool(getattr(engine, "amp", False)) if self.amp is None else self.amp
+        amp, precision = self.amp, {}
+        if amp is None:  # as the evaluator predicts: MONAI's evaluators autocast CUDA operations only
+            on_cuda = any(p.device.type == "cuda" for p in network.parameters())
+            amp = bool(getattr(engine, "amp", False)) and on_cuda
+            dtype = (getattr(engine, "amp_kwargs", None) or {}).get("dtype") if amp else None
+            precision = {"amp_dtype": dtype} if dtype is not None else {}
         if self.cam is None or self.cam.engine.network is not network or self.cam.engine.terms.amp != amp:
-            kwargs = {"classes": self.classes, "region": self.region, "amp": amp, **self.cam_kwargs}
+            kwargs = {"classes": self.classes, "region": self.region, "amp": amp, **precision, **self.cam_kwargs}
             self.cam = ComputeSegCAM(network, inferer=inferer, **kwargs)
 
     def epoch_started(self, engine: Engine) -> None:

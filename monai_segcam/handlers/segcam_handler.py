@@ -59,7 +59,9 @@ class SegCAMHandler(SegCAMComputeHandler):
         save_rank: the rank that writes the CSV.
         name: the logger name of the handler and its composed handlers; defaults to the compute module's name.
         output_transform: ``engine.state.output -> (image, pred, label)`` (batch first), like MONAI handlers'.
-        amp: compute the CAMs under ``torch.autocast``; ``None`` (default): as the evaluator predicts (its ``amp``).
+        amp: compute the CAMs under ``torch.autocast``; ``None`` (default): as the evaluator predicts. MONAI's
+            evaluators autocast CUDA operations only (``torch.autocast("cuda", **amp_kwargs)``), so an ``amp=True``
+            evaluator gets float16 CAMs (or its ``amp_kwargs`` dtype) on a CUDA network and float32 CAMs on the CPU.
         compute_kwargs: ``layers``, ``method``, ``classes``, ``region``, ``inferer``, the keys, ``output_transform``,
             ``interval``, ``epoch_level``, ``cases``, ``max_cases``, ``on_error``, ``name``, ``amp`` (as above) and
             further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...): the

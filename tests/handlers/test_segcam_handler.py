@@ -145,20 +145,34 @@ def test_cam_equals_direct_segcam_on_the_network_input(tmp_path):
 
 
 def test_handler_follows_the_evaluators_amp(tmp_path):
-    """An ``amp=True`` evaluator gets CAMs under autocast (bfloat16 on CPU) unless ``amp`` is given explicitly."""
+    """CAMs are computed as the evaluator predicts: MONAI's ``amp=True`` evaluator autocasts CUDA operations only, so
+    on the CPU its prediction and the CAMs stay float32; ``amp=True`` given to the handler autocasts (bfloat16)."""
     files = write_cases(tmp_path, n=1)
     cams = {}
-    for amp, explicit in ((True, None), (True, False), (False, None)):
+    for amp, explicit in ((True, None), (False, None), (False, True)):
         handler = SegCAMHandler(classes=[1], layers="bottleneck", amp=explicit)
         loader = DataLoader(Dataset(files, preprocessing()), batch_size=1, num_workers=0)
         evaluator = SupervisedEvaluator(torch.device("cpu"), loader, make_net(), val_handlers=[handler], amp=amp)
         evaluator.run()
         cams[(amp, explicit)] = evaluator.state.output[0]["cam"]
-        assert handler.cam is not None and handler.cam.engine.terms.amp is (amp if explicit is None else explicit)
-    mixed, full = cams[(True, None)].flatten(), cams[(False, None)].flatten()
-    torch.testing.assert_close(cams[(True, False)], cams[(False, None)])  # explicit amp=False: fp32 as without amp
+        assert handler.cam is not None and handler.cam.engine.terms.amp is bool(explicit)
+    torch.testing.assert_close(cams[(True, None)], cams[(False, None)], rtol=0, atol=0)  # CPU: float32 as without amp
+    mixed, full = cams[(False, True)].flatten(), cams[(False, None)].flatten()
     assert not torch.equal(mixed, full)  # bfloat16 autocast changes the map slightly...
     assert torch.corrcoef(torch.stack([mixed, full]))[0, 1] > 0.99  # ...but not its pattern
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the evaluator's float16 autocast)")
+def test_handler_follows_the_evaluators_cuda_amp(tmp_path):
+    """On a CUDA network an ``amp=True`` evaluator predicts under float16 autocast, and so do its CAMs."""
+    files = write_cases(tmp_path, n=1)
+    handler = SegCAMHandler(classes=[1], layers="bottleneck")
+    loader = DataLoader(Dataset(files, preprocessing()), batch_size=1, num_workers=0)
+    device = torch.device("cuda")
+    evaluator = SupervisedEvaluator(device, loader, make_net().to(device), val_handlers=[handler], amp=True)
+    evaluator.run()
+    assert handler.cam is not None and handler.cam.engine.terms.amp
+    assert torch.isfinite(evaluator.state.output[0]["cam"]).all()
 
 
 def test_skip_records_failing_case_and_raise_names_it(tmp_path):

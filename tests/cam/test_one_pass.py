@@ -186,3 +186,19 @@ def test_stream_with_window_batches_flips_and_an_ensemble(method):
         scale = float(two[key].abs().max())
         assert scale > 0
         torch.testing.assert_close(result[key], two[key], rtol=1e-7, atol=1e-9 * scale)
+
+
+def test_stream_with_a_given_label_map_and_probabilities():
+    """A given label map defines the region while the probabilities target needs the stitched logits: the stream
+    computes them and gives the same maps as passing the logits themselves."""
+    net = unet()
+    x = torch.randn(1, 1, 28, 24, 20, dtype=torch.float64)
+    logits = sliding_window_inference(x, ROI, 1, net, 0.5)
+    kwargs = {"layers": ["bottleneck", "pre_head"], "overlap": 0.5, "target": "probabilities"}
+    from_labels = SlidingWindowSegCAM(net, ROI, **kwargs)(x, classes=[1, 2], pred=logits.argmax(1, keepdim=True))
+    from_logits = SlidingWindowSegCAM(net, ROI, **kwargs)(x, classes=[1, 2], pred=logits)
+    torch.testing.assert_close(from_labels.region, from_logits.region)
+    for key in from_logits:
+        scale = float(from_logits[key].abs().max())
+        assert scale > 0
+        torch.testing.assert_close(from_labels[key], from_logits[key], rtol=1e-7, atol=1e-9 * scale)

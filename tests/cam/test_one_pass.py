@@ -8,8 +8,9 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 from test_segcam_networks import ARCHITECTURES
+from test_sliding_window import reference_sliding_window, tiny_unet
 
-from monai_segcam import Box, SlidingWindowSegCAM
+from monai_segcam import Box, SlidingWindowSegCAM, layer_presets
 from monai_segcam.cam.sliding_window import _WindowPass
 
 ROI = (16, 16, 12)
@@ -202,3 +203,22 @@ def test_stream_with_a_given_label_map_and_probabilities():
         scale = float(from_logits[key].abs().max())
         assert scale > 0
         torch.testing.assert_close(from_labels[key], from_logits[key], rtol=1e-7, atol=1e-9 * scale)
+
+
+@pytest.mark.parametrize("method", ["hirescam", "gradcam"])
+@pytest.mark.parametrize("mode", ["constant", "gaussian"])
+def test_stream_equals_autograd_through_monai_stitching(method, mode):
+    """The one-pass CAM of the voxels MONAI's stitched prediction assigns to class 2 equals autograd through MONAI's
+    own sliding_window_inference with that region (an image smaller than the window in one dimension, windows in
+    groups of 3)."""
+    net = tiny_unet()
+    x = torch.randn(1, 1, 37, 29, 13)
+    roi = (16, 16, 16)
+    mask = sliding_window_inference(x, roi, 1, net, 0.25, mode).argmax(1, keepdim=True).eq(2).float()
+    assert mask.any()
+    layer = layer_presets(net)["pre_head" if method == "hirescam" else "bottleneck"]
+    expected = reference_sliding_window(net, layer, x, roi, 0.25, mode, 2, mask, method).relu()
+    cam = SlidingWindowSegCAM(net, roi, layers=layer, method=method, overlap=0.25, mode=mode, sw_batch_size=3)
+    got = cam(x, classes=2).map
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(got.as_tensor(), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))

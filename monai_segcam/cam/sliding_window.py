@@ -445,9 +445,10 @@ class _WindowPass:
             stitched = self.first_pass(run, keep=True, after_group=after_group)
         self.streamed = self.mean_over_flips(stats)
         maps = self.maps if self.rule.local else self.explain()
+        weights = self.weights[self.crop]
         if from_prediction:
-            warn_empty_regions(self.weights[self.crop], self.classes, stacklevel=5)
-        return maps, self.weights[self.crop], stitched[self.crop]
+            warn_empty_regions(weights, self.classes, stacklevel=5)
+        return maps, weights, stitched[self.crop]
 
     def start_stream(
         self, total: torch.Tensor, classes: tuple[int, ...], region: Region, source: torch.Tensor | None,
@@ -455,17 +456,13 @@ class _WindowPass:
     ) -> None:
         """The region's buffers once the classes are known: filled window by window (``from_prediction``), else
         the whole region now."""  # fmt: skip
-        spatial, batch = self.crop_shape, self.x.shape[0]
+        spatial, batch = self.grid.spatial_shape, self.x.shape[0]
         if from_prediction:
             weights = torch.zeros((batch, len(classes), *spatial), device=self.device)
         else:
             weights = region_weights(region, source, classes, spatial, batch, label, self.cam.multi_label, self.device)
         self.set_region(weights, None, classes, pending=from_prediction)
         self.stitched = total  # divided window by window as it becomes final
-
-    @property
-    def crop_shape(self) -> tuple[int, ...]:
-        return tuple(s.stop - s.start for s in self.crop[2:])
 
     def completion_schedule(self) -> list[list[tuple[int, ...]]]:
         """For each window group ``g``, the groups whose windows' stitched prediction is final once ``g`` has run: a

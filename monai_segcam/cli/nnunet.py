@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import place_region, read_image
 from ..nnunet.cases import group_cases
-from ..outputs import CAMWriter, case_rows, safe_token
-from .cases import Explained, cam_settings, case_labels, check_classes, run_cases
+from ..outputs import CAMWriter, ExplainedCase, case_rows, safe_token
+from .cases import cam_settings, case_labels, run_cases
 from .explain import cam_options
-from .io import CLIError, check_exists, first_line, read_image
+from .io import CLIError, check_exists, first_line
 from .model import resolve_device
-from .regions import grid_region
 
 __all__ = ["add_nnunet_arguments", "group_cases", "run_explain_nnunet", "run_layers_nnunet"]
 
@@ -59,28 +59,27 @@ def _load(args: Namespace, device: torch.device, folds: Sequence[int | str] | No
 
 
 def _explain_case(
-    name: str, files: list[str], label: str | None, writer: CAMWriter, model: Any, cams: dict[str, Any], args: Namespace
-) -> Explained:
-    """Preprocess, predict and explain one case with every method, write its segmentation with ``writer``; its
-    statistics rows by :py:func:`~monai_segcam.metrics.cam_statistics` on the input's grid."""
+    name: str, files: list[str], label: str | None, model: Any, cams: dict[str, Any], args: Namespace
+) -> ExplainedCase:
+    """Preprocess, predict and explain one case with every method; its statistics rows by
+    :py:func:`~monai_segcam.metrics.cam_statistics` on the input's grid."""
     try:
         case = model.preprocess(files, label)
     except Exception as exc:
         raise CLIError(f"nnU-Net's preprocessing failed on {files[0]}: {first_line(exc)}") from exc
     logits = model.predict(case.data)
-    classes = check_classes(args.classes if args.classes is not None else model.default_classes, logits.shape[0])
+    classes = list(args.classes if args.classes is not None else model.default_classes)
     shape = tuple(reversed(case.properties["shape_before_cropping"]))  # the file's (I, J, K)
     to_grid = partial(model.file_voxels_to_grid, case=case)
-    region, region_summary = grid_region(args.region, shape, case.data.shape[1:], to_grid)
+    region, region_summary = place_region(args.region, shape, case.data.shape[1:], to_grid)
     explanations, rows = {}, []
     for method, cam in cams.items():
         try:
             explanations[method] = explained = cam.explain(case, classes, region, logits)
         except ValueError as exc:
-            raise CLIError(f"{files[0]}: {exc}") from exc
+            raise ValueError(f"{files[0]}: {exc}") from exc
         rows += case_rows(name, method, explained.maps, classes, explained.region)[0]
     first = next(iter(explanations.values()))
-    writer.record(first.save_segmentation(writer.output_dir, name))
     maps = {(layer, m): cam for m, explained in explanations.items() for layer, cam in explained.maps.items()}
     modules = {k: v for explained in explanations.values() for k, v in explained.result.modules.items()}
     seg = first.segmentation
@@ -93,7 +92,7 @@ def _explain_case(
         "region_on_network_grid": region_summary,
         "predicted_voxels": {str(c): int((seg == c).sum()) for c in np.unique(seg).tolist()},
     }
-    return Explained(name, read_image(files[0]), maps, first.region, rows, classes, modules, summary)
+    return ExplainedCase(name, read_image(files[0]), maps, first.region, seg, rows, classes, modules, summary)
 
 
 def _description(model: Any, args: Namespace, device: torch.device, engine: Any) -> dict[str, Any]:
@@ -137,8 +136,8 @@ def run_explain_nnunet(args: Namespace) -> int:
         raise CLIError(str(exc)) from exc
     settings = _description(model, args, device, next(iter(cams.values())).engine)
 
-    def explain(name: str, files: list[str], label: str | None, writer: CAMWriter) -> Explained:
-        return _explain_case(name, files, label, writer, model, cams, args)
+    def explain(name: str, files: list[str], label: str | None, writer: CAMWriter) -> ExplainedCase:
+        return _explain_case(name, files, label, model, cams, args)
 
     cases = [(safe_token(name, "case"), files, label) for (name, files), label in zip(grouped, labels)]
     return run_cases(cases, explain, list(args.layers), args, {"settings": settings}, model.class_names)

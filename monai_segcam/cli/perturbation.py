@@ -68,19 +68,19 @@ def channel_engine(inferer: Any, network: Any, args: Namespace, common: dict[str
         raise CLIError(str(exc)) from exc
 
 
-def write_channel_csv(
-    engine: Any, x: Any, name: str, call: dict[str, Any], args: Namespace, staging: str
-) -> dict[str, Any]:
-    """Compute one case's channel attributions (``call``: classes, region, pred, label) and write
-    ``<name>_channels.csv`` into ``staging``; returns the JSON summary's file entry."""
+def write_channel_csv(engine: Any, case: Any, args: Namespace, writer: Any) -> dict[str, Any]:
+    """Compute the channel attributions of an explained case (:py:class:`~monai_segcam.outputs.ExplainedCase`, its
+    network-grid call) and write ``<case>_channels.csv`` with ``writer``; returns the JSON summary's file entry."""
     from monai_segcam.perturbation import channel_names, write_channel_table
 
+    call = dict(case.network_grid)
+    x = call.pop("image")
     try:
         result = engine(x, **call)
         source = args.channel_names if args.channel_names is not None else args.bundle
         names = channel_names(source, x.shape[1])
     except ValueError as exc:
-        raise CLIError(f"{name}: channel table: {exc}") from exc
-    file_name = f"{name}_channels.csv"
-    write_channel_table(result.rows([name], names), os.path.join(staging, file_name))
+        raise CLIError(f"{case.name}: channel table: {exc}") from exc
+    file_name = f"{case.name}_channels.csv"
+    writer.record(write_channel_table(result.rows([case.name], names), os.path.join(writer.output_dir, file_name)))
     return {"file": file_name, "kind": "channel_table", "channels": names, "steps": engine.steps}

@@ -23,24 +23,11 @@ import torch
 
 from ..cam.result import CAMResult
 from ..cam.sliding_window import SlidingWindowSegCAM
+from ..files.reading import file_affine
 from ..outputs import cam_file_name, safe_case_name, segmentation_file_name, write_nifti
 from .model import NNUNetCase, NNUNetModel, nnunet_layer_presets
 
 __all__ = ["NNUNetSegCAM", "NNUNetExplanation", "file_affine"]
-
-
-def file_affine(path: str | os.PathLike) -> np.ndarray:
-    """The voxel-to-world (RAS) affine of an image file as MONAI's ``LoadImage`` reads it (the affine every map of
-    the file's case is written with).
-
-    Example:
-        .. code-block:: python
-
-            file_affine("case_0000.nii.gz")  # 4x4 numpy array
-    """
-    from monai.transforms import LoadImage
-
-    return np.asarray(LoadImage(image_only=True)(os.fspath(path)).affine, dtype=np.float64)
 
 
 @dataclass

@@ -211,18 +211,15 @@ class CAMWriter:
             figure.clear()
         return paths
 
-    def write_segmentation(self, case: str, logits: np.ndarray, affine: ArrayLike, multi_label: bool) -> np.ndarray:
-        """Write ``{case}_seg.nii.gz`` from logits ``(C, *spatial)``: the argmax, or for multi-label networks one
-        channel per class (logit > 0) stored as ``(X, Y, Z, C)``; returns every class's mask ``(C, *spatial)``."""
+    def write_segmentation(self, case: str, segmentation: ArrayLike, affine: ArrayLike) -> str:
+        """Write ``{case}_seg.nii.gz``: a label map ``(*spatial)`` (uint8, uint16 past 255 classes), or per class
+        masks ``(C, *spatial)`` (multi-label) stored as ``(X, Y, Z, C)``; returns its path."""
         path = safe_path(self.output_dir, segmentation_file_name(case))
-        if multi_label:
-            masks = logits > 0
-            self.record(write_nifti(masks.astype(np.uint8), path, affine, channel_dim=0, output_dtype=np.uint8))
-            return masks
-        seg = logits.argmax(0)
-        dtype = np.uint8 if len(logits) <= 255 else np.int16
-        self.record(write_nifti(seg, path, affine, channel_dim=None, output_dtype=dtype))
-        return np.stack([seg == c for c in range(len(logits))])
+        seg = np.asarray(segmentation)
+        if seg.dtype == bool:
+            return self.record(write_nifti(seg.astype(np.uint8), path, affine, channel_dim=0, output_dtype=np.uint8))
+        dtype = np.uint8 if seg.max(initial=0) < 256 else np.uint16
+        return self.record(write_nifti(seg, path, affine, channel_dim=None, output_dtype=dtype))
 
     def _view(self, image: Any, cam: Any, region: Any, title: str, path: str) -> str:
         from monai_segcam.visualize import plot_orthogonal_slices

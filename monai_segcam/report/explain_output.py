@@ -14,16 +14,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..files.reading import read_image
 from ..metrics.statistics import STAT_COLUMNS
 from .writer import SegCAMReport
 
 __all__ = ["report_from_explain_output"]
-
-
-def _load(path: str) -> Any:
-    from monai.transforms import LoadImage
-
-    return LoadImage(image_only=True, ensure_channel_first=True)(path)
 
 
 def _rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -72,12 +67,12 @@ def report_from_explain_output(
     for summary in summaries:
         folder = os.path.join(output_dir, summary["case"])
         cams = {
-            (entry["layer"], entry["method"], int(entry["class"])): _load(os.path.join(folder, entry["file"]))
+            (entry["layer"], entry["method"], int(entry["class"])): read_image(os.path.join(folder, entry["file"]))
             for entry in summary["files"]
             if entry.get("kind") == "cam"
         }
-        seg = _load(os.path.join(folder, f"{summary['case']}_seg.nii.gz"))
+        seg = read_image(os.path.join(folder, f"{summary['case']}_seg.nii.gz"))
         label = summary["input"].get("label")
-        image = _load(summary["input"]["path"])
-        report.add_case(summary["case"], image, seg, cams, rows=_rows(summary), label=_load(label) if label else None)
+        image = read_image(summary["input"]["path"])
+        report.add_case(summary["case"], image, seg, cams, rows=_rows(summary), label=read_image(label) if label else None)
     return report.write()

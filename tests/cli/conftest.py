@@ -83,7 +83,7 @@ def cli_runs(cli_data, tmp_path_factory) -> dict[str, tuple[Result, Path]]:
         "cuda": ["explain", data["nifti"], *net, "--device", "cuda:0", *cam],
         "no_label": ["explain", data["nifti"], *net, "--region", "fn", *cam],
         "box": ["explain", data["nifti"], *net, "--layers", "pre_head", "--method", "hirescam",
-                "--region", "box:4,5,3:10,12,8", *cam],
+                "--region", "box:4,5,3:10,12,8", "--intensity-range", "-1", "3", "--zscore", *cam],
         "voxel_bundle": ["explain", data["nifti"], "--bundle", data["bundle"], "--layers", "pre_head", "--method",
                          "hirescam", "--region", "voxel:5,7,9", *cam],
         "multi_label": ["explain", data["nifti"], *net, "--multi-label", "--layers", "pre_head", "--method", "hirescam",

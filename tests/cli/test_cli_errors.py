@@ -17,7 +17,7 @@ ERRORS = {
     "unknown_layer": ["Unknown layer 'model.1.submodul'", "Closest names", "model.1.submodule"],
     "cuda": ["--device cuda:0 requested but"],
     "no_label": ["--region fn needs the ground truth: give --label FILE"],
-    "voxel_outside": ["--region voxel: voxel (5, 7, 16) lies outside the image (shape (24, 20, 16))"],
+    "voxel_outside": ["region voxel: voxel (5, 7, 16) lies outside the image (shape (24, 20, 16))"],
 }
 
 

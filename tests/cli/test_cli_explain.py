@@ -127,9 +127,11 @@ def test_bundle_preprocessing_is_inverted(explained, cli_data):
 
 
 def test_box_region_equals_the_python_api(cli_runs, cli_data):
-    """``--region box:4,5,3:10,12,8`` (corners included) is ``Box((4, 5, 3), (11, 13, 9))`` of the Python API."""
+    """``--region box:4,5,3:10,12,8`` (corners included) is ``Box((4, 5, 3), (11, 13, 9))`` of the Python API, and
+    ``--intensity-range -1 3 --zscore`` are MONAI's ``ScaleIntensityRange`` to [0, 1] then ``NormalizeIntensity``."""
     import nibabel as nib
     from monai.networks.nets import UNet
+    from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
     from monai_segcam import SegCAM
     from monai_segcam.cam import Box
@@ -143,7 +145,8 @@ def test_box_region_equals_the_python_api(cli_runs, cli_data):
     }  # fmt: skip
     net = UNet(**NETWORK_ARGS)
     net.load_state_dict(torch.load(cli_data["checkpoint"], weights_only=True)["model"])
-    image = torch.as_tensor(np.asarray(nib.load(str(cli_data["nifti"])).dataobj), dtype=torch.float32)[None, None]
+    image = torch.as_tensor(np.asarray(nib.load(str(cli_data["nifti"])).dataobj), dtype=torch.float32)[None]
+    image = NormalizeIntensity(channel_wise=True)(ScaleIntensityRange(-1, 3, 0, 1, clip=True)(image))[None]
     expected = SegCAM(net, layers="pre_head", method="hirescam")(image, classes=1, region=Box((4, 5, 3), (11, 13, 9))).map
     saved = np.asarray(nib.load(str(case / "case_01_T1_cam_hirescam_pre_head_class1.nii.gz")).dataobj)
     assert expected.max() > 0

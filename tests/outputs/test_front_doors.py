@@ -1,6 +1,7 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
 """One case through every front door (the command line on a bundle, SegCAMHandler in an evaluator, SegCAMd +
-Invertd + SaveSegCAMd): the same file names, the same maps on the same grid, the same statistics."""
+Invertd + SaveSegCAMd, FileSegCAM + write_case_folder in Python): the same file names, the same maps on the same
+grid, the same statistics."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ from monai.networks.nets import UNet
 from monai.transforms import Compose, Invertd
 
 from monai_segcam.cli import main
+from monai_segcam.files import FileSegCAM
 from monai_segcam.handlers import SegCAMHandler
+from monai_segcam.inferers import make_segcam
 from monai_segcam.metrics import STAT_COLUMNS
-from monai_segcam.outputs import read_table
+from monai_segcam.outputs import CAMWriter, read_table, write_case_folder
 from monai_segcam.transforms import SaveSegCAMd, SegCAMd
+from monai_segcam.utils.loading import load_bundle, load_checkpoint
 
 NET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8, 16], "strides": [2, 2]}
 AFFINE = np.array([[0.0, -1.2, 0.0, 30.0], [0.9, 0.0, 0.0, -10.0], [0.0, 0.0, 2.5, 5.0], [0.0, 0.0, 0.0, 1.0]])
@@ -113,27 +117,40 @@ def by_transforms(case, out) -> tuple[dict, list[dict]]:
     return {p.name: p for p in out.glob("*_cam_*.nii.gz")}, rows
 
 
+def by_python(case, out) -> tuple[dict, list[dict]]:
+    model = load_bundle(case / "bundle")
+    load_checkpoint(model.network, case / "bundle" / "models" / "model.pt")
+    explainer = FileSegCAM(model, {"hirescam": make_segcam(model.network, model.inferer, layers=LAYER)})
+    explained = explainer(str(case / "case 7.nii.gz"), str(case / "case 7_seg.nii.gz"), classes=CLASSES)
+    writer = CAMWriter(out / explained.name)
+    with writer.all_or_nothing():
+        write_case_folder(writer, explained)
+    return {p.name: p for p in (out / explained.name).glob("*_cam_*.nii.gz")}, explained.rows
+
+
 def test_every_front_door_gives_the_same_files_and_statistics(case, tmp_path):
     cli_files, cli_rows = by_command_line(case, tmp_path / "cli")
     handler_files, handler_rows = by_handler(case, tmp_path / "handler")
     transform_files, transform_rows = by_transforms(case, tmp_path / "transform")
+    python_files, python_rows = by_python(case, tmp_path / "python")
     names = {f"case_7_cam_hirescam_{LAYER}_class{c}.nii.gz" for c in CLASSES}
-    assert set(cli_files) == set(handler_files) == set(transform_files) == names
+    assert set(cli_files) == set(handler_files) == set(transform_files) == set(python_files) == names
     for name in names:
         reference = nib.load(handler_files[name])
         assert reference.shape == SHAPE
         np.testing.assert_allclose(reference.affine, AFFINE, atol=1e-4)
         scale = max(1.0, float(np.abs(reference.get_fdata()).max()))
-        for other in (cli_files[name], transform_files[name]):
+        for other in (cli_files[name], transform_files[name], python_files[name]):
             np.testing.assert_allclose(nib.load(other).affine, reference.affine, atol=1e-5)
             np.testing.assert_allclose(nib.load(other).get_fdata(), reference.get_fdata(), atol=1e-4 * scale)
     transform_rows = {(r["case"], r["layer"], r["method"], str(r["class"])): r for r in transform_rows}
-    assert set(cli_rows) == set(handler_rows) == set(transform_rows) == {
+    python_rows = {(r["case"], r["layer"], r["method"], str(r["class"])): r for r in python_rows}
+    assert set(cli_rows) == set(handler_rows) == set(transform_rows) == set(python_rows) == {
         ("case_7", LAYER, "hirescam", str(c)) for c in CLASSES
     }  # fmt: skip
     for key, row in handler_rows.items():
         assert float(row["relevance_mass_label"]) > 0 and float(row["region_voxels"]) > 0, row  # label stats exist
         for column in STAT_COLUMNS:
             expected = float(row[column])
-            for other in (cli_rows[key], transform_rows[key]):
+            for other in (cli_rows[key], transform_rows[key], python_rows[key]):
                 assert math.isclose(float(other[column]), expected, rel_tol=1e-4, abs_tol=1e-6), (column, other, row)

@@ -1,0 +1,164 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""Seg-CAMs of image files with a MONAI bundle or network, on each file's own voxel grid: the bundle's preprocessing
+applied, the engines run on the network input, and the maps taken back with MONAI's ``Invertd`` (the pipeline of
+``monai-segcam explain --bundle/--network``; nnU-Net's is :py:class:`~monai_segcam.nnunet.NNUNetSegCAM`)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from ..outputs import ExplainedCase, case_rows, safe_case_name
+from ..utils.loading import LoadedModel, first_line
+from .grids import place_region, voxels_to_grid
+from .reading import read_image
+
+__all__ = ["FileSegCAM"]
+
+
+class FileSegCAM:
+    """Explain image files (NIfTI, NRRD, MHA, DICOM series folders) with the engines of a loaded model, each file on
+    its own grid and affine, ready for :py:func:`~monai_segcam.outputs.write_case_folder`.
+
+    Args:
+        model: the network (weights loaded, on its device), the bundle's image preprocessing (``None``: the image as
+            read, through ``intensity``) and whether its outputs are independent sigmoid channels
+            (:py:func:`~monai_segcam.utils.loading.load_bundle`).
+        engines: method name -> engine on ``model.network``, e.g. from :py:func:`~monai_segcam.inferers.make_segcam`
+            with the bundle's inferer; every engine explains the same prediction.
+        predictor: the engine whose ``predict`` gives the prediction; default: the first of ``engines`` that has one.
+        intensity: without preprocessing, a transform of the image as read (e.g. ``ScaleIntensityRange``).
+
+    Example:
+        .. code-block:: python
+
+            model = load_bundle("bundles/segcam_demo")
+            load_checkpoint(model.network, "bundles/segcam_demo/models/model.pt")
+            explainer = FileSegCAM(model, {"hirescam": make_segcam(model.network, model.inferer, layers="pre_head")})
+            case = explainer("ct.nii.gz", classes=[1])  # case.maps[("pre_head", "hirescam")]: (1, *ct's shape)
+            write_case_folder(CAMWriter("cams/" + case.name), case)
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        engines: Mapping[str, Any],
+        predictor: Any = None,
+        intensity: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.model, self.engines, self.intensity = model, dict(engines), intensity
+        self.predictor: Any = predictor or next((e for e in self.engines.values() if hasattr(e, "predict")), None)
+        if self.predictor is None:
+            raise ValueError("FileSegCAM needs an engine that predicts: give a CAM engine or `predictor=`.")
+
+    def __call__(
+        self, path: str, label: str | None = None, classes: list[int] | None = None, region: str = "pred",
+        name: str | None = None,
+    ) -> ExplainedCase:  # fmt: skip
+        """Explain the image file ``path``.
+
+        Args:
+            path: the image file or DICOM series folder.
+            label: the ground-truth label map file (for the ``label``, ``fp`` and ``fn`` regions, and the statistics).
+            classes: the output channels explained; default: all (multi-label), else all but 0.
+            region: a region string (:py:func:`~monai_segcam.cam.regions.parse_region`); a voxel or box is given in
+                voxel indices of the file.
+            name: the case name; default: the file's name (:py:func:`~monai_segcam.outputs.safe_case_name`).
+
+        Raises:
+            FileNotFoundError: a file does not exist.
+            ValueError: a file cannot be read or preprocessed, or does not fit the network or the region.
+        """
+        name = name or safe_case_name(path)
+        original, image, truth = self._load(path, label)
+        x = torch.as_tensor(image).float()[None]
+        logits = self.predictor.predict(x).cpu()
+        channels = logits.shape[1]
+        default = list(range(channels)) if self.model.multi_label else (list(range(1, channels)) or [0])
+        classes = list(default if classes is None else classes)
+        to_grid = lambda points: voxels_to_grid(points, original.affine, image.affine)  # noqa: E731
+        placed, region_summary = place_region(region, original.shape[1:], image.shape[1:], to_grid)
+        call = {"classes": classes, "region": placed, "pred": logits, "label": truth}
+        maps, rows, modules = {}, [], {}
+        for method, engine in self.engines.items():
+            try:
+                result = engine(x, **call)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+            maps.update({(layer, method): cam.as_tensor()[0] for layer, cam in result.items()})
+            modules.update(result.modules)
+            by_layer = {layer: cam.as_tensor()[0] for layer, cam in result.items()}
+            explained = result.region[0] > 0
+            rows += case_rows(name, method, by_layer, classes, explained, None if truth is None else truth[0], image)[0]
+        keys = {f"cam{i}": key for i, key in enumerate(maps)}
+        grid = self._to_file_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, path, original)
+        segmentation = grid["pred"] > 0 if self.model.multi_label else grid["pred"].argmax(0)
+        masks = segmentation if self.model.multi_label else np.stack([segmentation == c for c in range(channels)])
+        summary = {
+            "input": {
+                "path": os.path.abspath(path),
+                "shape": list(original.shape[1:]),
+                "channels": int(original.shape[0]),
+                "affine": np.asarray(original.affine, dtype=np.float64).tolist(),
+                "label": None if label is None else os.path.abspath(label),
+            },
+            "network_input_shape": list(image.shape),
+            "network_input_affine": np.asarray(image.affine, dtype=np.float64).tolist(),
+            "region_on_network_grid": region_summary,
+            "predicted_voxels": {str(c): int(mask.sum()) for c, mask in enumerate(masks)},
+        }
+        inverted = {key: grid[tag] for tag, key in keys.items()}
+        return ExplainedCase(name, original, inverted, masks[classes], segmentation, rows, classes, modules, summary,
+                             network_grid={"image": x, **call})  # fmt: skip
+
+    def _load(self, path: str, label: str | None) -> tuple[Any, Any, Any]:
+        """The input as read, the network input ``(C, *spatial)`` and the label on its grid (or ``None``)."""
+        original = read_image(path)
+        if self.model.preprocessing is not None:
+            try:
+                image = self.model.preprocessing({"image": path})["image"]
+            except Exception as exc:
+                raise ValueError(f"the bundle's preprocessing failed on {path}: {first_line(exc)}") from exc
+        else:
+            image = original.float() if self.intensity is None else self.intensity(original.float())
+        expected = self.model.in_channels
+        if expected is not None and image.shape[0] != expected:
+            raise ValueError(f"{path} gives {image.shape[0]} channel(s) but the network expects {expected} (in_channels)")
+        return original, image, None if label is None else _label_on_grid(label, image)
+
+    def _to_file_grid(
+        self, outputs: dict[str, torch.Tensor], image: Any, path: str, original: Any
+    ) -> dict[str, np.ndarray]:
+        """Invert the bundle's spatial preprocessing on every ``(N, *spatial)`` output (linear interpolation)."""
+        arrays = {key: value.detach().cpu().numpy() for key, value in outputs.items()}
+        if self.model.preprocessing is not None and getattr(image, "applied_operations", None):
+            from monai.transforms import Invertd
+
+            invert = Invertd(list(outputs), self.model.preprocessing, orig_keys="image", nearest_interp=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                inverted = invert({"image": image, **{k: MetaTensor(v.detach().cpu()) for k, v in outputs.items()}})
+            arrays = {key: np.asarray(torch.as_tensor(inverted[key]).cpu().numpy()) for key in outputs}
+        shape = tuple(original.shape[1:])
+        for value in arrays.values():
+            if tuple(value.shape[1:]) != shape:
+                raise ValueError(f"{path}: outputs came back on a {tuple(value.shape[1:])} grid, not the input's {shape}")
+        return arrays
+
+
+def _label_on_grid(path: str, image: Any) -> torch.Tensor:
+    """The label map read from ``path``, resampled (nearest) onto the network input's grid ``(1, 1, *spatial)``."""
+    from monai.transforms import ResampleToMatch
+
+    label = read_image(path, "label")
+    if label.shape[0] != 1:
+        raise ValueError(f"label {path} has {label.shape[0]} channels; give a single-channel label map")
+    if tuple(label.shape[1:]) != tuple(image.shape[1:]) or not torch.allclose(label.affine, image.affine, atol=1e-4):
+        label = ResampleToMatch(mode="nearest")(label, image)
+    return torch.as_tensor(label).round().long()[None]

@@ -1,0 +1,138 @@
+# Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
+"""A case folder: one explained image file's segmentation, maps (NIfTI, PNG, panels) and ``<case>_segcam.json``,
+written by the one writer (:py:class:`~monai_segcam.outputs.CAMWriter`) on the input file's own grid."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..metrics.statistics import STAT_COLUMNS
+from .names import segmentation_file_name
+from .writer import CAMWriter, write_text
+
+__all__ = ["ExplainedCase", "write_case_folder"]
+
+
+@dataclass
+class ExplainedCase:
+    """One image file's maps on its own grid, ready to write (:py:func:`write_case_folder`).
+
+    Attributes:
+        name: the case name.
+        original: the input as read, ``(C, *spatial)`` with its affine (the maps' geometry, the PNGs' background).
+        maps: ``(layer, method) -> (len(classes), *spatial)`` on the input's grid.
+        regions: per class ``(len(classes), *spatial)``, the mask drawn in the PNGs.
+        segmentation: the predicted label map ``(*spatial)``, or per class ``(C, *spatial)`` (multi-label).
+        rows: the case's statistics rows (:py:func:`~monai_segcam.outputs.case_rows`).
+        classes: the explained classes.
+        modules: layer key -> the network module it names (``None`` for occlusion's ``"input"``).
+        summary: the pipeline's entries of the JSON summary (input, grids, region, predicted voxels).
+        files: the JSON entries of files written besides the segmentation and the maps (e.g. a channel table).
+        network_grid: what the maps were computed from on the network grid (``image`` ``(1, C, *grid)``,
+            ``logits``, ``region``, ``label``), for further attributions of the same call.
+    """
+
+    name: str
+    original: Any
+    maps: dict[tuple[str, str], np.ndarray]
+    regions: Any
+    segmentation: np.ndarray
+    rows: list[dict[str, Any]]
+    classes: list[int]
+    modules: dict[str, str | None]
+    summary: dict[str, Any] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    network_grid: dict[str, Any] = field(default_factory=dict)
+
+
+def write_case_folder(
+    writer: CAMWriter,
+    case: ExplainedCase,
+    class_names: Mapping[int, str] | None = None,
+    normalize: bool = False,
+    described: Mapping[str, Any] | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Write a case's segmentation, maps and ``<case>_segcam.json`` into ``writer.output_dir``; records each map's
+    files in its statistics row. Call it inside ``writer.all_or_nothing()`` to keep a case all or none.
+
+    Args:
+        writer: the writer of the case's folder (its ``png`` and ``center`` settings are used).
+        case: the explained case.
+        class_names: class index -> name (PNG titles, JSON).
+        normalize: min-max scale each written map to [0, 1].
+        described: further JSON entries (e.g. the model and the settings).
+        started: the ``time.perf_counter()`` at which the case began: the JSON records ``seconds`` since.
+
+    Returns:
+        the JSON summary written: the case's ``summary``, its classes, the files (a map's with its statistics and
+        peak) and ``described``.
+
+    Example:
+        .. code-block:: python
+
+            writer = CAMWriter("cams/case1", png=True)
+            with writer.all_or_nothing():
+                summary = write_case_folder(writer, case, described={"model": {"bundle": "segcam_demo"}})
+    """
+    class_names = dict(class_names or {})
+    affine = np.asarray(case.original.affine, dtype=np.float64)
+    writer.write_segmentation(case.name, case.segmentation, affine)
+    files = _write_maps(writer, case, class_names, normalize)
+    summary = {
+        "case": case.name,
+        **case.summary,
+        "classes": {str(c): class_names.get(c) for c in case.classes},
+        "files": [{"file": segmentation_file_name(case.name), "kind": "segmentation"}, *files, *case.files],
+        **({} if started is None else {"seconds": round(time.perf_counter() - started, 3)}),
+        **(described or {}),
+    }
+    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+    writer.record(write_text(text, os.path.join(writer.output_dir, f"{case.name}_segcam.json")))
+    return summary
+
+
+def _write_maps(writer: CAMWriter, case: ExplainedCase, class_names: dict[int, str], normalize: bool) -> list[dict]:
+    """The maps as NIfTI/PNG and the panels; returns their JSON entries."""
+    from monai_segcam.cam import normalize_cam
+
+    original, classes = case.original, case.classes
+    affine = np.asarray(original.affine, dtype=np.float64)
+    maps = {key: np.asarray(cam, dtype=np.float32) for key, cam in case.maps.items()}
+    if normalize:
+        maps = {key: normalize_cam(torch.from_numpy(cam)[None])[0].numpy() for key, cam in maps.items()}
+    rows = {(row["layer"], row["method"], row["class"]): row for row in case.rows}
+    entries = []
+    for method in dict.fromkeys(method for _, method in maps):
+        shown = {layer: cam for (layer, m), cam in maps.items() if m == method}
+        files = writer.write(case.name, method, shown, classes, affine, original[0], case.regions, class_names=class_names)
+        for (layer, c), paths in files.items():
+            row = rows[(layer, method, c)]
+            row["files"] = ";".join(os.path.join(case.name, os.path.basename(path)) for path in paths)
+            stats = {key: row[key] if row[key] == row[key] else None for key in STAT_COLUMNS}  # NaN: none
+            stats.update(_peak(shown[layer][classes.index(c)], affine))
+            for path in paths:
+                kind = "png" if path.endswith(".png") else "cam"
+                entry = {"file": os.path.basename(path), "kind": kind, "class": c, "layer": layer, "method": method}
+                if kind == "cam":
+                    module = case.modules.get(layer)
+                    entry.update(class_name=class_names.get(c), stats=stats, normalized=normalize, module=module)
+                entries.append(entry)
+    if writer.png and len(maps) > 1:
+        for path, c in zip(writer.write_panels(case.name, original[0], maps, classes, case.regions), classes):
+            entries.append({"file": os.path.basename(path), "kind": "png", "class": c, "layer": None, "method": None})
+    return entries
+
+
+def _peak(cam: np.ndarray, affine: np.ndarray) -> dict[str, list]:
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    world = affine @ np.array([*peak, 1.0])
+    return {"peak_voxel": [int(i) for i in peak], "peak_world_ras_mm": [round(float(v), 4) for v in world[:3]]}

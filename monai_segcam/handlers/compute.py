@@ -20,7 +20,7 @@ from monai.utils.dist import string_list_all_gather
 from torch import nn
 
 from ..cam import Region
-from ..inferers.segcam_inferer import result_layers
+from ..cam.factory import result_layers
 from ..outputs import CaseNamer, cam_output_keys, source_meta
 from ..transforms.array import ComputeSegCAM
 

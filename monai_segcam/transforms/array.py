@@ -14,8 +14,8 @@ from monai.utils import TransformBackends, ensure_tuple, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
+from ..cam.factory import make_segcam, result_layers
 from ..cam.regions import region_source
-from ..inferers.segcam_inferer import make_segcam, result_layers
 from ..outputs import cam_output_keys
 
 __all__ = ["ComputeSegCAM", "NormalizeSegCAM"]

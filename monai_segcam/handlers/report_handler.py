@@ -15,7 +15,7 @@ from ..outputs import CaseNamer, epoch_folder
 from ..report import SegCAMReport, cams_from_layers
 from ..report.stats import DEFAULT_FLAG_THRESHOLD
 from ..report.writer import write_epochs_index
-from .compute import Engine, Events, SegCAMComputeHandler, gather, output_item, rank_and_world
+from .compute import Engine, Events, SegCAMComputeHandler, gather, idist, output_item
 from .segcam_handler import SegCAMHandler
 
 __all__ = ["SegCAMReportHandler"]
@@ -143,8 +143,8 @@ class SegCAMReportHandler:
         report = self.report
         if report is None:
             return
-        rank, world = rank_and_world()
-        if world > 1:
+        rank = idist.get_rank()
+        if idist.get_world_size() > 1:
             summaries = gather(list(report.cases.values()))
             if rank != self.save_rank:
                 return

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..cam import Region
 from ..cam.factory import result_layers
+from ..cam.result import as_image_map
 from ..outputs import CaseNamer, cam_output_keys, source_meta
 from ..transforms.array import ComputeSegCAM
 
@@ -222,8 +223,7 @@ class SegCAMComputeHandler:
         if len(self.batch) == image.shape[0] and all(case.status == "ok" for case in self.batch):
             output: Any = engine.state.output
             for layer, key in self.output_keys.items():
-                stacked = MetaTensor(torch.stack([case.cams[layer].as_tensor() for case in self.batch]))
-                output[key] = stacked.copy_meta_from(image) if isinstance(image, MetaTensor) else stacked
+                output[key] = as_image_map(torch.stack([case.cams[layer] for case in self.batch]), image)
 
     def _from_output(self, output: Any) -> tuple[Any, Any, Any]:
         if not isinstance(output, Mapping) or self.image_key not in output:

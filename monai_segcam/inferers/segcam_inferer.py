@@ -33,10 +33,9 @@ class SegCAMInferer(Inferer):
     :py:class:`~monai_segcam.handlers.SegCAMOutputHandler` to copy it into ``engine.state.output["cam"]`` at
     ``IterationEvents.FORWARD_COMPLETED``, ready for postprocessing (``Invertd``, ``SaveImaged``).
 
-    With a ``SlidingWindowInferer`` the prediction is MONAI's stitched prediction and the CAM is a
-    :py:class:`~monai_segcam.SlidingWindowSegCAM` with the same window settings; otherwise a whole-volume
-    :py:class:`~monai_segcam.SegCAM`. Regions that need the ground truth (``"label"``, ``"fp"``, ``"fn"``) are not
-    available here (the inferer never sees the label): use :py:class:`~monai_segcam.handlers.SegCAMHandler`.
+    The CAM engine is :py:func:`~monai_segcam.cam.make_segcam`'s for the wrapped inferer. Regions that need the ground
+    truth (``"label"``, ``"fp"``, ``"fn"``) are not available here (the inferer never sees the label): use
+    :py:class:`~monai_segcam.handlers.SegCAMHandler`.
 
     Args:
         inferer: the inferer making the prediction: ``SimpleInferer`` (default) or ``SlidingWindowInferer``.
@@ -89,6 +88,8 @@ class SegCAMInferer(Inferer):
             raise ValueError(
                 "SegCAMInferer cannot pass extra arguments to the network: the CAM engines call it on the input only."
             )
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"SegCAMInferer explains a torch.nn.Module, got a {type(network).__name__}.")
         self.last_cam = None
         pred = self.inferer(inputs, network)
         if not isinstance(pred, torch.Tensor):
@@ -97,9 +98,6 @@ class SegCAMInferer(Inferer):
             )
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)
-        multi_label = bool(self.cam_kwargs.get("multi_label", False))
-        if not isinstance(network, nn.Module):
-            raise TypeError(f"SegCAMInferer explains a torch.nn.Module, got a {type(network).__name__}.")
-        source = region_source(pred, multi_label)
+        source = region_source(pred, bool(self.cam_kwargs.get("multi_label", False)))
         self.last_cam = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source)
         return pred

@@ -120,11 +120,8 @@ class SaveSegCAMd(MapTransform):
     class in ``output_dir``, atomically, named after the CAM's source file like the handlers' and the command line's.
 
     Args:
-        cam_key: the CAM key of :py:class:`SegCAMd`; the keys read are those of
-            :py:func:`~monai_segcam.outputs.cam_output_keys` (``cam_key``, or ``f"{cam_key}_{layer}"`` per layer).
-        layers: the layer(s), as given to :py:class:`SegCAMd`.
-        method: the method's name, as given to :py:class:`SegCAMd`.
-        classes: the explained class indices, as given to :py:class:`SegCAMd`.
+        cam_key, layers, method, classes: as given to :py:class:`SegCAMd` (the keys read are ``cam_key``, or
+            ``f"{cam_key}_{layer}"`` per layer of a list: :py:func:`~monai_segcam.outputs.cam_output_keys`).
         output_dir: the folder of the files.
         allow_missing_keys: skip CAM keys missing from the item instead of raising.
 

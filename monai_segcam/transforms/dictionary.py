@@ -91,8 +91,7 @@ class SegCAMd(MapTransform):
         self.label_keys = ensure_tuple_rep(label_key, len(self.keys))
         self.cam_key_bases = ensure_tuple_rep(cam_key, len(self.keys))
         self.stats_key = stats_key
-        keys_of = self.cam.layers  # the layer keys of the maps ("input" for occlusion)
-        self.cam_keys: tuple[str, ...] = tuple(k for base in self.cam_key_bases for k in cam_keys(base, keys_of))
+        self.cam_keys = tuple(key for base in self.cam_key_bases for key in cam_keys(base, self.cam.layers))
         if len(set(self.cam_keys)) != len(self.cam_keys):
             raise ValueError(f"The output keys {list(self.cam_keys)} are not unique: give one cam_key per image key.")
 

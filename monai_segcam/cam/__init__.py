@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import regions
 from .base import CAMEngine, Explainer
 from .capture import ActivationCapture
+from .factory import make_segcam, result_layers
 from .layers import LayerInfo, LayerTable, ResolvedLayer, layer_presets, list_layers, resolve_layers, unwrap_network
 from .methods import CAMRule, get_rule, method_names, register_method
 from .normalize import normalize_cam
@@ -25,6 +26,8 @@ __all__ = [
     "CAMResult",
     "SegCAM",
     "SlidingWindowSegCAM",
+    "make_segcam",
+    "result_layers",
     "WindowGrid",
     "GridFactory",
     "WindowSettings",

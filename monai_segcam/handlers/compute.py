@@ -4,27 +4,26 @@ the cases (:py:class:`CAMCase`) the saver, statistics and TensorBoard handlers r
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer
 from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_version, optional_import
-from monai.utils.dist import string_list_all_gather
 from torch import nn
 
 from ..cam import Region
-from ..inferers.segcam_inferer import result_layers
+from ..cam.factory import result_layers
+from ..cam.result import as_image_map
 from ..outputs import CaseNamer, cam_output_keys, source_meta
 from ..transforms.array import ComputeSegCAM
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
@@ -32,7 +31,7 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "rank_and_world", "gather", "output_item"]
+__all__ = ["SegCAMComputeHandler", "CAMCase", "OnError", "fail_case", "gather", "output_item"]
 
 
 class OnError(StrEnum):
@@ -65,23 +64,15 @@ class CAMCase:
     named_by: str | None = None
 
 
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` of ``torch.distributed``, ``(0, 1)`` outside it."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def gather(items: Sequence[Any]) -> list[Any]:
-    """The JSON-compatible ``items`` of every rank, in rank order (``items`` itself outside ``torch.distributed``).
+    """The picklable ``items`` of every rank, in rank order, on every rank (``items`` outside ``torch.distributed``).
 
     Example:
         .. code-block:: python
 
             rows = gather(self.rows)  # every rank's rows, on every rank
     """
-    texts = string_list_all_gather([json.dumps(item) for item in items])
-    return [json.loads(text) for text in texts if text]  # a rank without items sends ""
+    return [item for part in idist.all_gather(list(items)) for item in part]  # a list: gathered as one object
 
 
 def output_item(output: Any, index: int, key: str | None) -> Any:
@@ -232,8 +223,7 @@ class SegCAMComputeHandler:
         if len(self.batch) == image.shape[0] and all(case.status == "ok" for case in self.batch):
             output: Any = engine.state.output
             for layer, key in self.output_keys.items():
-                stacked = MetaTensor(torch.stack([case.cams[layer].as_tensor() for case in self.batch]))
-                output[key] = stacked.copy_meta_from(image) if isinstance(image, MetaTensor) else stacked
+                output[key] = as_image_map(torch.stack([case.cams[layer] for case in self.batch]), image)
 
     def _from_output(self, output: Any) -> tuple[Any, Any, Any]:
         if not isinstance(output, Mapping) or self.image_key not in output:
@@ -254,8 +244,8 @@ class SegCAMComputeHandler:
     def _case_name(self, item: torch.Tensor, index: int, engine: Engine) -> tuple[str, str | None]:
         """The case name from the source file's metadata, unique within the epoch, and the key that named it."""
         named_by, meta = source_meta(item, getattr(engine.state, "batch", None), index, skip=[self.label_key])
-        rank, world = rank_and_world()
-        fallback = f"case_it{engine.state.iteration}_{index}" + (f"_rank{rank}" if world > 1 else "")
+        rank = f"_rank{idist.get_rank()}" if idist.get_world_size() > 1 else ""
+        fallback = f"case_it{engine.state.iteration}_{index}{rank}"
         return self._names(meta, default=fallback), named_by
 
     def _compute(self, case: CAMCase, item: torch.Tensor, pred: Any, label: Any) -> None:

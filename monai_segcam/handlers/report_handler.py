@@ -15,7 +15,7 @@ from ..outputs import CaseNamer, epoch_folder
 from ..report import SegCAMReport, cams_from_layers
 from ..report.stats import DEFAULT_FLAG_THRESHOLD
 from ..report.writer import write_epochs_index
-from .compute import Engine, Events, SegCAMComputeHandler, gather, output_item, rank_and_world
+from .compute import Engine, Events, SegCAMComputeHandler, gather, idist, output_item
 from .segcam_handler import SegCAMHandler
 
 __all__ = ["SegCAMReportHandler"]
@@ -53,9 +53,8 @@ class SegCAMReportHandler:
         title: the index page's title.
         save_rank: the rank that writes the pages.
         name: the logger name.
-        settings: without ``segcam_handler``: ``layers`` (a string: one key ``cam_key``), ``method``, ``classes`` (of
-            the CAM channels), ``multi_label`` and ``cam_key`` (``f"{cam_key}_{layer}"`` per layer of a list) of the
-            reported CAMs, as for :py:class:`SegCAMComputeHandler`.
+        settings: without ``segcam_handler``: ``layers``, ``method``, ``classes``, ``multi_label`` and ``cam_key`` of
+            the reported CAMs, as for :py:class:`SegCAMComputeHandler`.
 
     Example:
         .. code-block:: python
@@ -143,15 +142,11 @@ class SegCAMReportHandler:
         report = self.report
         if report is None:
             return
-        rank, world = rank_and_world()
-        if world > 1:
-            summaries = gather(list(report.cases.values()))
-            if rank != self.save_rank:
-                return
-            for summary in summaries:
+        if idist.get_world_size() > 1:  # every rank's cases, by name (ranks interleave the data)
+            for summary in gather(list(report.cases.values())):
                 report.add_summary(summary)
-            report.cases = {name: report.cases[name] for name in sorted(report.cases)}  # ranks interleave the data
-        if rank != self.save_rank or not report.cases:
+            report.cases = dict(sorted(report.cases.items()))
+        if idist.get_rank() != self.save_rank or not report.cases:
             return
         if isinstance(self.segcam_handler, SegCAMHandler):
             report.update_rows(self.segcam_handler.rows)

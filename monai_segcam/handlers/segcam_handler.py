@@ -36,7 +36,7 @@ class SegCAMHandler(SegCAMComputeHandler):
     Args:
         network: the network to explain; defaults to the engine's ``network``.
         layers, method, classes, region: as for :py:class:`~monai_segcam.transforms.ComputeSegCAM`.
-        inferer: the inferer whose windows the CAM uses (see :py:func:`~monai_segcam.inferers.make_segcam`);
+        inferer: the inferer whose windows the CAM uses (see :py:func:`~monai_segcam.cam.make_segcam`);
             defaults to the engine's ``inferer``.
         cam_key: the output key of the CAM.
         image_key: the output key of the network input.
@@ -62,10 +62,8 @@ class SegCAMHandler(SegCAMComputeHandler):
         amp: compute the CAMs under ``torch.autocast``; ``None`` (default): as the evaluator predicts. MONAI's
             evaluators autocast CUDA operations only (``torch.autocast("cuda", **amp_kwargs)``), so an ``amp=True``
             evaluator gets float16 CAMs (or its ``amp_kwargs`` dtype) on a CUDA network and float32 CAMs on the CPU.
-        compute_kwargs: ``layers``, ``method``, ``classes``, ``region``, ``inferer``, the keys, ``output_transform``,
-            ``interval``, ``epoch_level``, ``cases``, ``max_cases``, ``on_error``, ``name``, ``amp`` (as above) and
-            further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...): the
-            arguments of :py:class:`~monai_segcam.handlers.SegCAMComputeHandler`, by keyword.
+        compute_kwargs: the other arguments above (those of :py:class:`~monai_segcam.handlers.SegCAMComputeHandler`)
+            and further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
 
     Example:
         .. code-block:: python

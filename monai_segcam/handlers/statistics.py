@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ..outputs import StatsTable, case_rows, epoch_folder, merge_rows, table_rows
-from .compute import CAMCase, Engine, Events, SegCAMComputeHandler, gather, rank_and_world
+from .compute import CAMCase, Engine, Events, SegCAMComputeHandler, gather, idist
 
 __all__ = ["SegCAMStatsHandler"]
 
@@ -60,7 +60,7 @@ class SegCAMStatsHandler:
 
     def started(self, engine: Engine) -> None:
         """``STARTED``: check ``save_rank``."""
-        world = rank_and_world()[1]
+        world = idist.get_world_size()
         if not 0 <= self.save_rank < world:
             raise ValueError(f"save_rank {self.save_rank} is not a rank of this run (world size {world}).")
 
@@ -88,14 +88,14 @@ class SegCAMStatsHandler:
         self.rows += rows
         table = self._table(engine)
         if table is not None:
-            table.append([row for row in rows if row["status"] == "ok"], engine.state.epoch, rank_and_world()[0])
+            table.append([row for row in rows if row["status"] == "ok"], engine.state.epoch, idist.get_rank())
 
     def epoch_completed(self, engine: Engine) -> None:
         """``EPOCH_COMPLETED``: gather the rows to ``save_rank`` and write the CSV there."""
         if self.compute.epoch_level and engine.state.epoch % self.compute.interval:
             return
         gathered = gather(self.rows)
-        if rank_and_world()[0] != self.save_rank:
+        if idist.get_rank() != self.save_rank:
             return
         self.rows = merge_rows(gathered, self._previous)
         failed = sorted({f"{row['case']}: {row['error']}" for row in self.rows if row["status"] == "failed"})

@@ -10,7 +10,7 @@ from typing import Any
 from monai.utils import optional_import
 
 from ..visualize import log_cam_to_tensorboard
-from .compute import Engine, Events, SegCAMComputeHandler, rank_and_world
+from .compute import Engine, Events, SegCAMComputeHandler, idist
 
 SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
 
@@ -73,7 +73,7 @@ class SegCAMTensorBoardHandler:
 
     def _writer(self) -> Any:
         if self.summary_writer is None:
-            suffix = f".rank{rank_and_world()[0]}" if rank_and_world()[1] > 1 else ""
+            suffix = f".rank{idist.get_rank()}" if idist.get_world_size() > 1 else ""
             log_dir = None if self.log_dir is None else os.fspath(self.log_dir)
             self.summary_writer = SummaryWriter(log_dir=log_dir, filename_suffix=suffix)
             self._own_writer = True

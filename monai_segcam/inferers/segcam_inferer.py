@@ -17,59 +17,11 @@ from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
 from ..cam import CAMResult, Region, SegCAM, SlidingWindowSegCAM
+from ..cam.factory import make_segcam, result_layers
 from ..cam.regions import region_source
-from ..cam.windows import inferer_window_settings
 from ..perturbation import SegOcclusion
-from ..perturbation.occlusion import METHOD as OCCLUSION
 
-__all__ = ["SegCAMInferer", "make_segcam", "region_source", "result_layers"]
-
-
-def make_segcam(
-    network: nn.Module, inferer: Inferer | None = None, **cam_kwargs: Any
-) -> SegCAM | SlidingWindowSegCAM | SegOcclusion:
-    """The CAM engine matching an inferer: :py:class:`~monai_segcam.SlidingWindowSegCAM` with the window settings of
-    a ``SlidingWindowInferer`` (or of the one wrapped by a :py:class:`SegCAMInferer`), else
-    :py:class:`~monai_segcam.SegCAM` on whole volumes. ``method="occlusion"`` gives
-    :py:class:`~monai_segcam.perturbation.SegOcclusion` with the same windows (``layers`` is ignored: occlusion maps
-    have the single layer key ``"input"``).
-
-    Args:
-        network: the segmentation network.
-        inferer: the inferer that makes the prediction, or ``None`` (whole volume).
-        cam_kwargs: ``layers``, ``method``, ... of the CAM engine (``mask_size``, ``stride``, ``baseline``... of
-            occlusion).
-
-    Example:
-        .. code-block:: python
-
-            engine = make_segcam(net, SlidingWindowInferer(roi_size=(96, 96, 96)), layers="pre_head")
-            occlusion = make_segcam(net, SlidingWindowInferer(roi_size=(96, 96, 96)), method="occlusion", mask_size=16)
-    """
-    if isinstance(inferer, SegCAMInferer):
-        inferer = inferer.inferer
-    if inferer is not None and not isinstance(inferer, (SimpleInferer, SlidingWindowInferer)):
-        raise TypeError(
-            f"Cannot reproduce a {type(inferer).__name__} for CAMs: use a SimpleInferer or a SlidingWindowInferer "
-            "(or pass `inferer=None` to explain whole volumes)."
-        )
-    windows = inferer_window_settings(inferer).as_kwargs() if isinstance(inferer, SlidingWindowInferer) else None
-    if cam_kwargs.get("method") == OCCLUSION:
-        kwargs = {k: v for k, v in cam_kwargs.items() if k not in ("method", "layers")}
-        return SegOcclusion(network, **{**(windows or {}), **kwargs})
-    if windows is not None:
-        return SlidingWindowSegCAM(network, **{**windows, **cam_kwargs})
-    return SegCAM(network, **cam_kwargs)
-
-
-def result_layers(method: Any, layers: str | Sequence[str]) -> str | Sequence[str]:
-    """The layer keys of an engine's result for ``layers``: occlusion maps have the single key ``"input"``.
-
-    Example:
-        >>> result_layers("occlusion", "pre_head"), result_layers("hirescam", ["bottleneck", "pre_head"])
-        ('input', ['bottleneck', 'pre_head'])
-    """
-    return "input" if method == OCCLUSION else layers
+__all__ = ["SegCAMInferer"]
 
 
 class SegCAMInferer(Inferer):
@@ -81,10 +33,9 @@ class SegCAMInferer(Inferer):
     :py:class:`~monai_segcam.handlers.SegCAMOutputHandler` to copy it into ``engine.state.output["cam"]`` at
     ``IterationEvents.FORWARD_COMPLETED``, ready for postprocessing (``Invertd``, ``SaveImaged``).
 
-    With a ``SlidingWindowInferer`` the prediction is MONAI's stitched prediction and the CAM is a
-    :py:class:`~monai_segcam.SlidingWindowSegCAM` with the same window settings; otherwise a whole-volume
-    :py:class:`~monai_segcam.SegCAM`. Regions that need the ground truth (``"label"``, ``"fp"``, ``"fn"``) are not
-    available here (the inferer never sees the label): use :py:class:`~monai_segcam.handlers.SegCAMHandler`.
+    The CAM engine is :py:func:`~monai_segcam.cam.make_segcam`'s for the wrapped inferer. Regions that need the ground
+    truth (``"label"``, ``"fp"``, ``"fn"``) are not available here (the inferer never sees the label): use
+    :py:class:`~monai_segcam.handlers.SegCAMHandler`.
 
     Args:
         inferer: the inferer making the prediction: ``SimpleInferer`` (default) or ``SlidingWindowInferer``.
@@ -137,6 +88,8 @@ class SegCAMInferer(Inferer):
             raise ValueError(
                 "SegCAMInferer cannot pass extra arguments to the network: the CAM engines call it on the input only."
             )
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"SegCAMInferer explains a torch.nn.Module, got a {type(network).__name__}.")
         self.last_cam = None
         pred = self.inferer(inputs, network)
         if not isinstance(pred, torch.Tensor):
@@ -145,9 +98,6 @@ class SegCAMInferer(Inferer):
             )
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)
-        multi_label = bool(self.cam_kwargs.get("multi_label", False))
-        if not isinstance(network, nn.Module):
-            raise TypeError(f"SegCAMInferer explains a torch.nn.Module, got a {type(network).__name__}.")
-        source = region_source(pred, multi_label)
+        source = region_source(pred, bool(self.cam_kwargs.get("multi_label", False)))
         self.last_cam = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source)
         return pred

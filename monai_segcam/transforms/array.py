@@ -14,9 +14,9 @@ from monai.utils import TransformBackends, ensure_tuple, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
+from ..cam.factory import make_segcam, result_layers
 from ..cam.regions import region_source
-from ..inferers.segcam_inferer import make_segcam, result_layers
-from ..outputs import cam_output_keys
+from ..cam.result import as_image_map
 
 __all__ = ["ComputeSegCAM", "NormalizeSegCAM"]
 
@@ -63,7 +63,6 @@ class ComputeSegCAM(Transform):
     ) -> None:
         self.engine = make_segcam(network, inferer, layers=layers, method=method, **cam_kwargs)
         self.layers = result_layers(method, layers)
-        self.layer_keys = list(cam_output_keys("cam", self.layers))
         self.method = method if isinstance(method, str) else type(method).__name__
         self.classes = tuple(int(c) for c in ensure_tuple(classes))
         self.region = region
@@ -99,14 +98,10 @@ class ComputeSegCAM(Transform):
                     "compute the CAM before any transform that changes the grid (e.g. before Invertd)."
                 )
         device = torch.device(self.device) if self.device is not None else img.device
-        source = region_source(pred[None], self.multi_label) if pred is not None else None
-        source = source.to(device) if source is not None else None
+        source = region_source(pred[None].to(device) if pred is not None else None, self.multi_label)
         truth = torch.as_tensor(label)[None].to(device) if label is not None else None
         result = self.engine(img[None].to(device), classes=self.classes, region=self.region, pred=source, label=truth)
-        maps = {layer: MetaTensor(result[layer].as_tensor()[0].detach().to(img.device)) for layer in self.layer_keys}
-        for cam in maps.values():
-            if isinstance(img, MetaTensor):
-                cam.copy_meta_from(img)
+        maps = {layer: as_image_map(cam.as_tensor()[0].detach().to(img.device), img) for layer, cam in result.items()}
         return maps, result.region[0].cpu() > 0
 
 
@@ -137,7 +132,4 @@ class NormalizeSegCAM(Transform):
         if not isinstance(cam, torch.Tensor) or cam.ndim < 2:
             raise ValueError(f"cam must be a channel-first tensor (N, *spatial), got {getattr(cam, 'shape', cam)}.")
         out = normalize_cam(cam[None], mode=self.mode, percentiles=self.percentiles)
-        if isinstance(cam, MetaTensor):
-            result = MetaTensor(out.as_tensor()[0] if isinstance(out, MetaTensor) else out[0])
-            return result.copy_meta_from(cam)
-        return out[0]
+        return as_image_map(out[0], cam) if isinstance(cam, MetaTensor) else out[0]

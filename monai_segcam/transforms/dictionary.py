@@ -91,8 +91,7 @@ class SegCAMd(MapTransform):
         self.label_keys = ensure_tuple_rep(label_key, len(self.keys))
         self.cam_key_bases = ensure_tuple_rep(cam_key, len(self.keys))
         self.stats_key = stats_key
-        keys_of = self.cam.layers  # the layer keys of the maps ("input" for occlusion)
-        self.cam_keys: tuple[str, ...] = tuple(k for base in self.cam_key_bases for k in cam_keys(base, keys_of))
+        self.cam_keys = tuple(key for base in self.cam_key_bases for key in cam_keys(base, self.cam.layers))
         if len(set(self.cam_keys)) != len(self.cam_keys):
             raise ValueError(f"The output keys {list(self.cam_keys)} are not unique: give one cam_key per image key.")
 
@@ -120,11 +119,8 @@ class SaveSegCAMd(MapTransform):
     class in ``output_dir``, atomically, named after the CAM's source file like the handlers' and the command line's.
 
     Args:
-        cam_key: the CAM key of :py:class:`SegCAMd`; the keys read are those of
-            :py:func:`~monai_segcam.outputs.cam_output_keys` (``cam_key``, or ``f"{cam_key}_{layer}"`` per layer).
-        layers: the layer(s), as given to :py:class:`SegCAMd`.
-        method: the method's name, as given to :py:class:`SegCAMd`.
-        classes: the explained class indices, as given to :py:class:`SegCAMd`.
+        cam_key, layers, method, classes: as given to :py:class:`SegCAMd` (the keys read are ``cam_key``, or
+            ``f"{cam_key}_{layer}"`` per layer of a list: :py:func:`~monai_segcam.outputs.cam_output_keys`).
         output_dir: the folder of the files.
         allow_missing_keys: skip CAM keys missing from the item instead of raising.
 

@@ -1,6 +1,6 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
 """SegCAMHandler under torch.distributed (2 processes, gloo, CPU): each rank explains its own cases, rank 0 writes
-the one CSV with every case."""
+the one CSV and the one review report (SegCAMReportHandler) with every case."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from monai.engines import SupervisedEvaluator
 from test_segcam_handler import make_net, preprocessing, write_cases
 from torch.utils.data import DistributedSampler
 
-from monai_segcam.handlers import SegCAMHandler
+from monai_segcam.handlers import SegCAMHandler, SegCAMReportHandler
 
 
 def _free_port() -> int:
@@ -41,7 +41,8 @@ def _explain_my_cases(folder: str, rank: int) -> None:
     handler = SegCAMHandler(classes=1, output_dir=os.path.join(folder, "cams"), on_error="skip")
     # a second handler whose only case lives on rank 0: rank 1 has no rows to send
     only = SegCAMHandler(classes=1, cam_key="cam2", output_dir=os.path.join(folder, "only"), cases=["case_2"])
-    SupervisedEvaluator(torch.device("cpu"), loader, net, val_handlers=[handler, only]).run()
+    report = SegCAMReportHandler(os.path.join(folder, "report"), handler, max_size=16)  # rank 0 writes every page
+    SupervisedEvaluator(torch.device("cpu"), loader, net, val_handlers=[handler, only, report]).run()
     with open(os.path.join(folder, f"rank{rank}.json"), "w", encoding="utf-8") as stream:
         json.dump({"rows": sorted({row["case"] for row in handler.rows})}, stream)
 
@@ -109,6 +110,8 @@ def test_each_rank_explains_its_cases_rank0_writes_the_csv(tmp_path):
     assert next(row["n"] for row in rows if row["case"] == "mean") == "3"
     with open(tmp_path / "only" / "segcam_stats.csv", newline="", encoding="utf-8") as stream:
         assert [row["case"] for row in csv.DictReader(stream)] == ["case_2", "mean", "std"]
+    report = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert [case["name"] for case in report["cases"]] == ["case_0", "case_1", "case_2"]  # both ranks', once each
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(2)]
     assert ranks[0]["rows"] == ["case_0", "case_1", "case_2"]  # gathered on rank 0
     assert ranks[1]["rows"] == ["case_0", "case_1"]  # rank 1 keeps its own rows (case_1 and the padded case_0)

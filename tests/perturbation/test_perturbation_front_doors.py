@@ -19,9 +19,9 @@ from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import UNet
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
+from monai_segcam.cam import make_segcam
 from monai_segcam.handlers import SegCAMHandler, SegCAMOutputHandler
 from monai_segcam.inferers import SegCAMInferer
-from monai_segcam.inferers.segcam_inferer import make_segcam
 from monai_segcam.perturbation import CHANNEL_COLUMNS, ChannelAttribution, SegOcclusion
 from monai_segcam.transforms import SegCAMd
 

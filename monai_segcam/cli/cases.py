@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from monai.utils import ensure_tuple, optional_import
 
+from ..cam.factory import result_layers
 from ..cam.regions import LABEL_REGIONS, parse_region
-from ..inferers.segcam_inferer import result_layers
 from ..outputs import CAMWriter, ExplainedCase, merge_rows, table_rows, write_case_folder, write_table
 from .io import CLIError, check_exists
 

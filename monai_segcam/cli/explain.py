@@ -32,13 +32,13 @@ def cam_options(args: Namespace) -> dict[str, Any]:
 
 def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[FileSegCAM, Any]:
     """The file pipeline with one engine per method (``SegOcclusion`` for ``occlusion``) by
-    :py:func:`~monai_segcam.inferers.make_segcam`, with the bundle inferer's window settings unless overridden (without
+    :py:func:`~monai_segcam.cam.make_segcam`, with the bundle inferer's window settings unless overridden (without
     a sliding-window inferer: one window of the whole volume), and the channel table's ``ChannelAttribution``
     (``None`` without ``--channel-table``)."""
     from monai.inferers import SlidingWindowInferer
     from monai.transforms import Compose, NormalizeIntensity, ScaleIntensityRange
 
-    from monai_segcam.inferers import make_segcam
+    from monai_segcam.cam.factory import make_segcam
 
     inferer = model.inferer if isinstance(model.inferer, SlidingWindowInferer) else SlidingWindowInferer(roi_size=-1)
     overrides = {"roi_size": one_or_all(args.roi_size), "overlap": args.overlap, "sw_batch_size": args.sw_batch_size}

@@ -10,15 +10,12 @@ import argparse
 import os
 from argparse import Namespace
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..files import place_region, read_image
 from ..nnunet.cases import group_cases
-from ..outputs import CAMWriter, ExplainedCase, case_rows, safe_token
+from ..outputs import CAMWriter, ExplainedCase, safe_token
 from .cases import cam_settings, case_labels, run_cases
 from .explain import cam_options
 from .io import CLIError, check_exists, first_line
@@ -58,43 +55,6 @@ def _load(args: Namespace, device: torch.device, folds: Sequence[int | str] | No
         raise CLIError(first_line(exc)) from exc
 
 
-def _explain_case(
-    name: str, files: list[str], label: str | None, model: Any, cams: dict[str, Any], args: Namespace
-) -> ExplainedCase:
-    """Preprocess, predict and explain one case with every method; its statistics rows by
-    :py:func:`~monai_segcam.metrics.cam_statistics` on the input's grid."""
-    try:
-        case = model.preprocess(files, label)
-    except Exception as exc:
-        raise CLIError(f"nnU-Net's preprocessing failed on {files[0]}: {first_line(exc)}") from exc
-    logits = model.predict(case.data)
-    classes = list(args.classes if args.classes is not None else model.default_classes)
-    shape = tuple(reversed(case.properties["shape_before_cropping"]))  # the file's (I, J, K)
-    to_grid = partial(model.file_voxels_to_grid, case=case)
-    region, region_summary = place_region(args.region, shape, case.data.shape[1:], to_grid)
-    explanations, rows = {}, []
-    for method, cam in cams.items():
-        try:
-            explanations[method] = explained = cam.explain(case, classes, region, logits)
-        except ValueError as exc:
-            raise ValueError(f"{files[0]}: {exc}") from exc
-        rows += case_rows(name, method, explained.maps, classes, explained.region)[0]
-    first = next(iter(explanations.values()))
-    maps = {(layer, m): cam for m, explained in explanations.items() for layer, cam in explained.maps.items()}
-    modules = {k: v for explained in explanations.values() for k, v in explained.result.modules.items()}
-    seg = first.segmentation
-    inputs = {"path": os.path.abspath(files[0]), "files": [os.path.abspath(f) for f in files]}
-    summary = {
-        "input": {**inputs, "label": None if label is None else os.path.abspath(label)},
-        "shape": list(seg.shape),
-        "affine": first.affine.tolist(),
-        "network_input_shape": list(case.data.shape),
-        "region_on_network_grid": region_summary,
-        "predicted_voxels": {str(c): int((seg == c).sum()) for c in np.unique(seg).tolist()},
-    }
-    return ExplainedCase(name, read_image(files[0]), maps, first.region, seg, rows, classes, modules, summary)
-
-
 def _description(model: Any, args: Namespace, device: torch.device, engine: Any) -> dict[str, Any]:
     """The JSON's ``settings``; ``amp`` and ``activation_budget`` as the CAM ``engine`` runs them."""
     return {
@@ -113,7 +73,7 @@ def _description(model: Any, args: Namespace, device: torch.device, engine: Any)
 
 def run_explain_nnunet(args: Namespace) -> int:
     """Run ``monai-segcam explain --nnunet``; returns the exit status (1 when a case failed)."""
-    from monai_segcam.nnunet import NNUNetSegCAM
+    from monai_segcam.nnunet import NNUNetSegCAM, explain_nnunet_case
 
     given = [f"--{name.replace('_', '-')}" for name in _NOT_FOR_NNUNET if getattr(args, name, None) is not None]
     if given:
@@ -137,7 +97,7 @@ def run_explain_nnunet(args: Namespace) -> int:
     settings = _description(model, args, device, next(iter(cams.values())).engine)
 
     def explain(name: str, files: list[str], label: str | None, writer: CAMWriter) -> ExplainedCase:
-        return _explain_case(name, files, label, model, cams, args)
+        return explain_nnunet_case(cams, files, label, args.classes, args.region, name)
 
     cases = [(safe_token(name, "case"), files, label) for (name, files), label in zip(grouped, labels)]
     return run_cases(cases, explain, list(args.layers), args, {"settings": settings}, model.class_names)

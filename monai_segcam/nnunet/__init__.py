@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from ._require import INSTALL_HINT, require_nnunet
 from .cases import group_cases
-from .explain import NNUNetExplanation, NNUNetSegCAM, file_affine
+from .explain import NNUNetExplanation, NNUNetSegCAM, explain_nnunet_case, file_affine
 from .model import (
     NNUNetCase,
     NNUNetModel,
@@ -49,6 +49,7 @@ __all__ = [
     "load_checkpoint",
     "available_folds",
     "monai_bundle_models",
+    "explain_nnunet_case",
     "file_affine",
     "require_nnunet",
     "INSTALL_HINT",

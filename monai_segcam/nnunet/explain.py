@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,13 @@ import torch
 
 from ..cam.result import CAMResult
 from ..cam.sliding_window import SlidingWindowSegCAM
-from ..files.reading import file_affine
-from ..outputs import cam_file_name, safe_case_name, segmentation_file_name, write_nifti
+from ..files.grids import place_region
+from ..files.reading import file_affine, read_image
+from ..outputs import ExplainedCase, cam_file_name, case_rows, safe_case_name, segmentation_file_name, write_nifti
+from ..utils.loading import first_line
 from .model import NNUNetCase, NNUNetModel, nnunet_layer_presets
 
-__all__ = ["NNUNetSegCAM", "NNUNetExplanation", "file_affine"]
+__all__ = ["NNUNetSegCAM", "NNUNetExplanation", "explain_nnunet_case", "file_affine"]
 
 
 @dataclass
@@ -167,3 +170,57 @@ class NNUNetSegCAM:
         maps = {self.layer_names[key]: value for key, value in result.items()}
         modules = {self.layer_names[key]: name for key, name in result.modules.items()}
         return dataclasses.replace(result, maps=maps, modules=modules)
+
+
+def explain_nnunet_case(
+    cams: Mapping[str, NNUNetSegCAM], files: Sequence[str], label: str | None = None,
+    classes: Sequence[int] | None = None, region: str = "pred", name: str | None = None,
+) -> ExplainedCase:  # fmt: skip
+    """Preprocess, predict and explain one case (one file per channel) with every method's engine, on the input
+    file's grid, ready for :py:func:`~monai_segcam.outputs.write_case_folder` (the nnU-Net counterpart of
+    :py:class:`~monai_segcam.files.FileSegCAM`); the statistics rows on the input's grid.
+
+    Args:
+        cams: method name -> :py:class:`NNUNetSegCAM` of one model.
+        files: the case's image files, one per input channel.
+        label: the ground-truth file (``"label"``, ``"fp"``, ``"fn"`` regions).
+        classes: the explained output channels; default: the model's foreground classes.
+        region: a region string (:py:func:`~monai_segcam.cam.regions.parse_region`), voxels given in the file's.
+        name: the case name; default: nnU-Net's (the first file's name without its channel suffix).
+
+    Example:
+        .. code-block:: python
+
+            case = explain_nnunet_case({"hirescam": NNUNetSegCAM(model)}, ["case_0000.nii.gz"], classes=[1])
+    """
+    model = next(iter(cams.values())).model
+    try:
+        case = model.preprocess(files, label)
+    except Exception as exc:
+        raise ValueError(f"nnU-Net's preprocessing failed on {files[0]}: {first_line(exc)}") from exc
+    name = name or safe_case_name(case.name)
+    logits = model.predict(case.data)
+    classes = list(classes if classes is not None else model.default_classes)
+    shape = tuple(reversed(case.properties["shape_before_cropping"]))  # the file's (I, J, K)
+    placed, region_summary = place_region(region, shape, case.data.shape[1:], partial(model.file_voxels_to_grid, case=case))
+    explanations, rows = {}, []
+    for method, cam in cams.items():
+        try:
+            explanations[method] = explained = cam.explain(case, classes, placed, logits)
+        except ValueError as exc:
+            raise ValueError(f"{files[0]}: {exc}") from exc
+        rows += case_rows(name, method, explained.maps, classes, explained.region)[0]
+    first = next(iter(explanations.values()))
+    maps = {(layer, m): cam for m, explained in explanations.items() for layer, cam in explained.maps.items()}
+    modules = {k: v for explained in explanations.values() for k, v in explained.result.modules.items()}
+    seg = first.segmentation
+    inputs = {"path": os.path.abspath(files[0]), "files": [os.path.abspath(f) for f in files]}
+    summary = {
+        "input": {**inputs, "label": None if label is None else os.path.abspath(label)},
+        "shape": list(seg.shape),
+        "affine": first.affine.tolist(),
+        "network_input_shape": list(case.data.shape),
+        "region_on_network_grid": region_summary,
+        "predicted_voxels": {str(c): int((seg == c).sum()) for c in np.unique(seg).tolist()},
+    }
+    return ExplainedCase(name, read_image(files[0]), maps, first.region, seg, rows, classes, modules, summary)

@@ -47,7 +47,7 @@ class ExplainedCase:
     segmentation: np.ndarray
     rows: list[dict[str, Any]]
     classes: list[int]
-    modules: dict[str, str | None]
+    modules: Mapping[str, str | None]
     summary: dict[str, Any] = field(default_factory=dict)
     files: list[dict[str, Any]] = field(default_factory=list)
     network_grid: dict[str, Any] = field(default_factory=dict)

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("nnunetv2", reason="nnU-Net v2 is an optional dependency (pip install monai-segcam[nnunet])")
 
 from monai_segcam.cli import main
-from monai_segcam.nnunet import NNUNetModel, NNUNetSegCAM
+from monai_segcam.nnunet import NNUNetModel, NNUNetSegCAM, explain_nnunet_case
 
 pytestmark = pytest.mark.slow  # the session fixture trains a tiny nnU-Net (about 30 s)
 
@@ -31,7 +31,8 @@ def test_explain_two_folds_mirrored(nnunet_folder, nnunet_case, tmp_path, capsys
             "encoder.1", "--method", "hirescam", "gradcam", "--output", str(out), "--quiet"]  # fmt: skip
     assert main(args) == 0
     case = out / "case"
-    expected = NNUNetSegCAM(NNUNetModel(nnunet_folder, folds=[0, 1]), layers=["pre_head", "encoder.1"])(files)
+    engine = NNUNetSegCAM(NNUNetModel(nnunet_folder, folds=[0, 1]), layers=["pre_head", "encoder.1"])
+    expected = engine(files)
     seg, affine = load(case / "case_seg.nii.gz")
     assert np.array_equal(seg, expected.segmentation)
     np.testing.assert_allclose(affine, expected.affine, atol=1e-4)
@@ -46,6 +47,9 @@ def test_explain_two_folds_mirrored(nnunet_folder, nnunet_case, tmp_path, capsys
     }  # fmt: skip
     assert all(0 < f["stats"]["relevance_mass_region"] <= 1 for f in cams)  # cam_statistics, as every front door
     assert (case / "case_cam_gradcam_pre_head_class1.png").is_file()
+    python = explain_nnunet_case({"hirescam": engine}, files)  # the Python API of the command's pipeline
+    assert python.name == "case" and python.summary["predicted_voxels"] == summary["predicted_voxels"]
+    np.testing.assert_allclose(python.maps[("encoder.1", "hirescam")][0], cam, rtol=1e-5, atol=1e-7)
 
 
 def test_explain_regions_without_mirroring(nnunet_folder, nnunet_case, tmp_path):

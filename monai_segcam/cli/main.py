@@ -160,16 +160,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def layer_table(network: Any, shape: Sequence[int], device: Any = None) -> Any:
-    """:py:func:`~monai_segcam.cam.list_layers` of ``network`` on a random probe of ``shape``; a network failing on
-    the probe gives a :py:class:`CLIError` naming the shape."""
+def show_layers(network: Any, shape: Sequence[int], quiet: bool, presets: dict[str, str] | None = None) -> int:
+    """Print the :py:func:`~monai_segcam.cam.list_layers` table of ``network`` on a random probe of ``shape`` and its
+    roles (``presets``, else those discovered); a network failing on the probe gives a :py:class:`CLIError` naming
+    the shape."""
     from monai_segcam.cam import list_layers
 
     try:
-        return list_layers(network, shape, device)
+        table = list_layers(network, shape)
     except Exception as exc:
         reason = f"the network failed on a random probe input of shape {tuple(shape)} (set --input-shape)"
         raise CLIError(f"{reason}: {first_line(exc)}") from exc
+    if not quiet:
+        print(table)
+        name = type(network).__name__
+        roles = presets if presets is not None else table.roles.roles if table.roles else {}
+        heading = f"presets ({name})" if presets is not None else f"roles ({name}, discovered on {tuple(shape)})"
+        print(f"\n{heading}:" if roles else f"\nno roles for {name}: use layer names")
+        for role, layer in roles.items():
+            print(f"  {role:<12} -> {layer}")
+    return 0
 
 
 def run_layers(args: argparse.Namespace) -> int:
@@ -178,22 +188,13 @@ def run_layers(args: argparse.Namespace) -> int:
 
     from .model import load_model, resolve_device
 
-    device = resolve_device(args.device)
     model = load_model(args, checkpoint_required=False)
-    network = model.network.to(device)
+    network = model.network.to(resolve_device(args.device))
     shape = args.input_shape
     if shape is None:
         roi = model.inferer.roi_size if isinstance(model.inferer, SlidingWindowInferer) else 96
         shape = [1, model.in_channels or 1, *(r if r > 0 else 96 for r in ((roi,) * 3 if isinstance(roi, int) else roi))]
-    table = layer_table(network, shape)
-    if not args.quiet:
-        print(table)
-        roles = table.roles.roles if table.roles else {}
-        name = type(network).__name__
-        print(f"\nroles ({name}, discovered on {tuple(shape)}):" if roles else f"\nno roles for {name}: use layer names")
-        for role, name in roles.items():
-            print(f"  {role:<12} -> {name}")
-    return 0
+    return show_layers(network, shape, args.quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

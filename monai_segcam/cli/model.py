@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -12,9 +11,8 @@ from argparse import Namespace
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..utils.loading import LoadedModel, first_conv_in_channels, load_bundle, load_checkpoint
+from ..utils.loading import LoadedModel, first_conv_in_channels, load_bundle, load_checkpoint, load_network
 from .io import CLIError
 
 __all__ = ["LoadedModel", "first_conv_in_channels", "load_checkpoint", "load_model", "resolve_device"]
@@ -37,25 +35,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _network_from_path(dotted: str, arguments: str) -> tuple[nn.Module, dict[str, Any]]:
+def _json_object(text: str) -> dict[str, Any]:
     try:
-        kwargs = json.loads(arguments)
+        kwargs = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CLIError(f"--network-args is not valid JSON: {exc}") from exc
     if not isinstance(kwargs, dict):
         raise CLIError('--network-args must be a JSON object, e.g. \'{"spatial_dims": 3, "in_channels": 1}\'')
-    module_name, _, attribute = dotted.rpartition(".")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CLIError(f"cannot import --network {dotted!r}: {exc}") from exc
-    try:
-        network = factory(**kwargs)
-    except Exception as exc:
-        raise CLIError(f"cannot build {dotted} with --network-args {arguments}: {exc}") from exc
-    if not isinstance(network, nn.Module):
-        raise CLIError(f"--network {dotted} built a {type(network).__name__}, not a torch.nn.Module")
-    return network, kwargs
+    return kwargs
 
 
 def load_model(args: Namespace, checkpoint_required: bool) -> LoadedModel:
@@ -70,9 +57,7 @@ def load_model(args: Namespace, checkpoint_required: bool) -> LoadedModel:
             model = load_bundle(args.bundle, args.config)
             checkpoint = args.checkpoint or os.path.join(args.bundle, "models", "model.pt")
         else:
-            network, kwargs = _network_from_path(args.network, args.network_args)
-            description = {"network": args.network, "network_args": kwargs}
-            model = LoadedModel(network, first_conv_in_channels(network), description=description)
+            model = load_network(args.network, _json_object(args.network_args))
             checkpoint = args.checkpoint
         model.network = model.network.to("cpu").eval()
         if checkpoint is not None and (checkpoint_required or args.checkpoint is not None):

@@ -107,16 +107,8 @@ def run_layers_nnunet(args: Namespace) -> int:
     """Run ``monai-segcam layers --nnunet``: the layer table of the model's network and its role presets."""
     from monai_segcam.nnunet import nnunet_layer_presets
 
-    from .main import layer_table
+    from .main import show_layers
 
-    device = resolve_device(args.device)
-    model = _load(args, device, folds=args.folds[:1] if args.folds else None)
-    network = model.networks[0]
+    model = _load(args, resolve_device(args.device), folds=args.folds[:1] if args.folds else None)
     shape = args.input_shape or [1, model.num_input_channels, *model.patch_size]
-    table = layer_table(network, shape, device)
-    if not args.quiet:
-        print(table)
-        print(f"\npresets ({type(network).__name__}):")
-        for role, name in nnunet_layer_presets(network).items():
-            print(f"  {role:<12} -> {name}")
-    return 0
+    return show_layers(model.networks[0], shape, args.quiet, nnunet_layer_presets(model.networks[0]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .baselines import Baseline, gaussian_blur, make_baseline
 from .enums import CAMTarget, RegionKind
 from .inversion import find_invertd, invert_like
-from .loading import LoadedModel, first_conv_in_channels, load_bundle, load_checkpoint
+from .loading import LoadedModel, first_conv_in_channels, load_bundle, load_checkpoint, load_network
 from .postprocessing import applies_sigmoid
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "LoadedModel",
     "load_bundle",
     "load_checkpoint",
+    "load_network",
     "first_conv_in_channels",
 ]

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from .postprocessing import applies_sigmoid
 
-__all__ = ["LoadedModel", "first_conv_in_channels", "first_line", "load_bundle", "load_checkpoint"]
+__all__ = ["LoadedModel", "first_conv_in_channels", "first_line", "load_bundle", "load_checkpoint", "load_network"]
 
 _CHECKPOINT_KEYS = ("model", "state_dict", "network", "model_state_dict")
 
@@ -198,3 +199,30 @@ def load_bundle(bundle: str | os.PathLike, config_files: Sequence[str] = ("confi
             "bundle_version": meta.get("version"),
         },
     )
+
+
+def load_network(path: str, kwargs: Mapping[str, Any] | None = None) -> LoadedModel:
+    """A network built from its class's dotted path and keyword arguments (random weights: see
+    :py:func:`load_checkpoint`), without preprocessing or inferer; ``in_channels`` from its first convolution.
+
+    Raises:
+        ValueError: the path cannot be imported, the arguments do not build it, or it builds no ``torch.nn.Module``.
+
+    Example:
+        .. code-block:: python
+
+            model = load_network("monai.networks.nets.BasicUNet", {"spatial_dims": 3, "out_channels": 3})
+    """
+    kwargs = dict(kwargs or {})
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"cannot import network {path!r}: {exc}") from exc
+    try:
+        network = factory(**kwargs)
+    except Exception as exc:
+        raise ValueError(f"cannot build {path} with the arguments {kwargs}: {first_line(exc)}") from exc
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"{path} built a {type(network).__name__}, not a torch.nn.Module")
+    return LoadedModel(network, first_conv_in_channels(network), description={"network": path, "network_args": kwargs})

@@ -1,8 +1,10 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""``load_bundle`` on the demo bundle and ``load_checkpoint`` on real checkpoint files (prefixes, wrong ones)."""
+"""``load_bundle`` on the demo bundle, ``load_network`` from a dotted path, and ``load_checkpoint`` on real checkpoint
+files (prefixes, wrong ones)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import UNet
 
-from monai_segcam.utils import LoadedModel, first_conv_in_channels, load_bundle, load_checkpoint
+from monai_segcam.utils import LoadedModel, first_conv_in_channels, load_bundle, load_checkpoint, load_network
 
 DEMO = Path(__file__).resolve().parents[2] / "bundles" / "segcam_demo"
 
@@ -30,6 +32,19 @@ def test_load_bundle_demo():
     load_checkpoint(model.network, DEMO / "models" / "model.pt")  # the shipped weights fit the built network
     state = torch.load(DEMO / "models" / "model.pt", weights_only=True)
     assert all(torch.equal(model.network.state_dict()[k], v) for k, v in state.items())
+
+
+def test_load_network_and_its_errors():
+    args = {"spatial_dims": 3, "in_channels": 2, "out_channels": 3, "channels": [4, 8], "strides": [2]}
+    model = load_network("monai.networks.nets.UNet", args)
+    assert isinstance(model.network, UNet) and model.in_channels == 2 and model.preprocessing is None
+    assert model.description == {"network": "monai.networks.nets.UNet", "network_args": args}
+    with pytest.raises(ValueError, match=re.escape("cannot import network 'monai.networks.nets.UNot'")):
+        load_network("monai.networks.nets.UNot", args)
+    with pytest.raises(ValueError, match=re.escape("cannot build monai.networks.nets.UNet with the arguments")):
+        load_network("monai.networks.nets.UNet", {"spatial_dims": 3})
+    with pytest.raises(ValueError, match=re.escape("built a dict, not a torch.nn.Module")):
+        load_network("builtins.dict", {"a": 1})
 
 
 def test_load_bundle_errors(tmp_path):

@@ -20,6 +20,7 @@ MODULES = [
     "monai_segcam.handlers",
     "monai_segcam.report",
     "monai_segcam.metrics",
+    "monai_segcam.files",
     "monai_segcam.outputs",
     "monai_segcam.visualize",
     "monai_segcam.data",

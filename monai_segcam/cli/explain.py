@@ -14,9 +14,10 @@ import torch
 
 from ..files import FileSegCAM
 from ..outputs import CAMWriter, CaseNamer, ExplainedCase
+from ..utils.loading import LoadedModel
 from .cases import cam_settings, case_labels, run_cases
 from .io import CLIError, check_exists
-from .model import LoadedModel, load_model, resolve_device
+from .model import load_model, resolve_device
 from .perturbation import OCCLUSION, channel_engine, occlusion_options, one_or_all, write_channel_csv
 
 __all__ = ["cam_options", "run_explain"]

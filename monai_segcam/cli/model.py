@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from ..utils.loading import LoadedModel, first_conv_in_channels, load_bundle, load_checkpoint, load_network
+from ..utils.loading import LoadedModel, load_bundle, load_checkpoint, load_network
 from .io import CLIError
 
-__all__ = ["LoadedModel", "first_conv_in_channels", "load_checkpoint", "load_model", "resolve_device"]
+__all__ = ["load_model", "resolve_device"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 

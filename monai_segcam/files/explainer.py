@@ -58,7 +58,7 @@ class FileSegCAM:
             raise ValueError("FileSegCAM needs an engine that predicts: give a CAM engine or `predictor=`.")
 
     def __call__(
-        self, path: str, label: str | None = None, classes: list[int] | None = None, region: str = "pred",
+        self, path: str, label: str | None = None, classes: list[int] | None = None, region: Any = "pred",
         name: str | None = None,
     ) -> ExplainedCase:  # fmt: skip
         """Explain the image file ``path``.
@@ -67,8 +67,8 @@ class FileSegCAM:
             path: the image file or DICOM series folder.
             label: the ground-truth label map file (for the ``label``, ``fp`` and ``fn`` regions, and the statistics).
             classes: the output channels explained; default: all (multi-label), else all but 0.
-            region: a region string (:py:func:`~monai_segcam.cam.regions.parse_region`); a voxel or box is given in
-                voxel indices of the file.
+            region: a region string (:py:func:`~monai_segcam.cam.regions.parse_region`), a voxel or box in voxel
+                indices of the file; or a :py:class:`~monai_segcam.cam.regions.Region` or mask on the network grid.
             name: the case name; default: the file's name (:py:func:`~monai_segcam.outputs.safe_case_name`).
 
         Raises:

@@ -30,15 +30,15 @@ def voxels_to_grid(points: np.ndarray, source_affine: Any, target_affine: Any) -
 
 
 def place_region(
-    text: str, shape: Sequence[int], grid: Sequence[int], to_grid: Callable[[np.ndarray], np.ndarray]
+    text: Any, shape: Sequence[int], grid: Sequence[int], to_grid: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[Any, dict[str, Any]]:
     """The region of a region string (:py:func:`~monai_segcam.cam.regions.parse_region`) for the engines, and its
     description for a JSON summary.
 
     A ``voxel`` or ``box`` is given on the input file's grid (``shape``) and moved onto the network grid (``grid``)
     by ``to_grid`` (file voxels ``(N, D)`` -> continuous network-grid voxels ``(N, D)``): the voxel nearest to the
-    same position, and the smallest box holding the nearest voxels of the corners. Other regions are returned as
-    the engines take them.
+    same position, and the smallest box holding the nearest voxels of the corners. Other region strings are returned
+    as the engines take them, and a region object or mask (already on the network grid) as it is.
 
     Raises:
         ValueError: a voxel or box corner lies outside the file's grid.
@@ -48,6 +48,8 @@ def place_region(
 
             region, summary = place_region("voxel:5,7,9", (64, 64, 40), (32, 32, 20), lambda points: points / 2)
     """
+    if not isinstance(text, str):
+        return text, {"kind": type(text).__name__}
     kind, points = parse_region(text)
     if kind not in ("voxel", "box"):
         return as_region(text) if kind == "component" else kind, {"kind": kind}

@@ -79,6 +79,9 @@ def test_file_pipeline_equals_the_engine_on_the_image(image_file, tmp_path):
     with torch.no_grad():
         np.testing.assert_array_equal(case.segmentation, net(x)[0].argmax(0).numpy())
     assert case.summary["region_on_network_grid"]["voxel"] == [6, 5, 4]
+    given = explainer(str(image_file), region=Voxel((6, 5, 4)))  # a region object: on the network grid as it is
+    np.testing.assert_array_equal(given.maps[("model.1.submodule", "gradcam")], case.maps[("model.1.submodule", "gradcam")])
+    assert given.summary["region_on_network_grid"] == {"kind": "Voxel"}
     writer = CAMWriter(tmp_path / "out")
     summary = write_case_folder(writer, case, class_names={1: "organ"})
     written = json.loads((tmp_path / "out" / "scan_segcam.json").read_text())

@@ -24,7 +24,7 @@ from .io import CLIError, check_exists
 __all__ = ["cam_settings", "case_labels", "output_folder", "run_cases"]
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
-ExplainCase = Callable[[str, Any, "str | None", CAMWriter], ExplainedCase]
+ExplainCase = Callable[[str, Any, "str | None"], ExplainedCase]
 
 
 def cam_settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def run_cases(
     described: dict[str, Any] | None = None,
     class_names: dict[int, str] | None = None,
 ) -> int:
-    """Explain every case ``(name, inputs, label file)`` with ``explain(name, inputs, label, writer)`` (returns its
+    """Explain every case ``(name, inputs, label file)`` with ``explain(name, inputs, label)`` (returns its
     :py:class:`~monai_segcam.outputs.ExplainedCase`) and write its folder in ``--output``, its JSON with
     ``described`` (model and settings), then the CSV and ``--report``; returns the exit
     status (1 when a case failed). One failed case leaves nothing behind, is recorded and does not stop the others
@@ -113,7 +113,7 @@ def _write_case(
     with writer.all_or_nothing():
         start = time.perf_counter()
         try:
-            case = explain(name, inputs, label, writer)
+            case = explain(name, inputs, label)
         except (ValueError, FileNotFoundError) as exc:  # the pipelines' errors about the user's files and options
             raise CLIError(str(exc)) from exc
         case.summary = write_case_folder(writer, case, class_names, args.normalize, described, start)

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from ..files import FileSegCAM
-from ..outputs import CAMWriter, CaseNamer, ExplainedCase
+from ..outputs import CaseNamer, ExplainedCase
 from ..utils.loading import LoadedModel
 from .cases import cam_settings, case_labels, run_cases
 from .io import CLIError, check_exists
 from .model import load_model, resolve_device
-from .perturbation import OCCLUSION, channel_engine, occlusion_options, one_or_all, write_channel_csv
+from .perturbation import OCCLUSION, channel_engine, occlusion_options, one_or_all
 
 __all__ = ["cam_options", "run_explain"]
 
@@ -31,11 +31,11 @@ def cam_options(args: Namespace) -> dict[str, Any]:
     return {"amp": args.amp, **budget}
 
 
-def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple[FileSegCAM, Any]:
+def _pipeline(model: LoadedModel, args: Namespace, device: torch.device) -> FileSegCAM:
     """The file pipeline with one engine per method (``SegOcclusion`` for ``occlusion``) by
     :py:func:`~monai_segcam.cam.make_segcam`, with the bundle inferer's window settings unless overridden (without
-    a sliding-window inferer: one window of the whole volume), and the channel table's ``ChannelAttribution``
-    (``None`` without ``--channel-table``)."""
+    a sliding-window inferer: one window of the whole volume), and with ``--channel-table`` the channels'
+    ``ChannelAttribution``."""
     from monai.inferers import SlidingWindowInferer
     from monai.transforms import Compose, NormalizeIntensity, ScaleIntensityRange
 
@@ -69,8 +69,9 @@ def _engines(model: LoadedModel, args: Namespace, device: torch.device) -> tuple
     if args.zscore:
         intensity.append(NormalizeIntensity(channel_wise=True))
     by_method = {method: engines[method] for method in args.method}
-    files = FileSegCAM(model, by_method, predictor, Compose(intensity) if intensity else None)
-    return files, channel_engine(inferer, model.network, args, common)
+    channels = channel_engine(inferer, model.network, args, common)
+    return FileSegCAM(model, by_method, predictor, Compose(intensity) if intensity else None, channels,
+                      args.channel_names)  # fmt: skip
 
 
 def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, Any]:
@@ -96,16 +97,13 @@ def run_explain(args: Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args, checkpoint_required=True)
     model.network.to(device)
-    files, channels = _engines(model, args, device)
+    files = _pipeline(model, args, device)
     predictor: Any = files.predictor
     described = {"model": model.description, "settings": _settings(args, predictor, device)}
     namer = CaseNamer()  # the handlers' names: one input, one name by every front door
 
-    def explain(name: str, path: str, label: str | None, writer: CAMWriter) -> ExplainedCase:
-        case = files(path, label, args.classes, args.region, name)
-        if channels is not None:
-            case.files.append(write_channel_csv(channels, case, args, writer))
-        return case
+    def explain(name: str, path: str, label: str | None) -> ExplainedCase:
+        return files(path, label, args.classes, args.region, name)
 
     cases = [(namer(path), path, label) for path, label in zip(args.images, labels)]
     layers = [layer.key for layer in predictor.layers]

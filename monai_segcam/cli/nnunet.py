@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..nnunet.cases import group_cases
-from ..outputs import CAMWriter, ExplainedCase, safe_token
+from ..outputs import ExplainedCase, safe_token
 from .cases import cam_settings, case_labels, run_cases
 from .explain import cam_options
 from .io import CLIError, check_exists, first_line
@@ -96,7 +96,7 @@ def run_explain_nnunet(args: Namespace) -> int:
         raise CLIError(str(exc)) from exc
     settings = _description(model, args, device, next(iter(cams.values())).engine)
 
-    def explain(name: str, files: list[str], label: str | None, writer: CAMWriter) -> ExplainedCase:
+    def explain(name: str, files: list[str], label: str | None) -> ExplainedCase:
         return explain_nnunet_case(cams, files, label, args.classes, args.region, name)
 
     cases = [(safe_token(name, "case"), files, label) for (name, files), label in zip(grouped, labels)]

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from argparse import Namespace
 from typing import Any
 
 from .io import CLIError
 
-__all__ = ["OCCLUSION", "add_arguments", "one_or_all", "occlusion_options", "channel_engine", "write_channel_csv"]
+__all__ = ["OCCLUSION", "add_arguments", "one_or_all", "occlusion_options", "channel_engine"]
 
 OCCLUSION = "occlusion"  # monai_segcam.perturbation.occlusion.METHOD, without importing torch for `--help`
 
@@ -66,21 +65,3 @@ def channel_engine(inferer: Any, network: Any, args: Namespace, common: dict[str
         return ChannelAttribution.from_inferer(inferer, network, **{**common, "progress": False}, **extra)
     except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
-
-
-def write_channel_csv(engine: Any, case: Any, args: Namespace, writer: Any) -> dict[str, Any]:
-    """Compute the channel attributions of an explained case (:py:class:`~monai_segcam.outputs.ExplainedCase`, its
-    network-grid call) and write ``<case>_channels.csv`` with ``writer``; returns the JSON summary's file entry."""
-    from monai_segcam.perturbation import channel_names, write_channel_table
-
-    call = dict(case.network_grid)
-    x = call.pop("image")
-    try:
-        result = engine(x, **call)
-        source = args.channel_names if args.channel_names is not None else args.bundle
-        names = channel_names(source, x.shape[1])
-    except ValueError as exc:
-        raise CLIError(f"{case.name}: channel table: {exc}") from exc
-    file_name = f"{case.name}_channels.csv"
-    writer.record(write_channel_table(result.rows([case.name], names), os.path.join(writer.output_dir, file_name)))
-    return {"file": file_name, "kind": "channel_table", "channels": names, "steps": engine.steps}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,11 @@ class FileSegCAM:
             with the bundle's inferer; every engine explains the same prediction.
         predictor: the engine whose ``predict`` gives the prediction; default: the first of ``engines`` that has one.
         intensity: without preprocessing, a transform of the image as read (e.g. ``ScaleIntensityRange``).
+        channels: a :py:class:`~monai_segcam.perturbation.ChannelAttribution` of the same network and windows: each
+            case also gets the table of its input channels (``ExplainedCase.channel_table``) for the same classes
+            and region.
+        channel_names: the input channels' names (default: the bundle metadata's ``channel_def``, else
+            ``channel<j>``; :py:func:`~monai_segcam.perturbation.channel_names`).
 
     Example:
         .. code-block:: python
@@ -51,8 +56,11 @@ class FileSegCAM:
         engines: Mapping[str, Any],
         predictor: Any = None,
         intensity: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        channels: Any = None,
+        channel_names: Sequence[str] | None = None,
     ) -> None:
         self.model, self.engines, self.intensity = model, dict(engines), intensity
+        self.channels, self.channel_names = channels, channel_names
         self.predictor: Any = predictor or next((e for e in self.engines.values() if hasattr(e, "predict")), None)
         if self.predictor is None:
             raise ValueError("FileSegCAM needs an engine that predicts: give a CAM engine or `predictor=`.")
@@ -114,8 +122,19 @@ class FileSegCAM:
             "predicted_voxels": {str(c): int(mask.sum()) for c, mask in enumerate(masks)},
         }
         inverted = {key: grid[tag] for tag, key in keys.items()}
+        table = None if self.channels is None else self._channel_table(x, call, name)
         return ExplainedCase(name, original, inverted, masks[classes], segmentation, rows, classes, modules, summary,
-                             network_grid={"image": x, **call})  # fmt: skip
+                             channel_table=table)  # fmt: skip
+
+    def _channel_table(self, x: torch.Tensor, call: dict[str, Any], name: str) -> dict[str, Any]:
+        from monai_segcam.perturbation import channel_names
+
+        try:
+            result = self.channels(x, **call)
+            names = channel_names(self.channel_names or self.model.description.get("bundle"), x.shape[1])
+        except ValueError as exc:
+            raise ValueError(f"{name}: channel table: {exc}") from exc
+        return {"rows": result.rows([name], names), "channels": names, "steps": self.channels.steps}
 
     def _load(self, path: str, label: str | None) -> tuple[Any, Any, Any]:
         """The input as read, the network input ``(C, *spatial)`` and the label on its grid (or ``None``)."""

@@ -35,9 +35,10 @@ class ExplainedCase:
         classes: the explained classes.
         modules: layer key -> the network module it names (``None`` for occlusion's ``"input"``).
         summary: the pipeline's entries of the JSON summary (input, grids, region, predicted voxels).
-        files: the JSON entries of files written besides the segmentation and the maps (e.g. a channel table).
-        network_grid: what the maps were computed from on the network grid (``image`` ``(1, C, *grid)``,
-            ``logits``, ``region``, ``label``), for further attributions of the same call.
+        files: the JSON entries of files written besides the segmentation, the maps and the channel table.
+        channel_table: the input channels' attributions, written as ``<case>_channels.csv``: their ``rows``
+            (:py:meth:`~monai_segcam.perturbation.ChannelAttributionResult.rows`), the ``channels``' names and the
+            integrated-gradients ``steps``; ``None``: no table.
     """
 
     name: str
@@ -50,7 +51,7 @@ class ExplainedCase:
     modules: Mapping[str, str | None]
     summary: dict[str, Any] = field(default_factory=dict)
     files: list[dict[str, Any]] = field(default_factory=list)
-    network_grid: dict[str, Any] = field(default_factory=dict)
+    channel_table: dict[str, Any] | None = None
 
 
 def write_case_folder(
@@ -61,8 +62,8 @@ def write_case_folder(
     described: Mapping[str, Any] | None = None,
     started: float | None = None,
 ) -> dict[str, Any]:
-    """Write a case's segmentation, maps and ``<case>_segcam.json`` into ``writer.output_dir``; records each map's
-    files in its statistics row. Call it inside ``writer.all_or_nothing()`` to keep a case all or none.
+    """Write a case's segmentation, maps, channel table and ``<case>_segcam.json`` into ``writer.output_dir``; records
+    each map's files in its statistics row. Call it inside ``writer.all_or_nothing()`` to keep a case all or none.
 
     Args:
         writer: the writer of the case's folder (its ``png`` and ``center`` settings are used).
@@ -86,7 +87,7 @@ def write_case_folder(
     class_names = dict(class_names or {})
     affine = np.asarray(case.original.affine, dtype=np.float64)
     writer.write_segmentation(case.name, case.segmentation, affine)
-    files = _write_maps(writer, case, class_names, normalize)
+    files = _write_maps(writer, case, class_names, normalize) + _write_channel_table(writer, case)
     summary = {
         "case": case.name,
         **case.summary,
@@ -130,6 +131,17 @@ def _write_maps(writer: CAMWriter, case: ExplainedCase, class_names: dict[int, s
         for path, c in zip(writer.write_panels(case.name, original[0], maps, classes, case.regions), classes):
             entries.append({"file": os.path.basename(path), "kind": "png", "class": c, "layer": None, "method": None})
     return entries
+
+
+def _write_channel_table(writer: CAMWriter, case: ExplainedCase) -> list[dict]:
+    """``<case>_channels.csv`` when the case has a channel table; returns its JSON entry."""
+    if case.channel_table is None:
+        return []
+    from monai_segcam.perturbation import write_channel_table
+
+    file_name, table = f"{case.name}_channels.csv", case.channel_table
+    writer.record(write_channel_table(table["rows"], os.path.join(writer.output_dir, file_name)))
+    return [{"file": file_name, "kind": "channel_table", "channels": table["channels"], "steps": table["steps"]}]
 
 
 def _peak(cam: np.ndarray, affine: np.ndarray) -> dict[str, list]:

@@ -11,7 +11,7 @@ from monai_segcam.cli.io import CLIError
 
 
 def test_failed_case_rows_name_the_layers_each_method_explains(tmp_path):
-    def explain(name, inputs, label, writer):
+    def explain(name, inputs, label):
         raise CLIError(f"cannot read image {inputs}")
 
     args = Namespace(output=str(tmp_path), method=["hirescam", "occlusion"], classes=[1, 2], quiet=True, debug=False,

@@ -93,17 +93,7 @@ class FileSegCAM:
         to_grid = lambda points: voxels_to_grid(points, original.affine, image.affine)  # noqa: E731
         placed, region_summary = place_region(region, original.shape[1:], image.shape[1:], to_grid)
         call = {"classes": classes, "region": placed, "pred": logits, "label": truth}
-        maps, rows, modules = {}, [], {}
-        for method, engine in self.engines.items():
-            try:
-                result = engine(x, **call)
-            except ValueError as exc:
-                raise ValueError(f"{path}: {exc}") from exc
-            maps.update({(layer, method): cam.as_tensor()[0] for layer, cam in result.items()})
-            modules.update(result.modules)
-            by_layer = {layer: cam.as_tensor()[0] for layer, cam in result.items()}
-            explained = result.region[0] > 0
-            rows += case_rows(name, method, by_layer, classes, explained, None if truth is None else truth[0], image)[0]
+        maps, rows, modules = self._explain(x, call, name, path, image)
         keys = {f"cam{i}": key for i, key in enumerate(maps)}
         grid = self._to_file_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, path, original)
         segmentation = grid["pred"] > 0 if self.model.multi_label else grid["pred"].argmax(0)
@@ -125,6 +115,24 @@ class FileSegCAM:
         table = None if self.channels is None else self._channel_table(x, call, name)
         return ExplainedCase(name, original, inverted, masks[classes], segmentation, rows, classes, modules, summary,
                              channel_table=table)  # fmt: skip
+
+    def _explain(
+        self, x: torch.Tensor, call: dict[str, Any], name: str, path: str, image: Any
+    ) -> tuple[dict[tuple[str, str], torch.Tensor], list[dict[str, Any]], dict[str, str]]:
+        """Every engine's maps ``(n_classes, *grid)`` by ``(layer, method)``, their statistics rows on the network
+        grid, and the module behind each layer key."""
+        maps, rows, modules = {}, [], {}
+        truth = None if call["label"] is None else call["label"][0]
+        for method, engine in self.engines.items():
+            try:
+                result = engine(x, **call)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+            by_layer = {layer: cam.as_tensor()[0] for layer, cam in result.items()}
+            maps.update({(layer, method): cam for layer, cam in by_layer.items()})
+            modules.update(result.modules)
+            rows += case_rows(name, method, by_layer, call["classes"], result.region[0] > 0, truth, image)[0]
+        return maps, rows, modules
 
     def _channel_table(self, x: torch.Tensor, call: dict[str, Any], name: str) -> dict[str, Any]:
         from monai_segcam.perturbation import channel_names

@@ -26,7 +26,7 @@ from ..cam.result import CAMResult
 from ..cam.sliding_window import SlidingWindowSegCAM
 from ..files.grids import place_region
 from ..files.reading import file_affine, read_image
-from ..outputs import ExplainedCase, cam_file_name, case_rows, safe_case_name, segmentation_file_name, write_nifti
+from ..outputs import CAMWriter, ExplainedCase, case_rows, safe_case_name
 from ..utils.loading import first_line
 from .model import NNUNetCase, NNUNetModel, nnunet_layer_presets
 
@@ -61,20 +61,15 @@ class NNUNetExplanation:
         """The explained output channels, in the order of the maps' first axis."""
         return self.result.classes
 
-    def save_segmentation(self, output_dir: str | os.PathLike, name: str) -> str:
-        """Write ``{name}_seg.nii.gz`` (uint8, or uint16 past 255 classes) into ``output_dir``; returns its path."""
-        dtype = np.uint8 if self.segmentation.max(initial=0) < 256 else np.uint16
-        return write_nifti(self.segmentation, segmentation_file_name(name), self.affine, output_dir, None, dtype)
-
     def save(self, output_dir: str | os.PathLike, name: str | None = None) -> list[str]:
         """Write ``{name}_seg.nii.gz`` and ``{name}_cam_{method}_{layer}_class{c}.nii.gz`` into ``output_dir`` with
-        the input's affine (atomically); returns the paths written."""
+        the input's affine, by the one writer (:py:class:`~monai_segcam.outputs.CAMWriter`, atomically); returns the
+        paths written."""
         name = safe_case_name(name or self.case.name)
-        paths = [self.save_segmentation(output_dir, name)]
-        for layer, maps in self.maps.items():
-            for c, cam in zip(self.classes, maps):
-                file_name = cam_file_name(name, self.result.method, layer, c)
-                paths.append(write_nifti(cam, file_name, self.affine, output_dir, None))
+        writer = CAMWriter(output_dir)
+        paths = [writer.write_segmentation(name, self.segmentation, self.affine)]
+        for written in writer.write(name, self.result.method, self.maps, self.classes, self.affine).values():
+            paths += written
         return paths
 
 

@@ -8,9 +8,9 @@ multi-label networks). :py:func:`region_cotangent` turns ``W_c`` into the cotang
 ``T = dS_c/dlogits``, so every engine differentiates the logits with ``autograd.grad(logits, acts, T)``.
 
 Regions are given as strings (``"pred"``, ``"all"``, ``"empty"``, ``"label"``, ``"fp"``, ``"fn"``,
-``"component[:N]"``, ``"voxel:I,J,K"``, ``"box:I0,J0,K0:I1,J1,K1"``: :py:func:`parse_region`), as masks (a tensor ``(B, 1, *spatial)`` for every class or ``(B, n, *spatial)`` with one channel per
-requested class or per network output channel), or as :py:class:`Region` objects (:py:class:`Voxel`,
-:py:class:`Box`, :py:class:`Component`, ...).
+``"component[:N]"``, ``"voxel:I,J,K"``, ``"box:I0,J0,K0:I1,J1,K1"``: :py:func:`parse_region`), as masks (a tensor
+``(B, 1, *spatial)`` for every class or ``(B, n, *spatial)`` with one channel per requested class or per network
+output channel), or as :py:class:`Region` objects (:py:class:`Voxel`, :py:class:`Box`, :py:class:`Component`, ...).
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ def class_masks(logits: torch.Tensor, classes: Sequence[int], multi_label: bool 
 
 
 def region_source(pred: torch.Tensor | None, multi_label: bool = False) -> torch.Tensor | None:
-    """The prediction as the CAM engines read it for regions (the transforms' and the inferer's ``pred``): logits ``(B, C, *spatial)`` as they are, and a
-    single-channel floating-point label map (e.g. from ``AsDiscreted(argmax=True)``) as an integer label map.
+    """The prediction as the CAM engines read it for regions (the transforms' and the inferer's ``pred``): logits
+    ``(B, C, *spatial)`` as they are, and a single-channel floating-point label map (e.g. from
+    ``AsDiscreted(argmax=True)``) as an integer label map.
 
     A single-channel floating-point ``pred`` of a ``multi_label`` network is its logits and is kept as it is.
 

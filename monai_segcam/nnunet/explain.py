@@ -197,7 +197,8 @@ def explain_nnunet_case(
     logits = model.predict(case.data)
     classes = list(classes if classes is not None else model.default_classes)
     shape = tuple(reversed(case.properties["shape_before_cropping"]))  # the file's (I, J, K)
-    placed, region_summary = place_region(region, shape, case.data.shape[1:], partial(model.file_voxels_to_grid, case=case))
+    to_grid = partial(model.file_voxels_to_grid, case=case)
+    placed, region_summary = place_region(region, shape, case.data.shape[1:], to_grid)
     explanations, rows = {}, []
     for method, cam in cams.items():
         try:

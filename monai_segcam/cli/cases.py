@@ -73,6 +73,8 @@ def run_cases(
     for name, inputs, label in shown:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            if not args.debug:  # nor third-party deprecations (an "always" here would also print ITK's at exit)
+                warnings.simplefilter("ignore", DeprecationWarning)
             try:
                 case = _write_case(name, inputs, label, explain, output, args, described or {}, class_names or {})
                 rows += case.rows

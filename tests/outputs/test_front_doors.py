@@ -39,7 +39,7 @@ def transforms(keys: list[str]) -> list[dict]:
     return [
         {"_target_": "LoadImaged", "keys": keys},
         {"_target_": "EnsureChannelFirstd", "keys": keys},
-        {"_target_": "Orientationd", "keys": keys, "axcodes": "RAS"},
+        {"_target_": "Orientationd", "keys": keys, "axcodes": "RAS", "labels": None},
         {"_target_": "Spacingd", "keys": keys, "pixdim": [1.5, 1.5, 2.0], "mode": modes},
         {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -1.0, "a_max": 3.0, "b_min": 0.0, "b_max": 1.0},
     ]

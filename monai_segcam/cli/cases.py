@@ -21,7 +21,7 @@ from ..cam.regions import LABEL_REGIONS, parse_region
 from ..outputs import CAMWriter, ExplainedCase, merge_rows, table_rows, write_case_folder, write_table
 from .io import CLIError, check_exists
 
-__all__ = ["cam_settings", "case_labels", "output_folder", "run_cases"]
+__all__ = ["cam_settings", "case_labels", "check_formats", "output_folder", "run_cases"]
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 ExplainCase = Callable[[str, Any, "str | None"], ExplainedCase]
@@ -43,6 +43,22 @@ def case_labels(args: Namespace, count: int) -> list[str | None]:
         raise CLIError(f"--label got {len(labels)} file(s) for {count} case(s): give one label per case")
     check_exists([p for p in labels if p is not None], "label")
     return labels
+
+
+def check_formats(args: Namespace, inputs: Sequence[Any]) -> None:
+    """``--format``: DICOM output needs each input to be a DICOM series (checked before any prediction), and the
+    report reads the NIfTI maps."""
+    if getattr(args, "report", False) and "nifti" not in args.format:
+        raise CLIError("--report reads the NIfTI maps: add nifti to --format (e.g. --format nifti dicom)")
+    if "dicom" not in args.format:
+        return
+    from monai_segcam.outputs import dicom_series
+
+    for source in inputs:
+        try:
+            dicom_series(source if isinstance(source, str) or len(source) != 1 else source[0])
+        except (ImportError, ValueError, OSError) as exc:
+            raise CLIError(str(exc)) from exc
 
 
 def output_folder(args: Namespace) -> str:
@@ -67,6 +83,7 @@ def run_cases(
     ``described`` (model and settings), then the CSV and ``--report``; returns the exit
     status (1 when a case failed). One failed case leaves nothing behind, is recorded and does not stop the others
     (it raises when it is the only case, or with ``--debug``)."""
+    check_formats(args, [inputs for _, inputs, _ in cases])
     output = output_folder(args)
     failed, rows = 0, []
     shown = tqdm(cases, desc="cases", unit="case") if has_tqdm and len(cases) > 1 and not args.quiet else cases
@@ -111,7 +128,8 @@ def _write_case(
     described: dict[str, Any], class_names: dict[int, str],
 ) -> ExplainedCase:  # fmt: skip
     """One case's folder ``output/name`` (:py:func:`~monai_segcam.outputs.write_case_folder`), all or none."""
-    writer = CAMWriter(os.path.join(output, name), png=args.png, center=args.center)
+    formats = args.format
+    writer = CAMWriter(os.path.join(output, name), "nifti" in formats, args.png, args.center, dicom="dicom" in formats)
     with writer.all_or_nothing():
         start = time.perf_counter()
         try:

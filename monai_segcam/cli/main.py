@@ -119,6 +119,9 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--output", required=True, metavar="DIR", help="output folder (one sub-folder per case)")
     out.add_argument("--png", action=argparse.BooleanOptionalAction, default=True, help="write PNG overlays")
+    out.add_argument("--format", nargs="+", default=["nifti"], choices=("nifti", "dicom"), metavar="F",
+                     help="map and segmentation files: nifti (default) and/or dicom (a DICOM series input: DICOM "
+                     "Parametric Maps and DICOM SEG in its study; needs monai-segcam[dicom])")  # fmt: skip
     out.add_argument("--center", default="peak", choices=("peak", "centroid"), help="PNG slices through the CAM peak "
                      "or the predicted region's centroid")  # fmt: skip
     out.add_argument("--normalize", action="store_true", help="min-max normalise each written map to [0, 1]")

@@ -22,7 +22,7 @@ class SegCAMSaver:
     Args:
         compute: the :py:class:`~monai_segcam.handlers.SegCAMComputeHandler` whose cases are saved (its method, layer
             keys, classes, ``pred_key``, error policy and logger are used).
-        output_dir, save_nifti, save_png, epoch_subdir: as for :py:class:`~monai_segcam.handlers.SegCAMHandler`.
+        output_dir, save_nifti, save_png, epoch_subdir, save_dicom: as for :py:class:`~monai_segcam.handlers.SegCAMHandler`.
 
     Example:
         .. code-block:: python
@@ -39,9 +39,11 @@ class SegCAMSaver:
         save_nifti: bool = True,
         save_png: bool = False,
         epoch_subdir: bool = False,
+        save_dicom: bool = False,
     ) -> None:
         self.compute, self.output_dir = compute, os.fspath(output_dir)
         self.save_nifti, self.save_png, self.epoch_subdir = save_nifti, save_png, epoch_subdir
+        self.save_dicom = save_dicom
         self._said_grid = False
 
     def attach(self, engine: Engine) -> None:
@@ -52,7 +54,7 @@ class SegCAMSaver:
     def writer(self, engine: Engine) -> CAMWriter:
         """The writer of this epoch's folder."""
         folder = epoch_folder(self.output_dir, engine.state.epoch, self.epoch_subdir)
-        return CAMWriter(folder, nifti=self.save_nifti, png=self.save_png)
+        return CAMWriter(folder, nifti=self.save_nifti, png=self.save_png, dicom=self.save_dicom)
 
     def complete(self, name: str, engine: Engine) -> bool:
         """Whether every file of case ``name`` exists (for ``resume``)."""

@@ -45,6 +45,8 @@ class SegCAMHandler(SegCAMComputeHandler):
         output_dir: where files and the CSV go; ``None`` saves nothing (the CAM is still in the output).
         save_nifti: save the CAMs as NIfTI files (when ``output_dir`` is given).
         save_png: save orthogonal-slice PNG files (when ``output_dir`` is given; needs matplotlib).
+        save_dicom: save each CAM as a DICOM Parametric Map ``.dcm`` in the study and frame of reference of the DICOM
+            series it was read from (its ``filename_or_obj``; needs ``monai-segcam[dicom]``).
         csv_name: the CSV file name in ``output_dir``; ``None`` writes no CSV.
         epoch_subdir: save into ``output_dir/epoch_NNNN`` (for a trainer's validation every few epochs).
         summary_writer: a TensorBoard ``SummaryWriter`` to log slices to.
@@ -84,6 +86,7 @@ class SegCAMHandler(SegCAMComputeHandler):
         output_dir: str | os.PathLike | None = None,
         save_nifti: bool = True,
         save_png: bool = False,
+        save_dicom: bool = False,
         csv_name: str | None = "segcam_stats.csv",
         epoch_subdir: bool = False,
         summary_writer: Any | None = None,
@@ -95,8 +98,8 @@ class SegCAMHandler(SegCAMComputeHandler):
     ) -> None:
         super().__init__(network, done=self._done if resume else None, **compute_kwargs)
         self.saver = None
-        if output_dir is not None and (save_nifti or save_png):
-            self.saver = SegCAMSaver(self, output_dir, save_nifti, save_png, epoch_subdir)
+        if output_dir is not None and (save_nifti or save_png or save_dicom):
+            self.saver = SegCAMSaver(self, output_dir, save_nifti, save_png, epoch_subdir, save_dicom)
         elif resume:
             raise ValueError("resume=True needs files to resume from: give output_dir with save_nifti or save_png.")
         self.stats = SegCAMStatsHandler(self, output_dir, csv_name, epoch_subdir, save_rank)

@@ -87,12 +87,16 @@ def write_case_folder(
     class_names = dict(class_names or {})
     affine = np.asarray(case.original.affine, dtype=np.float64)
     writer.write_segmentation(case.name, case.segmentation, affine)
+    segmentations = [{"file": segmentation_file_name(case.name), "kind": "segmentation"}]
+    if writer.dicom:
+        writer.write_dicom_segmentation(case.name, case.segmentation, affine, _source(case), class_names)
+        segmentations.append({"file": segmentation_file_name(case.name, ".dcm"), "kind": "dicom_seg"})
     files = _write_maps(writer, case, class_names, normalize) + _write_channel_table(writer, case)
     summary = {
         "case": case.name,
         **case.summary,
         "classes": {str(c): class_names.get(c) for c in case.classes},
-        "files": [{"file": segmentation_file_name(case.name), "kind": "segmentation"}, *files, *case.files],
+        "files": [*segmentations, *files, *case.files],
         **({} if started is None else {"seconds": round(time.perf_counter() - started, 3)}),
         **(described or {}),
     }
@@ -114,16 +118,17 @@ def _write_maps(writer: CAMWriter, case: ExplainedCase, class_names: dict[int, s
     entries = []
     for method in dict.fromkeys(method for _, method in maps):
         shown = {layer: cam for (layer, m), cam in maps.items() if m == method}
-        files = writer.write(case.name, method, shown, classes, affine, original[0], case.regions, class_names=class_names)
+        files = writer.write(case.name, method, shown, classes, affine, original[0], case.regions,
+                             class_names=class_names, source=_source(case))  # fmt: skip
         for (layer, c), paths in files.items():
             row = rows[(layer, method, c)]
             row["files"] = ";".join(os.path.join(case.name, os.path.basename(path)) for path in paths)
             stats = {key: row[key] if row[key] == row[key] else None for key in STAT_COLUMNS}  # NaN: none
             stats.update(_peak(shown[layer][classes.index(c)], affine))
             for path in paths:
-                kind = "png" if path.endswith(".png") else "cam"
+                kind = {".png": "png", ".dcm": "dicom_map"}.get(os.path.splitext(path)[1], "cam")
                 entry = {"file": os.path.basename(path), "kind": kind, "class": c, "layer": layer, "method": method}
-                if kind == "cam":
+                if kind != "png":
                     module = case.modules.get(layer)
                     entry.update(class_name=class_names.get(c), stats=stats, normalized=normalize, module=module)
                 entries.append(entry)
@@ -142,6 +147,11 @@ def _write_channel_table(writer: CAMWriter, case: ExplainedCase) -> list[dict]:
     file_name, table = f"{case.name}_channels.csv", case.channel_table
     writer.record(write_channel_table(table["rows"], os.path.join(writer.output_dir, file_name)))
     return [{"file": file_name, "kind": "channel_table", "channels": table["channels"], "steps": table["steps"]}]
+
+
+def _source(case: ExplainedCase) -> Any:
+    """The file or DICOM series folder the case was read from."""
+    return getattr(case.original, "meta", {}).get("filename_or_obj")
 
 
 def _peak(cam: np.ndarray, affine: np.ndarray) -> dict[str, list]:

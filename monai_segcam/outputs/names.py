@@ -127,15 +127,15 @@ def panel_file_name(case: str, class_index: int) -> str:
     return f"{case}_cam_class{int(class_index)}_panel.png"
 
 
-def segmentation_file_name(case: str) -> str:
-    """The file name of a case's segmentation: ``{case}_seg.nii.gz``.
+def segmentation_file_name(case: str, extension: str = ".nii.gz") -> str:
+    """The file name of a case's segmentation: ``{case}_seg.nii.gz`` (``{case}_seg.dcm`` as DICOM SEG).
 
     Example:
         .. code-block:: python
 
             segmentation_file_name("spleen_12")  # 'spleen_12_seg.nii.gz'
     """
-    return f"{case}_seg.nii.gz"
+    return f"{case}_seg{extension}"
 
 
 def epoch_folder(output_dir: str | os.PathLike, epoch: int, epoch_subdir: bool = True) -> str:

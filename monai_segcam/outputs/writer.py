@@ -1,5 +1,5 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""The one writer of CAM files: NIfTI maps and PNG views, named by :py:func:`~monai_segcam.outputs.cam_file_name`
+"""The one writer of CAM files: NIfTI maps, PNG views and DICOM Parametric Maps (:py:mod:`.dicom`), named by :py:func:`~monai_segcam.outputs.cam_file_name`
 and written atomically (:py:func:`~monai_segcam.outputs.atomic_output`), used by every front door (handlers,
 transforms, command line)."""
 
@@ -15,6 +15,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import optional_import
 
+from .dicom import dicom_series, write_dicom_seg, write_parametric_map
 from .files import atomic_output, safe_path
 from .names import cam_file_name, panel_file_name, segmentation_file_name
 
@@ -109,8 +110,8 @@ def write_text(text: str, path: str | os.PathLike) -> str:
 
 
 class CAMWriter:
-    """Writes the CAMs of cases into ``output_dir``: per layer and class a NIfTI map and/or a PNG of orthogonal
-    slices, named ``{case}_cam_{method}_{layer}_class{c}`` (:py:func:`~monai_segcam.outputs.cam_file_name`), each
+    """Writes the CAMs of cases into ``output_dir``: per layer and class a NIfTI map, a PNG of orthogonal slices
+    and/or a DICOM Parametric Map, named ``{case}_cam_{method}_{layer}_class{c}`` (:py:func:`~monai_segcam.outputs.cam_file_name`), each
     file atomically.
 
     Args:
@@ -120,6 +121,8 @@ class CAMWriter:
         center: the PNG planes' centre, ``"peak"`` or ``"centroid"`` (see
             :py:func:`~monai_segcam.visualize.plot_orthogonal_slices`).
         dpi: PNG resolution.
+        dicom: write DICOM Parametric Maps (and :py:meth:`write_dicom_segmentation`), in the study and frame of
+            reference of the DICOM series each map comes from (needs ``monai-segcam[dicom]``).
 
     Example:
         .. code-block:: python
@@ -135,15 +138,17 @@ class CAMWriter:
         png: bool = False,
         center: str = "peak",
         dpi: float = 100,
+        dicom: bool = False,
     ) -> None:
         self.output_dir = os.fspath(output_dir)
-        self.nifti, self.png, self.center, self.dpi = nifti, png, center, dpi
+        self.nifti, self.png, self.center, self.dpi, self.dicom = nifti, png, center, dpi, dicom
         self._transaction: list[str] | None = None
+        self._series: dict[str, list[Any]] = {}
 
     @property
     def extensions(self) -> list[str]:
         """The file extensions written per layer and class."""
-        return ([".nii.gz"] if self.nifti else []) + ([".png"] if self.png else [])
+        return [ext for ext, on in ((".nii.gz", self.nifti), (".png", self.png), (".dcm", self.dicom)) if on]
 
     def paths(self, case: str, method: str, layers: Sequence[str], classes: Sequence[int]) -> list[str]:
         """Every file :py:meth:`write` writes for a case (e.g. to resume: the case is done when all exist)."""
@@ -164,6 +169,7 @@ class CAMWriter:
         regions: ArrayLike | None = None,
         shown: Mapping[str, ArrayLike] | None = None,
         class_names: Mapping[int, str] | None = None,
+        source: Any = None,
     ) -> dict[tuple[str, int], list[str]]:
         """Write one case's maps; returns the paths written per ``(layer, class)``.
 
@@ -177,20 +183,28 @@ class CAMWriter:
             regions: the explained region per class ``(len(classes), *spatial)``, drawn as a contour in the PNGs.
             shown: the maps drawn in the PNGs (default ``maps``), e.g. on the network grid of ``image``.
             class_names: class index -> name, added to the PNG titles.
+            source: the DICOM series the maps come from (its folder or files; default: each ``MetaTensor``'s
+                ``filename_or_obj``), for DICOM output.
         """
         files: dict[tuple[str, int], list[str]] = {}
         for layer, cam in maps.items():
             for j, c in enumerate(classes):
                 written = files.setdefault((layer, c), [])
+                name = f" ({class_names[c]})" if class_names and class_names.get(c) else ""
                 if self.nifti:
                     path = self.path(case, method, layer, c, ".nii.gz")
                     written.append(self.record(write_nifti(cam[j : j + 1], path, affine)))
                 if self.png:
-                    name = f" ({class_names[c]})" if class_names and class_names.get(c) else ""
                     region = None if regions is None else regions[j]
                     path = self.path(case, method, layer, c, ".png")
                     title = f"{case} {method} {layer} class {c}{name}"
                     written.append(self.record(self._view(image, (shown or maps)[layer][j], region, title, path)))
+                if self.dicom:
+                    path = self.path(case, method, layer, c, ".dcm")
+                    map_affine = _affine_of(cam, affine, path)
+                    series = self.series(source if source is not None else _source_of(cam), path)
+                    description = f"{method} {layer} class {c}{name}"
+                    written.append(self.record(write_parametric_map(cam[j], map_affine, series, path, description)))
         return files
 
     def write_panels(
@@ -220,6 +234,24 @@ class CAMWriter:
             return self.record(write_nifti(seg.astype(np.uint8), path, affine, channel_dim=0, output_dtype=np.uint8))
         dtype = np.uint8 if seg.max(initial=0) < 256 else np.uint16
         return self.record(write_nifti(seg, path, affine, channel_dim=None, output_dtype=dtype))
+
+    def write_dicom_segmentation(
+        self, case: str, segmentation: ArrayLike, affine: ArrayLike, source: Any,
+        class_names: Mapping[int, str] | None = None,
+    ) -> str:  # fmt: skip
+        """Write ``{case}_seg.dcm``: the segmentation of :py:meth:`write_segmentation` as DICOM SEG in the study and
+        frame of reference of the DICOM series ``source`` (:py:func:`~monai_segcam.outputs.write_dicom_seg`)."""
+        path = safe_path(self.output_dir, segmentation_file_name(case, ".dcm"))
+        return self.record(write_dicom_seg(segmentation, affine, self.series(source, path), path, class_names))
+
+    def series(self, source: Any, path: str) -> list[Any]:
+        """The headers of the DICOM series ``source`` (read once per writer) for the DICOM file ``path``."""
+        if source is None:
+            raise ValueError(f"No DICOM source series for {path}: DICOM output needs a DICOM series input.")
+        key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else repr(list(map(os.fspath, source)))
+        if key not in self._series:
+            self._series[key] = dicom_series(source)
+        return self._series[key]
 
     def _view(self, image: Any, cam: Any, region: Any, title: str, path: str) -> str:
         from monai_segcam.visualize import plot_orthogonal_slices
@@ -263,3 +295,16 @@ class CAMWriter:
             if outer is not None:
                 outer.extend(self._transaction)
             self._transaction = outer
+
+
+def _affine_of(cam: Any, affine: ArrayLike | None, path: str) -> Any:
+    if affine is None and isinstance(cam, MetaTensor):
+        affine = cam.affine
+    if affine is None:
+        raise ValueError(f"No affine for {path}: give `affine=` (a plain array has no voxel-to-world geometry).")
+    return np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+
+
+def _source_of(cam: Any) -> Any:
+    """The source file (a DICOM series folder or files) of a ``MetaTensor``'s metadata, or ``None``."""
+    return getattr(cam, "meta", {}).get("filename_or_obj") or None

@@ -48,9 +48,10 @@ def case_labels(args: Namespace, count: int) -> list[str | None]:
 def check_formats(args: Namespace, inputs: Sequence[Any]) -> None:
     """``--format``: DICOM output needs each input to be a DICOM series (checked before any prediction), and the
     report reads the NIfTI maps."""
-    if getattr(args, "report", False) and "nifti" not in args.format:
+    formats = getattr(args, "format", ["nifti"])
+    if getattr(args, "report", False) and "nifti" not in formats:
         raise CLIError("--report reads the NIfTI maps: add nifti to --format (e.g. --format nifti dicom)")
-    if "dicom" not in args.format:
+    if "dicom" not in formats:
         return
     from monai_segcam.outputs import dicom_series
 
@@ -128,7 +129,7 @@ def _write_case(
     described: dict[str, Any], class_names: dict[int, str],
 ) -> ExplainedCase:  # fmt: skip
     """One case's folder ``output/name`` (:py:func:`~monai_segcam.outputs.write_case_folder`), all or none."""
-    formats = args.format
+    formats = getattr(args, "format", ["nifti"])
     writer = CAMWriter(os.path.join(output, name), "nifti" in formats, args.png, args.center, dicom="dicom" in formats)
     with writer.all_or_nothing():
         start = time.perf_counter()

@@ -18,23 +18,27 @@ Subpackages: :py:mod:`monai_segcam.cam` (engines), :py:mod:`~monai_segcam.transf
 
 from __future__ import annotations
 
-from .cam import (
-    Box,
-    CAMResult,
-    Component,
-    SegCAM,
-    SlidingWindowSegCAM,
-    Voxel,
-    layer_presets,
-    list_layers,
-    mirror_flips,
-    normalize_cam,
-    resolve_layers,
-)
-from .handlers import SegCAMHandler
-from .inferers import SegCAMInferer
-from .perturbation import ChannelAttribution, SegOcclusion
-from .transforms import ComputeSegCAM, NormalizeSegCAMd, SegCAMd
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cam import (
+        Box,
+        CAMResult,
+        Component,
+        SegCAM,
+        SlidingWindowSegCAM,
+        Voxel,
+        layer_presets,
+        list_layers,
+        mirror_flips,
+        normalize_cam,
+        resolve_layers,
+    )
+    from .handlers import SegCAMHandler
+    from .inferers import SegCAMInferer
+    from .perturbation import ChannelAttribution, SegOcclusion
+    from .transforms import ComputeSegCAM, NormalizeSegCAMd, SegCAMd
 
 __version__ = "0.1.0"
 
@@ -58,3 +62,26 @@ __all__ = [
     "SegCAMInferer",
     "SegCAMHandler",
 ]
+
+# the package imports its subpackages (and so torch and MONAI) on first use of a name, as MONAI and SciPy do, so that
+# ``monai-segcam --help`` answers at once; ``from monai_segcam import SegCAM`` and ``monai_segcam.cam`` work as before
+_SUBPACKAGES = {"cam", "cli", "data", "files", "handlers", "inferers", "metrics", "nnunet", "outputs", "perturbation"}
+_SUBPACKAGES |= {"report", "transforms", "utils", "visualize"}
+_HOMES = {"SegCAMHandler": "handlers", "SegCAMInferer": "inferers", "ChannelAttribution": "perturbation"}
+_HOMES |= {"SegOcclusion": "perturbation", "ComputeSegCAM": "transforms", "SegCAMd": "transforms"}
+_HOMES |= {"NormalizeSegCAMd": "transforms"}  # every other name of __all__ is one of monai_segcam.cam
+
+
+def __getattr__(name: str) -> Any:
+    """A name of ``__all__`` or a subpackage, imported when first asked for."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES.get(name, 'cam')}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBPACKAGES})

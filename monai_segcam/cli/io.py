@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ..utils.loading import first_line
-
-__all__ = ["CLIError", "check_exists", "first_line"]
+__all__ = ["CLIError", "check_exists"]
 
 
 class CLIError(Exception):

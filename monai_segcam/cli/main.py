@@ -9,8 +9,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .io import CLIError, first_line
-from .nnunet import add_nnunet_arguments
+from .io import CLIError
 from .perturbation import OCCLUSION
 from .perturbation import add_arguments as add_perturbation_arguments
 
@@ -29,14 +28,9 @@ _EPILOG = """examples:
 """
 
 
-def _region(text: str) -> str:
-    from ..cam.regions import parse_region
-
-    try:
-        parse_region(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return text
+# the registry's method names (monai_segcam.cam.method_names() and occlusion), here so that `--help` and argument
+# errors need neither torch nor MONAI; tests/cli/test_cli_startup.py checks that they are the registry's
+METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam", OCCLUSION)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +53,23 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         help="weights: a state dict or a dict holding one under 'model'/'state_dict' (bundle: models/model.pt)",
     )  # fmt: skip
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    add_nnunet_arguments(parser)
+    _nnunet_arguments(parser)
+
+
+def _nnunet_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``--nnunet`` (the folder itself is one of the model sources)."""
+    group = parser.add_argument_group("nnU-Net v2 model folder (with --nnunet)")
+    group.add_argument(
+        "--folds", nargs="+", metavar="K", help="folds whose logits are averaged (default: every fold with a checkpoint)"
+    )
+    group.add_argument(
+        "--no-mirroring", action="store_true", help="no test-time mirroring (default: the checkpoint's mirroring axes)"
+    )
+    group.add_argument(
+        "--nnunet-checkpoint", metavar="NAME",
+        help="checkpoint file in each fold folder (default: checkpoint_final.pth; model.pt in a MONAI bundle)",
+    )  # fmt: skip
+    group.add_argument("--tile-step-size", type=float, default=0.5, help="nnU-Net's tile step (default 0.5)")
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,20 +79,18 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cam_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``CAM`` and ``sliding window`` option groups of ``explain``."""
-    from monai_segcam.cam.methods import method_names  # the registry: a registered method is a CLI choice
     cam = parser.add_argument_group("CAM")
     cam.add_argument(
         "--layers", nargs="+", default=["pre_head"], metavar="L",
         help="layer names or roles (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
-    methods = [*method_names(), OCCLUSION]
-    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=methods, metavar="M",
-                     help=", ".join(methods))  # fmt: skip
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=METHODS, metavar="M",
+                     help=", ".join(METHODS))  # fmt: skip
     cam.add_argument(
         "--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)"
     )
     cam.add_argument(
-        "--region", default="pred", type=_region,
+        "--region", default="pred",
         help="explained region: pred (default), all, empty, label, fp, fn (these three need --label), component[:N], "
         "voxel:I,J,K or box:I0,J0,K0:I1,J1,K1 (voxel indices of the input file; box corners included)",
     )  # fmt: skip
@@ -168,6 +176,7 @@ def show_layers(network: Any, shape: Sequence[int], quiet: bool, presets: dict[s
     roles (``presets``, else those discovered); a network failing on the probe gives a :py:class:`CLIError` naming
     the shape."""
     from monai_segcam.cam import list_layers
+    from monai_segcam.utils.loading import first_line
 
     try:
         table = list_layers(network, shape)
@@ -200,6 +209,18 @@ def run_layers(args: argparse.Namespace) -> int:
     return show_layers(network, shape, args.quiet)
 
 
+def _check_region(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A malformed ``--region`` is a usage error, checked once the other arguments are (it imports the engines)."""
+    if getattr(args, "region", None) is None:
+        return
+    from ..cam.regions import parse_region
+
+    try:
+        parse_region(args.region)
+    except ValueError as exc:
+        parser.error(f"argument --region: {exc}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``monai-segcam``; returns the exit status (0 success, 1 error, 2 usage error).
 
@@ -208,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             monai-segcam explain ct.nii.gz --bundle bundles/segcam_demo --output cams/
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_region(parser, args)
     if not args.debug:  # library deprecation notices are not the user's business
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)

@@ -6,7 +6,6 @@ and written by the case loop of :py:mod:`~monai_segcam.cli.cases`, on each input
 
 from __future__ import annotations
 
-import argparse
 import os
 from argparse import Namespace
 from collections.abc import Sequence
@@ -16,30 +15,15 @@ import torch
 
 from ..nnunet.cases import group_cases
 from ..outputs import ExplainedCase, safe_token
+from ..utils.loading import first_line
 from .cases import cam_settings, case_labels, run_cases
 from .explain import cam_options
-from .io import CLIError, check_exists, first_line
+from .io import CLIError, check_exists
 from .model import resolve_device
 
-__all__ = ["add_nnunet_arguments", "group_cases", "run_explain_nnunet", "run_layers_nnunet"]
+__all__ = ["group_cases", "run_explain_nnunet", "run_layers_nnunet"]
 
 _NOT_FOR_NNUNET = ("roi_size", "overlap", "mode", "checkpoint")
-
-
-def add_nnunet_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``--nnunet`` (the folder itself is one of the model sources)."""
-    group = parser.add_argument_group("nnU-Net v2 model folder (with --nnunet)")
-    group.add_argument(
-        "--folds", nargs="+", metavar="K", help="folds whose logits are averaged (default: every fold with a checkpoint)"
-    )
-    group.add_argument(
-        "--no-mirroring", action="store_true", help="no test-time mirroring (default: the checkpoint's mirroring axes)"
-    )
-    group.add_argument(
-        "--nnunet-checkpoint", metavar="NAME",
-        help="checkpoint file in each fold folder (default: checkpoint_final.pth; model.pt in a MONAI bundle)",
-    )  # fmt: skip
-    group.add_argument("--tile-step-size", type=float, default=0.5, help="nnU-Net's tile step (default 0.5)")
 
 
 def _load(args: Namespace, device: torch.device, folds: Sequence[int | str] | None = None) -> Any:

@@ -1,9 +1,13 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""Model-parameter randomisation sanity check (Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
+"""Randomisation sanity checks (Quantus' *Randomisation* category).
 
-A map that explains the model must change when the model's parameters are destroyed. Layers are randomised
-cumulatively from the output head back to the input, and after each step the map is compared with the original by
-rank (Spearman) and linear (Pearson) correlation: a faithful method's correlations fall towards 0.
+- Model-parameter randomisation (Adebayo et al. 2018, "Sanity Checks for Saliency Maps"): a map that explains the
+  model must change when the model's parameters are destroyed. Layers are randomised cumulatively from the output
+  head back to the input, and after each step the map is compared with the original by rank (Spearman) and linear
+  (Pearson) correlation: a faithful method's correlations fall towards 0 (:func:`cascading_randomization`).
+- Random logit (Sixt et al. 2020, "When explanations lie"): a map that explains the class must change when another
+  class is explained; the similarity between the map of the class and the map of a class drawn at random among the
+  others is low for a class-sensitive method (:func:`random_logit`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ __all__ = [
     "pearson_correlation",
     "spearman_rank_correlation",
     "cascading_randomization",
+    "RandomLogit",
+    "random_logit",
 ]
 
 
@@ -32,6 +38,13 @@ class LayerOrder(StrEnum):
 
     EXECUTION = "execution"
     REGISTRATION = "registration"
+
+
+class Similarity(StrEnum):
+    """How :func:`random_logit` compares two maps."""
+
+    PEARSON = "pearson"
+    SPEARMAN = "spearman"
 
 
 class RandomizationStep(NamedTuple):
@@ -239,3 +252,55 @@ def cascading_randomization(
             )
         )
     return results
+
+
+class RandomLogit(NamedTuple):
+    """The random-logit check of one class: the other class drawn and the maps' similarity (lower: class-sensitive)."""
+
+    other: int
+    similarity: float
+
+
+def random_logit(
+    explain_fn: Callable[[int], torch.Tensor],
+    target: int,
+    classes: Sequence[int],
+    seed: int = 0,
+    similarity: str = Similarity.PEARSON,
+    absolute: bool = True,
+) -> RandomLogit:
+    """The random-logit check (Sixt et al. 2020; Quantus ``RandomLogit``): the similarity between the map of
+    ``target`` and the map of a class drawn uniformly (seeded) among the other ``classes``.
+
+    Quantus compares by SSIM by default; here by Pearson (linear) or Spearman (rank) correlation over the voxels,
+    as the parameter randomisation above: 1 when the other class's map is the same (the method ignores the class),
+    near 0 or below when it is not.
+
+    Args:
+        explain_fn: maps a class index to its map (the same region and image for every class).
+        target: the explained class.
+        classes: the classes the other is drawn from (``target`` excluded; at least one other).
+        seed: seeds the draw.
+        similarity: ``"pearson"`` or ``"spearman"``.
+        absolute: compare ``|map|`` (as the parameter randomisation does for signed maps).
+
+    Returns:
+        :class:`RandomLogit` ``(other, similarity)``.
+
+    Example:
+        .. code-block:: python
+
+            check = random_logit(lambda c: engine(image, classes=c, region=region)["pre_head"], 1, [0, 1, 2])
+            check.other, check.similarity  # e.g. (2, 0.08): the map changes with the class
+    """
+    kind = look_up_option(similarity, Similarity)
+    others = [int(c) for c in classes if int(c) != int(target)]
+    if not others:
+        raise ValueError(f"random_logit needs a class other than {target} among {list(classes)}.")
+    other = others[int(torch.randint(len(others), (1,), generator=torch.Generator().manual_seed(seed)))]
+    a, b = explain_fn(int(target)).detach(), explain_fn(other).detach()
+    if a.shape != b.shape:
+        raise ValueError(f"the maps of classes {target} and {other} differ in shape: {tuple(a.shape)}, {tuple(b.shape)}.")
+    a, b = (a.abs(), b.abs()) if absolute else (a, b)
+    compare = pearson_correlation if kind == Similarity.PEARSON else spearman_rank_correlation
+    return RandomLogit(other=other, similarity=float(compare(a, b)))

@@ -47,10 +47,11 @@ def case_labels(args: Namespace, count: int) -> list[str | None]:
 
 def check_formats(args: Namespace, inputs: Sequence[Any]) -> None:
     """``--format``: DICOM output needs each input to be a DICOM series (checked before any prediction), and the
-    report reads the NIfTI maps."""
+    report and the Slicer scene read the NIfTI maps."""
     formats = getattr(args, "format", ["nifti"])
-    if getattr(args, "report", False) and "nifti" not in formats:
-        raise CLIError("--report reads the NIfTI maps: add nifti to --format (e.g. --format nifti dicom)")
+    for option in ("report", "slicer"):
+        if getattr(args, option, False) and "nifti" not in formats:
+            raise CLIError(f"--{option} reads the NIfTI maps: add nifti to --format (e.g. --format nifti dicom)")
     if "dicom" not in formats:
         return
     from monai_segcam.outputs import dicom_series
@@ -130,7 +131,8 @@ def _write_case(
 ) -> ExplainedCase:  # fmt: skip
     """One case's folder ``output/name`` (:py:func:`~monai_segcam.outputs.write_case_folder`), all or none."""
     formats = getattr(args, "format", ["nifti"])
-    writer = CAMWriter(os.path.join(output, name), "nifti" in formats, args.png, args.center, dicom="dicom" in formats)
+    writer = CAMWriter(os.path.join(output, name), "nifti" in formats, args.png, args.center, dicom="dicom" in formats,
+                       slicer=getattr(args, "slicer", False))  # fmt: skip
     with writer.all_or_nothing():
         start = time.perf_counter()
         try:

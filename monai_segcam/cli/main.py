@@ -130,6 +130,8 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--format", nargs="+", default=["nifti"], choices=("nifti", "dicom"), metavar="F",
                      help="map and segmentation files: nifti (default) and/or dicom (a DICOM series input: DICOM "
                      "Parametric Maps and DICOM SEG in its study; needs monai-segcam[dicom])")  # fmt: skip
+    out.add_argument("--slicer", action="store_true", help="also write a 3D Slicer scene per case, <case>_scene.mrml, "
+                     "and the classes' colour table <case>_colors.ctbl: the image with the maps and the segmentation")  # fmt: skip
     out.add_argument("--center", default="peak", choices=("peak", "centroid"), help="PNG slices through the CAM peak "
                      "or the predicted region's centroid")  # fmt: skip
     out.add_argument("--normalize", action="store_true", help="min-max normalise each written map to [0, 1]")

@@ -92,6 +92,8 @@ def write_case_folder(
         writer.write_dicom_segmentation(case.name, case.segmentation, affine, _source(case), class_names)
         segmentations.append({"file": segmentation_file_name(case.name, ".dcm"), "kind": "dicom_seg"})
     files = _write_maps(writer, case, class_names, normalize) + _write_channel_table(writer, case)
+    if writer.slicer:
+        files += _write_slicer_scene(writer, case, files, class_names, normalize)
     summary = {
         "case": case.name,
         **case.summary,
@@ -147,6 +149,30 @@ def _write_channel_table(writer: CAMWriter, case: ExplainedCase) -> list[dict]:
     file_name, table = f"{case.name}_channels.csv", case.channel_table
     writer.record(write_channel_table(table["rows"], os.path.join(writer.output_dir, file_name)))
     return [{"file": file_name, "kind": "channel_table", "channels": table["channels"], "steps": table["steps"]}]
+
+
+def _write_slicer_scene(
+    writer: CAMWriter, case: ExplainedCase, entries: list[dict], class_names: dict[int, str], normalize: bool
+) -> list[dict]:
+    """``<case>_colors.ctbl`` and ``<case>_scene.mrml`` over the case's NIfTI maps; returns their JSON entries."""
+    from .slicer import write_color_table, write_slicer_scene
+
+    labels = np.asarray(case.segmentation).ndim == 3  # a label map (multi-label masks are not one)
+    classes = range(int(np.asarray(case.segmentation).max(initial=0)) + 1) if labels else [0, *case.classes]
+    color_table = writer.record(write_color_table(os.path.join(writer.output_dir, f"{case.name}_colors.ctbl"),
+                                                  list(classes), class_names))  # fmt: skip
+    shown = []
+    for entry in (e for e in entries if e["kind"] == "cam"):
+        cam = np.asarray(case.maps[(entry["layer"], entry["method"])][case.classes.index(entry["class"])])
+        name = f"{entry['method']} {entry['layer']} class {entry['class']}"
+        shown.append((entry["file"], name, 1.0 if normalize else float(cam.max(initial=0.0))))
+    source = _source(case)
+    image = os.fspath(source[0] if isinstance(source, (list, tuple)) else source)
+    segmentation = segmentation_file_name(case.name) if labels else None
+    scene = write_slicer_scene(writer.output_dir, case.name, image, shown, segmentation, color_table)
+    writer.record(scene)
+    written = ((color_table, "slicer_colors"), (scene, "slicer_scene"))
+    return [{"file": os.path.basename(path), "kind": kind} for path, kind in written]
 
 
 def _source(case: ExplainedCase) -> Any:

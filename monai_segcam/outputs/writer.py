@@ -123,6 +123,8 @@ class CAMWriter:
         dpi: PNG resolution.
         dicom: write DICOM Parametric Maps (and :py:meth:`write_dicom_segmentation`), in the study and frame of
             reference of the DICOM series each map comes from (needs ``monai-segcam[dicom]``).
+        slicer: with :py:func:`~monai_segcam.outputs.write_case_folder`, also a 3D Slicer scene and colour table
+            (:py:mod:`~monai_segcam.outputs.slicer`).
 
     Example:
         .. code-block:: python
@@ -139,9 +141,11 @@ class CAMWriter:
         center: str = "peak",
         dpi: float = 100,
         dicom: bool = False,
+        slicer: bool = False,
     ) -> None:
         self.output_dir = os.fspath(output_dir)
         self.nifti, self.png, self.center, self.dpi, self.dicom = nifti, png, center, dpi, dicom
+        self.slicer = slicer
         self._transaction: list[str] | None = None
         self._series: dict[str, list[Any]] = {}
 

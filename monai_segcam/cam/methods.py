@@ -8,6 +8,11 @@
 - *global-weight* rules (Seg-Grad-CAM, Grad-CAM++, XGrad-CAM, Eigen-CAM) compute one weight per channel from
   window-summable statistics, then combine the activations: ``map = sum_k w_k A^k + offset``.
 
+Each rule also tells the *scale of its terms* (:py:meth:`CAMRule.local_scale`, :py:meth:`CAMRule.weight_scale`):
+``sum_k |G^k A^k|`` for an element-wise rule, ``sum_k |w|_k |A^k|`` for a global-weight one, where ``|w|_k`` sums the
+magnitudes of the terms of ``w_k`` (``mean_u |G^k|`` for Seg-Grad-CAM). The engines compare a map with it to detect a
+map that is float round-off (see :py:mod:`monai_segcam.cam.roundoff`).
+
 The segmentation forms follow Vinogradova et al. 2020 (Seg-Grad-CAM), Draelos & Carin 2020 and Rheude et al. 2024
 (HiResCAM / Seg-HiRes-Grad-CAM), Hasany et al. 2023 (Seg-XRes-CAM), Chattopadhay et al. 2018 (Grad-CAM++), Fu et al.
 2020 (XGrad-CAM), Jiang et al. 2021 (LayerCAM) and Muhammad & Yeasin 2020 (Eigen-CAM).
@@ -32,6 +37,7 @@ __all__ = [
     "SegHiResCAMRule",
     "SegXResCAMRule",
     "GradCAMPlusPlusRule",
+    "GradCAMPlusPlusReLURule",
     "XGradCAMRule",
     "LayerCAMRule",
     "EigenCAMRule",
@@ -135,6 +141,32 @@ class CAMRule:
         """The raw map of a local rule."""
         raise NotImplementedError(f"{type(self).__name__} is a global-weight rule.")
 
+    def local_scale(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+        """The scale of a local rule's terms ``(B, 1, *s)``, e.g. ``sum_k |G^k A^k|``: the map of the magnitudes by
+        default (exact for a sum of products; an override states a rule's own terms)."""
+        return self.local_map(acts.abs(), None if grads is None else grads.abs())
+
+    def sum_activations(self, acts: torch.Tensor) -> torch.Tensor:
+        """``sum_u A`` per batch item and channel ``(B, K)`` of one window: what a rule with
+        ``needs_activation_sum`` sums over every window (Grad-CAM++ on ``ReLU(A)`` sums ``ReLU(A)``)."""
+        return _spatial_sum(acts)
+
+    def weight_scale(self, stats: Sequence[torch.Tensor], num_positions: int) -> torch.Tensor:
+        """The magnitude of the terms of each channel weight ``(B, K)`` (``|w_k|`` by default; Seg-Grad-CAM's
+        ``mean_u |G^k|``): a map ``sum_k w_k A^k`` is compared with ``sum_k |w|_k |A^k|`` to detect round-off."""
+        return self.weights(stats, num_positions)[0].abs()
+
+    def combine_scale(
+        self, acts: torch.Tensor, weight_scale: torch.Tensor, offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The scale of the terms of :py:meth:`combine`: ``sum_k |w|_k |A^k| (+ |offset|)`` as a ``(B, 1, *s)`` map."""
+        return CAMRule.combine(acts.abs(), weight_scale, None if offset is None else offset.abs())
+
+    def diagnose(self, stats: Sequence[torch.Tensor], num_positions: int) -> str | None:
+        """A warning about the summed statistics of one layer and class (e.g. Grad-CAM++'s near-singular
+        denominators), or ``None``; the engine adds the layer and class and warns once per call."""
+        return None
+
     def statistics(
         self, acts: torch.Tensor, grads: torch.Tensor | None, activation_sum: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
@@ -162,13 +194,16 @@ class CAMRule:
 
 @register_method("gradcam")
 class SegGradCAMRule(CAMRule):
-    """Seg-Grad-CAM: ``sum_k mean_u(G^k) A^k``."""
+    """Seg-Grad-CAM: ``sum_k mean_u(G^k) A^k``; its terms' scale is ``sum_k mean_u |G^k| |A^k|``."""
 
     def statistics(self, acts, grads):
-        return (_spatial_sum(grads),)
+        return _spatial_sum(grads), _spatial_sum(grads.abs())
 
     def weights(self, stats, num_positions):
         return stats[0] / num_positions, None
+
+    def weight_scale(self, stats, num_positions):
+        return stats[1] / num_positions
 
 
 @register_method("hirescam")
@@ -211,22 +246,96 @@ class SegXResCAMRule(CAMRule):
 
 @register_method("gradcampp")
 class GradCAMPlusPlusRule(CAMRule):
-    """Grad-CAM++ in closed form: ``alpha = G² / (2G² + sum_u(A) G³)``, ``w_k = sum_u alpha ReLU(G)`` (never exp(S)).
+    """Grad-CAM++ (Chattopadhay et al. 2018) in closed form, never with ``exp(S)``: ``w_k = sum_u alpha ReLU(G^k)``
+    with ``alpha = G² / (2G² + sum_u(A) G³)``, computed as its exact simplification ``alpha = 1 / (2 + G sum_u(A))``
+    where ``G != 0`` (``alpha = 0`` where ``G = 0``), so no epsilon decides the map.
+
+    The paper's activations are post-ReLU (``A >= 0``): for every term that counts (``G > 0``) the denominator is
+    then at least 2. MONAI's networks have signed activations (PReLU, instance/group norm outputs), ``sum_u(A)`` can
+    be negative and the denominator ``2 + G sum_u(A)`` can reach 0: ``alpha`` explodes and a few voxels decide the
+    weight. Terms with ``|2 + G sum_u(A)| < singular_bound`` are counted as near-singular and the engine warns with
+    the layer and the share of channel weights they affect. ``activation="relu"`` (method ``"gradcampp_relu"``) is
+    the paper's variant on ``ReLU(A)``: ``alpha`` and the map use ``A⁺ = ReLU(A)``, never singular. Use
+    ``"gradcampp"`` at layers with non-negative activations (after a ReLU) where both agree, ``"gradcampp_relu"`` on
+    layers with signed activations (MONAI's UNet, SegResNet, BasicUNet with PReLU/instance norm outputs).
 
     ``sum_u(A)`` runs over the whole explained input: with sliding windows, over every window's positions.
+
+    Args:
+        activation: ``"identity"`` (the layer's activations as they are) or ``"relu"`` (the paper's ``ReLU(A)``).
+        singular_bound: denominators ``|2 + G sum_u(A)|`` below it are near-singular (``|alpha| > 1 / bound``, i.e.
+            more than 200 times the paper's largest ``alpha`` of 1/2 for the default 0.01).
+
+    Example:
+        .. code-block:: python
+
+            maps = SegCAM(net, layers="bottleneck", method="gradcampp", activation="relu")(image, classes=1)
     """
 
     needs_activation_sum = True
 
+    def __init__(self, activation: str = "identity", singular_bound: float = 1e-2) -> None:
+        self.activation = look_up_option(activation, ("identity", "relu"))
+        if not singular_bound > 0:
+            raise ValueError(f"singular_bound must be positive, got {singular_bound}.")
+        self.singular_bound = float(singular_bound)
+
+    def _acts(self, acts: torch.Tensor) -> torch.Tensor:
+        return acts.clamp_min(0) if self.activation == "relu" else acts
+
+    def sum_activations(self, acts):
+        return _spatial_sum(self._acts(acts))
+
     def statistics(self, acts, grads, activation_sum=None):
-        g2 = grads.pow(2)
-        total = _spatial_sum(acts) if activation_sum is None else activation_sum
-        alpha = g2 / (2 * g2 + total.view(*acts.shape[:2], *([1] * (acts.ndim - 2))) * g2 * grads + _EPS)
-        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-        return (_spatial_sum(alpha * grads.clamp_min(0)),)
+        total = self.sum_activations(acts) if activation_sum is None else activation_sum
+        denominator = 2 + grads * total.view(*acts.shape[:2], *([1] * (acts.ndim - 2))).to(grads.dtype)
+        counted = grads > 0  # alpha multiplies ReLU(G): only these terms make the weight
+        terms = torch.where(counted, grads / torch.where(counted, denominator, 2.0), 0.0)  # alpha * ReLU(G)
+        singular = counted & (denominator.abs() < self.singular_bound)
+        magnitude = terms.abs()
+        return (_spatial_sum(terms), _spatial_sum(magnitude), _spatial_sum(torch.where(singular, magnitude, 0.0)),
+                _spatial_sum(singular.to(grads.dtype)))  # fmt: skip
 
     def weights(self, stats, num_positions):
         return stats[0], None
+
+    def weight_scale(self, stats, num_positions):
+        return stats[1]
+
+    def combine(self, acts, weights, offset=None):
+        return CAMRule.combine(self._acts(acts), weights, offset)
+
+    def combine_scale(self, acts, weight_scale, offset=None):
+        return CAMRule.combine(self._acts(acts).abs(), weight_scale)
+
+    def diagnose(self, stats, num_positions):
+        magnitude, singular_magnitude, singular_count = stats[1], stats[2], stats[3]
+        affected = singular_count > 0
+        if not affected.any():
+            return None
+        share = float(affected.double().mean())
+        mass = float(singular_magnitude.sum() / magnitude.sum().clamp_min(torch.finfo(magnitude.dtype).tiny))
+        return (
+            f"Grad-CAM++ is near-singular: {int(affected.sum())} of {affected.numel()} channel weights ({share:.0%}) "
+            f"have terms with |2 + G sum_u A| < {self.singular_bound:g} ({int(singular_count.sum())} voxels, "
+            f"{mass:.0%} of the weights' magnitude), so a few voxels decide the map. The layer's activations are "
+            "signed; the paper's post-ReLU variant, method='gradcampp_relu' (activation='relu'), is never singular."
+        )
+
+
+@register_method("gradcampp_relu")
+class GradCAMPlusPlusReLURule(GradCAMPlusPlusRule):
+    """Grad-CAM++ on ``ReLU(A)`` (the paper's post-ReLU activations): :py:class:`GradCAMPlusPlusRule` with
+    ``activation="relu"``, the one to use on layers with signed activations.
+
+    Example:
+        .. code-block:: python
+
+            maps = SegCAM(net, layers="bottleneck", method="gradcampp_relu")(image, classes=1)
+    """
+
+    def __init__(self, activation: str = "relu", singular_bound: float = 1e-2) -> None:
+        super().__init__(activation, singular_bound)
 
 
 @register_method("xgradcam")
@@ -234,10 +343,13 @@ class XGradCAMRule(CAMRule):
     """XGrad-CAM: ``w_k = sum_u(A^k G^k) / sum_u(A^k)``."""
 
     def statistics(self, acts, grads):
-        return _spatial_sum(acts * grads), _spatial_sum(acts)
+        return _spatial_sum(acts * grads), _spatial_sum(acts), _spatial_sum((acts * grads).abs())
 
     def weights(self, stats, num_positions):
         return stats[0] / (stats[1] + _EPS), None
+
+    def weight_scale(self, stats, num_positions):
+        return stats[2] / (stats[1] + _EPS).abs()
 
 
 @register_method("layercam")
@@ -248,6 +360,9 @@ class LayerCAMRule(CAMRule):
 
     def local_map(self, acts, grads):
         return (grads.clamp_min(0) * acts).sum(1, keepdim=True)
+
+    def local_scale(self, acts, grads):
+        return (grads.clamp_min(0) * acts.abs()).sum(1, keepdim=True)
 
 
 @register_method("eigencam")

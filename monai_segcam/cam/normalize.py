@@ -9,6 +9,8 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import look_up_option
 
+from .roundoff import roundoff_tolerance
+
 __all__ = ["normalize_cam"]
 
 
@@ -20,7 +22,10 @@ def normalize_cam(cam: torch.Tensor, mode: str = "minmax", percentiles: Sequence
         mode: ``"minmax"`` (min -> 0, max -> 1) or ``"percentile"`` (``percentiles`` -> 0 and 1, clipped).
         percentiles: lower and upper percentile for ``"percentile"``.
 
-    A constant map becomes all zeros (never NaN).
+    A constant map becomes all zeros (never NaN), and so does a map constant up to float round-off (its span at most
+    ``roundoff_tolerance`` of its magnitude, see :py:mod:`monai_segcam.cam.roundoff`): its variations are rounding,
+    and stretching them to [0, 1] would draw noise as a confident picture. An all-zero map (the engines return one
+    for a map at round-off of its terms) stays all zero.
 
     Example:
         .. code-block:: python
@@ -36,7 +41,10 @@ def normalize_cam(cam: torch.Tensor, mode: str = "minmax", percentiles: Sequence
         bounds = torch.quantile(flat, q, dim=-1, keepdim=True)
         low, high = bounds[0], bounds[1]
     span = high - low
-    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
+    dtype = cam.dtype if cam.is_floating_point() else flat.dtype
+    magnitude = flat.abs().amax(-1, keepdim=True)
+    stretch = (span > 0) & (span > roundoff_tolerance(dtype) * magnitude)
+    scaled = torch.where(stretch, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
     scaled = scaled.clamp(0, 1).view(cam.shape)
     if isinstance(cam, MetaTensor):
         out = MetaTensor(scaled)

@@ -3,8 +3,13 @@
 
 For each channel ``k`` of the layer, the mask is the channel's activation upsampled to the image (with sliding
 windows: blended over the windows like the prediction) and min-max normalised over the image; the channel's score
-is the region's mean score (logits or probabilities) of the prediction of the input multiplied by the mask. The
-weights are the softmax of the scores over channels; the map is ``sum_k w_k A^k`` like any global-weight rule.
+is the region's score (logits or probabilities) of the prediction of the input multiplied by the mask: its mean
+over the region (``score_reduction="mean"``) or its sum (``"sum"``, as pytorch-grad-cam's segmentation target and
+torchcam score). The weights are the softmax of the scores over channels; the map is ``sum_k w_k A^k`` like any
+global-weight rule. The mean keeps the scores at the scale of one voxel's logit, so on 3D segmentation networks the
+softmax weights are nearly uniform and the map nearly the class-agnostic channel mean; the sum scales the score
+differences by the region's size, so the weights are nearly one-hot on the channels whose masks keep the region's
+score (see ``docs/planted_evidence.md`` for which recovers planted evidence).
 The engine provides the masks and the masked predictions (a sliding-window engine runs only the windows that touch
 the region); this module holds the algorithm, once for every engine.
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from monai.utils import look_up_option
 
 from .methods import CAMRule, register_method
 
@@ -30,15 +36,24 @@ class ScoreCAMRule(CAMRule):
 
     The engine passes a *source* with ``channels`` (layer -> channel count per member), ``blended_activations(layer,
     channels, member)`` (the member's channels on the image grid, ``(B, k, *grid)``), ``crop`` (the image inside that
-    grid) and ``masked_scores(masks)`` (the region's mean score ``(B, k, n_classes)`` of the input times each mask).
+    grid) and ``masked_scores(masks, reduction)`` (the region's mean or summed score ``(B, k, n_classes)`` of the
+    input times each mask).
+
+    Args:
+        score_reduction: ``"mean"`` or ``"sum"``: how a masked prediction's scores over the region make the
+            channel's score (the softmax over channels then gives the weights).
 
     Example:
         .. code-block:: python
 
             maps = SlidingWindowSegCAM(net, roi_size=96, layers="bottleneck", method="scorecam")(image, classes=1)
+            mean = SegCAM(net, layers="bottleneck", method="scorecam", score_reduction="mean")(image, classes=1)
     """
 
     needs_gradients = False
+
+    def __init__(self, score_reduction: str = "mean") -> None:
+        self.score_reduction = look_up_option(score_reduction, ("mean", "sum"))
 
     def collect_statistics(self, source: Any) -> dict[tuple[str, int, int], tuple[torch.Tensor, ...]]:
         stats: dict[tuple[str, int, int], tuple[torch.Tensor, ...]] = {}
@@ -50,7 +65,7 @@ class ScoreCAMRule(CAMRule):
         return stats
 
     def _channel_scores(self, source: Any, key: str, member: int, num_channels: int) -> torch.Tensor:
-        """The region's mean scores ``(B, K, n_classes)`` of the input masked by each channel of ``member``."""
+        """The region's scores ``(B, K, n_classes)`` of the input masked by each channel of ``member``."""
         scores = []
         starts = range(0, num_channels, source.scorecam_batch_size)
         for start in source.progress(starts, f"Score-CAM ({key}{f', member {member}' if member else ''})"):
@@ -59,7 +74,7 @@ class ScoreCAMRule(CAMRule):
             low, high = inside.min(-1).values, inside.max(-1).values
             shape = (*low.shape, *[1] * (blended.ndim - 2))
             masks = (blended - low.view(shape)) / (high - low).clamp_min(1e-12).view(shape)
-            scores.append(source.masked_scores(masks))
+            scores.append(source.masked_scores(masks, self.score_reduction))
         return torch.cat(scores, dim=1)
 
     def weights(self, stats, num_positions):

@@ -30,6 +30,8 @@ Window positions and importance maps come from MONAI's own utilities with the in
 
 from __future__ import annotations
 
+import itertools
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +47,7 @@ from .base import CAMEngine
 from .engine import check_classes, check_image, check_output, network_spatial_dims, tensor_sum, upsample
 from .methods import CAMRule
 from .regions import Region, as_region, region_cotangent, region_weights, warn_empty_regions
+from .roundoff import zero_roundoff_maps
 from .terms import TermCapture, term_gradients
 from .windows import GridFactory, WindowedEngine, WindowGrid, WindowSettings, window_index, window_slices
 
@@ -273,6 +276,7 @@ class _WindowPass:
                                    device=self.device)
             for layer in self.cam.layers
         }  # fmt: skip
+        self.scales = {key: value.new_zeros(value.shape[:2]) for key, value in self.maps.items()}
         for group in list(self.cache):
             if not any(any(self.touched[k]) for k in group):
                 self.drop_graph(group)
@@ -444,7 +448,7 @@ class _WindowPass:
         with torch.enable_grad(), self.cam.terms.capture() as run:
             stitched = self.first_pass(run, keep=True, after_group=after_group)
         self.streamed = self.mean_over_flips(stats)
-        maps = self.maps if self.rule.local else self.explain()
+        maps = self.exact_zeros(self.maps) if self.rule.local else self.explain()
         weights = self.weights[self.crop]
         if from_prediction:
             warn_empty_regions(weights, self.classes, stacklevel=5)
@@ -521,12 +525,25 @@ class _WindowPass:
         if self.rule.local:
             with torch.enable_grad(), self.cam.terms.capture() as run:
                 self.local_pass(run)
-            return self.maps
+            return self.exact_zeros(self.maps)
         stats = self.rule.collect_statistics(self)
         for group in list(self.cache):  # graphs are no longer needed
             self.drop_graph(group)
         self.combine_pass(stats)
-        return {key: value / self.count for key, value in self.maps.items()}
+        return self.exact_zeros({key: value / self.count for key, value in self.maps.items()})
+
+    def exact_zeros(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``maps`` with each map at float round-off of its terms' scale set to exact zeros (one warning)."""
+        modules = {layer.key: layer.module_name for layer in self.cam.layers}
+        return zero_roundoff_maps(maps, self.scales, self.x.dtype, self.classes, self.rule.method_name, modules,
+                                  stacklevel=6)  # fmt: skip
+
+    def note_scale(self, key: str, group: Sequence[int], i: int, scale: torch.Tensor) -> None:
+        """Keep the largest terms' scale of class ``i``'s map per batch item from the group's scale maps ``(n, 1, *)``."""
+        peaks = scale.flatten(1).amax(1).to(self.device, self.scales[key].dtype)
+        items = torch.tensor([self.windows[k][0] for k in group], device=self.device)
+        column = self.scales[key][:, i]
+        column.scatter_reduce_(0, items, peaks, reduce="amax")
 
     def cotangent(self, group: Sequence[int], logits: torch.Tensor, i: int) -> torch.Tensor:
         """Region cotangent of class ``i`` for the group's windows, times each window's blending weight."""
@@ -562,9 +579,11 @@ class _WindowPass:
             grads = term_gradients(logits, acts, cotangent, i != todo[-1], scaled=terms.amp)
             with record_function("segcam::maps"):
                 for key, per_term in grads.items():
-                    raw = tensor_sum(terms.flip(self.rule.local_map(a, g.to(a.dtype)), t) for t, (a, g) in enumerate(
-                        zip(detached[key], per_term)))  # fmt: skip
+                    pairs = [(a, g.to(a.dtype)) for a, g in zip(detached[key], per_term)]
+                    raw = tensor_sum(terms.flip(self.rule.local_map(a, g), t) for t, (a, g) in enumerate(pairs))
                     self.add(key, group, i, upsample(raw, roi))
+                    self.note_scale(key, group, i, tensor_sum(terms.flip(self.rule.local_scale(a, g), t)
+                                                              for t, (a, g) in enumerate(pairs)))  # fmt: skip
         self.forget(group)
 
     def gradient_statistics(self) -> Stats:
@@ -597,8 +616,9 @@ class _WindowPass:
         return {key: [value / flips for value in values] for key, values in stats.items()}
 
     def activation_sums(self) -> dict[tuple[str, int], torch.Tensor]:
-        """``sum_u A`` per batch item and channel over every window, per ``(layer, term)``: from the kept passes, the
-        other windows run forward (and are kept within the budget)."""
+        """``sum_u A`` (the rule's :py:meth:`~monai_segcam.cam.methods.CAMRule.sum_activations`) per batch item and
+        channel over every window, per ``(layer, term)``: from the kept passes, the other windows run forward (and
+        are kept within the budget)."""
         sums: dict[tuple[str, int], torch.Tensor] = {}
         with torch.no_grad(), self.cam.terms.capture(differentiable=False) as run:
             for group in self.groups(only_touching=False, desc="CAM windows (activation sums)"):
@@ -607,7 +627,7 @@ class _WindowPass:
                 for key, per_term in detached.items():
                     for t, a in enumerate(per_term):
                         total = sums.setdefault((key, t), a.new_zeros((self.x.shape[0], a.shape[1]), device=self.device))
-                        total.index_add_(0, items, a.flatten(2).sum(-1).to(self.device))
+                        total.index_add_(0, items, self.rule.sum_activations(a).to(self.device))
         return sums
 
     def accumulate(
@@ -637,26 +657,41 @@ class _WindowPass:
         """Phase 2: combine each window's activations with the global weights (per member) and blend them like the
         prediction; terms are averaged, each flipped back."""
         roi, terms = self.importance.shape[2:], self.cam.terms
-        combination = {  # class-agnostic rules (Eigen-CAM) have statistics of class index 0 only
-            (key, i, m): self.rule.weights(stats.get((key, i, m)) or stats[(key, 0, m)], self.num_positions[key])
-            for key in self.maps
-            for i in range(len(self.classes))
-            for m in range(len(terms.networks))
-        }
+        combination, scales = {}, {}
+        for key, i, m in itertools.product(self.maps, range(len(self.classes)), range(len(terms.networks))):
+            summed = stats.get((key, i, m)) or stats[(key, 0, m)]  # class-agnostic rules have class index 0 only
+            combination[(key, i, m)] = self.rule.weights(summed, self.num_positions[key])
+            scales[(key, i, m)] = self.rule.weight_scale(summed, self.num_positions[key])
+        self.warn_diagnoses(stats)
         with torch.no_grad(), terms.capture(differentiable=False) as run:
             for group in self.groups(only_touching=False, desc="CAM windows (phase 2)"):
                 _, _, acts = self.fetch(group, run, need_graph=False)
                 items = [self.windows[k][0] for k in group]
                 for key, per_term in acts.items():
                     for i in range(len(self.classes)):
-                        parts = []
+                        parts, scale_parts = [], []
                         for t, a in enumerate(per_term):
                             weights, offset = combination[(key, i, terms.member(t))]
                             offset = None if offset is None else offset[items].to(a.device)
                             parts.append(terms.flip(self.rule.combine(a, weights[items].to(a.device), offset), t))
+                            scale = scales[(key, i, terms.member(t))][items].to(a.device)
+                            scale_parts.append(terms.flip(self.rule.combine_scale(a, scale, offset), t))
                         raw = tensor_sum(parts)
                         raw = raw / self.num_terms if self.num_terms > 1 else raw
                         self.add(key, group, i, upsample(raw.to(self.sw_device), roi) * self.importance)
+                        self.note_scale(key, group, i, tensor_sum(scale_parts) / self.num_terms)
+
+    def warn_diagnoses(self, stats: Mapping[tuple[str, int, int], Sequence[torch.Tensor]]) -> None:
+        """One warning with the rule's :py:meth:`~monai_segcam.cam.methods.CAMRule.diagnose` of each layer, class
+        and member's summed statistics (e.g. Grad-CAM++'s near-singular denominators)."""
+        found = []
+        for (key, i, m), summed in stats.items():
+            message = self.rule.diagnose(summed, self.num_positions[key])
+            if message is not None:
+                member = f", member {m}" if len(self.cam.terms.networks) > 1 else ""
+                found.append(f"layer {key!r}, class {self.classes[i]}{member}: {message}")
+        if found:
+            warnings.warn("\n".join(found), stacklevel=7)
 
     # the source of Score-CAM -----------------------------------------------------------------------------------
 
@@ -679,9 +714,10 @@ class _WindowPass:
         assert total is not None  # a grid has at least one window
         return total / self.count
 
-    def masked_scores(self, masks: torch.Tensor) -> torch.Tensor:
-        """The region's mean score ``(B, k, n)`` of the stitched prediction of the input masked by each of ``masks``
-        ``(B, k, *padded)``; the padding keeps ``cval``, as MONAI pads a masked image."""
+    def masked_scores(self, masks: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The region's mean (or, ``reduction="sum"``, summed) score ``(B, k, n)`` of the stitched prediction of the
+        input masked by each of ``masks`` ``(B, k, *padded)``; the padding keeps ``cval``, as MONAI pads a masked
+        image."""
         k, spatial = masks.shape[1], masks.shape[2:]
         masked = self.x.to(self.device)[:, None] * masks[:, :, None]
         if self.grid.padded:
@@ -707,8 +743,8 @@ class _WindowPass:
             stitched = torch.sigmoid(stitched) if self.cam.multi_label else torch.softmax(stitched, dim=2)
             stitched = stitched[:, :, list(self.classes)]
         region = self.weights.to(self.device)
-        region_size = region.flatten(2).sum(-1).clamp_min(1e-12)
-        return (stitched * region[:, None]).flatten(3).sum(-1) / region_size[:, None]
+        summed = (stitched * region[:, None]).flatten(3).sum(-1)
+        return summed if reduction == "sum" else summed / region.flatten(2).sum(-1).clamp_min(1e-12)[:, None]
 
     @property
     def channels(self) -> dict[str, list[int]]:

@@ -13,6 +13,7 @@ import torch
 from monai_segcam.cam import CAMRule, ScoreCAMRule, get_rule, method_names, register_method
 from monai_segcam.cam.methods import (
     EigenCAMRule,
+    GradCAMPlusPlusReLURule,
     GradCAMPlusPlusRule,
     LayerCAMRule,
     SegGradCAMRule,
@@ -51,14 +52,15 @@ def weighted_sum(acts: torch.Tensor, weights: torch.Tensor, offset=None) -> torc
 
 
 def test_registry_names_in_registration_order_and_rule_classes():
-    assert method_names()[:8] == ["gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam",
-                                  "scorecam"]  # fmt: skip
-    classes = [SegGradCAMRule, SegHiResCAMRule, SegXResCAMRule, GradCAMPlusPlusRule, XGradCAMRule, LayerCAMRule,
-               EigenCAMRule, ScoreCAMRule]  # fmt: skip
+    assert method_names()[:9] == ["gradcam", "hirescam", "xrescam", "gradcampp", "gradcampp_relu", "xgradcam",
+                                  "layercam", "eigencam", "scorecam"]  # fmt: skip
+    classes = [SegGradCAMRule, SegHiResCAMRule, SegXResCAMRule, GradCAMPlusPlusRule, GradCAMPlusPlusReLURule,
+               XGradCAMRule, LayerCAMRule, EigenCAMRule, ScoreCAMRule]  # fmt: skip
     for name, cls in zip(method_names(), classes):
         rule = get_rule(name)
         assert type(rule) is cls and rule.method_name == name
-    assert [r.local for r in map(get_rule, method_names()[:8])] == [False, True, True, False, False, True, False, False]
+    assert [r.local for r in map(get_rule, method_names()[:9])] == [False, True, True, False, False, False, True,
+                                                                    False, False]  # fmt: skip
     assert not get_rule("eigencam").needs_gradients and not get_rule("scorecam").needs_gradients
 
 
@@ -146,16 +148,54 @@ def test_gradcam_and_xgradcam_closed_forms():
     torch.testing.assert_close(get_rule("xgradcam")(acts, grads), weighted_sum(acts, xweights))
 
 
-def test_gradcampp_closed_form_without_exponentials():
-    acts, grads = tensors()
+def gradcampp_weights(acts, grads, relu_acts=False):
+    """The paper's alpha = G² / (2 G² + sum_u(A) G³) voxel by voxel in float64 (no epsilon; alpha = 0 where G = 0),
+    w_k = sum_u alpha ReLU(G), on ReLU(A) with ``relu_acts``."""
+    acts = acts.clamp_min(0) if relu_acts else acts
     weights = torch.zeros(B, K, dtype=torch.float64)
     for b, k in itertools.product(range(B), range(K)):
         act_sum = sum(acts[(b, k, *v)] for v in voxels())
         for v in voxels():
             g = grads[(b, k, *v)]
-            alpha = 0.0 if g == 0 else g**2 / (2 * g**2 + act_sum * g**3 + EPS)
+            alpha = 0.0 if g == 0 else g**2 / (2 * g**2 + act_sum * g**3)
             weights[b, k] += alpha * max(g, 0)
-    torch.testing.assert_close(get_rule("gradcampp")(acts, grads), weighted_sum(acts, weights))
+    return weights
+
+
+def test_gradcampp_equals_the_paper_formula_where_defined():
+    """``1 / (2 + G sum_u A)`` is the paper's ``G² / (2G² + sum_u(A) G³)`` wherever ``G != 0``: no epsilon."""
+    acts, grads = tensors()  # with a zero gradient: alpha = 0 there
+    rule = get_rule("gradcampp")
+    assert rule.diagnose(rule.statistics(acts, grads), len(voxels())) is None  # far from the pole
+    torch.testing.assert_close(get_rule("gradcampp")(acts, grads), weighted_sum(acts, gradcampp_weights(acts, grads)))
+
+
+def test_gradcampp_relu_variant_equals_the_paper_formula_on_relu_activations():
+    acts, grads = tensors()
+    assert (acts < 0).any()  # signed activations: the variant differs from the plain rule
+    expected = weighted_sum(acts.clamp_min(0), gradcampp_weights(acts, grads, relu_acts=True))
+    torch.testing.assert_close(get_rule("gradcampp_relu")(acts, grads), expected)
+    torch.testing.assert_close(get_rule("gradcampp", activation="relu")(acts, grads), expected)
+    assert not torch.allclose(get_rule("gradcampp")(acts, grads), expected)
+    with pytest.raises(ValueError, match="sigmoid"):
+        get_rule("gradcampp", activation="sigmoid")
+
+
+def test_gradcampp_counts_near_singular_denominators():
+    """A channel whose ``sum_u A`` puts one positive gradient's denominator ``2 + G sum_u A`` at 1e-3 (below the
+    0.01 bound): the diagnosis names the share of affected channel weights; the ReLU variant is never singular."""
+    acts, grads = tensors()
+    target = (1e-3 - 2) / 0.7
+    acts[0, 0, 0, 0, 0] += target - acts[0, 0].sum()  # sum_u A of channel 0 of item 0
+    grads[0, 0] = -1.0
+    grads[0, 0, 1, 1, 1] = 0.7  # the one positive gradient of that channel: 2 + 0.7 sum_u A = 1e-3
+    rule = get_rule("gradcampp")
+    stats = rule.statistics(acts, grads)
+    message = rule.diagnose(stats, len(voxels()))
+    assert message is not None and f"1 of {B * K} channel weights" in message and "gradcampp_relu" in message
+    torch.testing.assert_close(stats[0][0, 0], torch.tensor(0.7 / 1e-3, dtype=torch.float64))  # alpha ReLU(G) = 700
+    relu = get_rule("gradcampp_relu")
+    assert relu.diagnose(relu.statistics(acts, grads), len(voxels())) is None
 
 
 def test_eigencam_is_the_projection_on_the_first_principal_component():

@@ -72,7 +72,7 @@ def test_layercam_xgradcam_gradcampp_closed_form(case):
     xgrad_w = (acts * grads).flatten(2).sum(-1) / (acts.flatten(2).sum(-1) + 1e-7)
     xgradcam = (xgrad_w[..., None, None, None] * acts).sum(1, keepdim=True)
     g2, g3 = grads**2, grads**3
-    alpha = g2 / (2 * g2 + acts.flatten(2).sum(-1)[..., None, None, None] * g3 + 1e-7)
+    alpha = g2 / (2 * g2 + acts.flatten(2).sum(-1)[..., None, None, None] * g3)  # the paper's form, no epsilon
     alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
     pp_w = (alpha * grads.clamp_min(0)).flatten(2).sum(-1)
     gradcampp = (pp_w[..., None, None, None] * acts).sum(1, keepdim=True)
@@ -129,6 +129,29 @@ def test_scorecam_identical_channels_equal_weights():
     x = torch.rand(1, 1, 5, 6, 4, dtype=torch.float64)
     maps = SegCAM(net, layers="layer", method="scorecam", relu=False, scorecam_batch_size=4)(x, classes=1, region="all").map
     torch.testing.assert_close(maps.as_tensor(), 0.7 * x + 0.1)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_scorecam_reductions_equal_their_formula(case, reduction):
+    """Score-CAM: mask_k = min-max normalised A^k, score_k = the region's mean or summed class-c logit of the input
+    times mask_k, w = softmax_k(score), map = sum_k w_k A^k."""
+    net, x, acts, logits = case
+    c = 2
+    m = region(logits, c)
+    flat = acts.flatten(2)
+    low, high = flat.min(-1).values[..., None, None, None], flat.max(-1).values[..., None, None, None]
+    masks = (acts - low) / (high - low)  # (B, K, *S)
+    with torch.no_grad():
+        masked = torch.stack([net(x * masks[:, k : k + 1])[:, c] for k in range(acts.shape[1])], 1)  # (B, K, *S)
+    scores = (masked * m).flatten(2).sum(-1)
+    scores = scores / m.flatten(1).sum(1, keepdim=True) if reduction == "mean" else scores
+    weights = torch.softmax(scores, dim=1)
+    expected = (weights[..., None, None, None] * acts).sum(1, keepdim=True)
+    cam = SegCAM(net, layers="layer", method="scorecam", relu=False, scorecam_batch_size=2, score_reduction=reduction)
+    torch.testing.assert_close(cam(x, classes=c).map.as_tensor(), expected, rtol=1e-10, atol=1e-10)
+    other = SegCAM(net, layers="layer", method="scorecam", relu=False,
+                   score_reduction="sum" if reduction == "mean" else "mean")(x, classes=c).map  # fmt: skip
+    assert not torch.allclose(other.as_tensor(), expected)
 
 
 def test_probability_target_matches_autograd(case):

@@ -12,7 +12,8 @@ from monai.networks.nets import UNet
 
 from monai_segcam import SegCAM, SlidingWindowSegCAM, Voxel, layer_presets
 
-METHODS = ["gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam"]
+METHODS = ["gradcam", "hirescam", "xrescam", "gradcampp", "gradcampp_relu", "xgradcam", "layercam", "eigencam",
+           "scorecam"]  # fmt: skip
 
 
 def tiny_unet() -> UNet:
@@ -70,9 +71,10 @@ def reference_sliding_window(net, layer, x, roi, overlap, mode, cls, mask, metho
         return out[crop]
     # Seg-Grad-CAM: channel weights from all windows' gradients, then MONAI blends the weighted activations
     weights = sum(g.sum((2, 3, 4)) for g in grads) / grads[0][0, 0].numel()
-    if method == "gradcampp":  # alpha's sum_u A runs over every window's positions
-        total = sum(a.detach().sum((2, 3, 4)) for a in acts)[..., None, None, None]
-        alphas = [torch.where(g != 0, g**2 / (2 * g**2 + total * g**3 + 1e-7), 0.0) for g in grads]
+    relu = method == "gradcampp_relu"  # the paper's variant: alpha and the map on ReLU(A)
+    if method.startswith("gradcampp"):  # alpha's sum_u A runs over every window's positions
+        total = sum((a.detach().clamp_min(0) if relu else a.detach()).sum((2, 3, 4)) for a in acts)[..., None, None, None]
+        alphas = [torch.where(g != 0, g**2 / (2 * g**2 + total * g**3), 0.0) for g in grads]
         weights = sum((alpha * g.clamp_min(0)).sum((2, 3, 4)) for alpha, g in zip(alphas, grads))
 
     def weighted(window):
@@ -82,14 +84,14 @@ def reference_sliding_window(net, layer, x, roi, overlap, mode, cls, mask, metho
             net(window)
         finally:
             h.remove()
-        raw = torch.einsum("bk...,k->b...", store["a"], weights[0]).unsqueeze(1)
+        raw = torch.einsum("bk...,k->b...", store["a"].clamp_min(0) if relu else store["a"], weights[0]).unsqueeze(1)
         return F.interpolate(raw, size=roi, mode="trilinear")
 
     with torch.no_grad():
         return sliding_window_inference(x, roi, 1, weighted, overlap, mode)
 
 
-@pytest.mark.parametrize("method", ["hirescam", "gradcam", "gradcampp"])
+@pytest.mark.parametrize("method", ["hirescam", "gradcam", "gradcampp", "gradcampp_relu"])
 @pytest.mark.parametrize("mode", ["constant", "gaussian"])
 @pytest.mark.parametrize("overlap", [0.25, 0.5])
 def test_multi_window_equals_autograd_through_monai_stitching(method, mode, overlap):
@@ -97,7 +99,7 @@ def test_multi_window_equals_autograd_through_monai_stitching(method, mode, over
     x = torch.randn(1, 1, 37, 29, 13)  # not divisible by window or stride; last dim smaller than the window
     roi = (16, 16, 16)
     mask = (torch.rand(1, 1, 37, 29, 13, generator=torch.Generator().manual_seed(1)) > 0.7).float()
-    if method == "gradcampp":  # alpha's pole (2 G² + S G³ = 0) amplifies float32 rounding
+    if method == "gradcampp":  # alpha's pole (2 + G sum_u A = 0) amplifies float32 rounding
         net, x, mask = net.double(), x.double(), mask.double()
     layer = layer_presets(net)["pre_head" if method == "hirescam" else "bottleneck"]
     expected = reference_sliding_window(net, layer, x, roi, overlap, mode, 2, mask, method).relu()

@@ -13,7 +13,7 @@ Subpackages: :py:mod:`monai_segcam.cam` (engines), :py:mod:`~monai_segcam.transf
 :py:mod:`~monai_segcam.perturbation` (occlusion, input channels),
 :py:mod:`~monai_segcam.inferers`, :py:mod:`~monai_segcam.handlers` (Ignite), :py:mod:`~monai_segcam.metrics`
 (explanation quality), :py:mod:`~monai_segcam.visualize` (pictures), :py:mod:`~monai_segcam.data` (phantoms),
-:py:mod:`~monai_segcam.cli` (``monai-segcam``).
+:py:mod:`~monai_segcam.cli` (``monai-segcam``); ``monai_segcam.show(result, image)`` draws a result in a notebook.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .inferers import SegCAMInferer
     from .perturbation import ChannelAttribution, SegOcclusion
     from .transforms import ComputeSegCAM, NormalizeSegCAMd, SegCAMd
+    from .visualize.notebook import show
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "NormalizeSegCAMd",
     "SegCAMInferer",
     "SegCAMHandler",
+    "show",
 ]
 
 # the package imports its subpackages (and so torch and MONAI) on first use of a name, as MONAI and SciPy do, so that
@@ -69,7 +71,7 @@ _SUBPACKAGES = {"cam", "cli", "data", "files", "handlers", "inferers", "metrics"
 _SUBPACKAGES |= {"report", "transforms", "utils", "visualize"}
 _HOMES = {"SegCAMHandler": "handlers", "SegCAMInferer": "inferers", "ChannelAttribution": "perturbation"}
 _HOMES |= {"SegOcclusion": "perturbation", "ComputeSegCAM": "transforms", "SegCAMd": "transforms"}
-_HOMES |= {"NormalizeSegCAMd": "transforms"}  # every other name of __all__ is one of monai_segcam.cam
+_HOMES |= {"NormalizeSegCAMd": "transforms", "show": "visualize.notebook"}  # every other name: one of monai_segcam.cam
 
 
 def __getattr__(name: str) -> Any:

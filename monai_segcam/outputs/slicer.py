@@ -11,32 +11,19 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 
+from ..visualize.colors import class_colors
 from .writer import write_text
 
-__all__ = ["class_colors", "write_color_table", "write_slicer_scene"]
+__all__ = ["write_color_table", "write_slicer_scene"]
 
-# distinct colours (Sasha Trubetskoy's list) for classes 1, 2, ...; class 0 (background) is transparent
-_PALETTE = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200),
-]  # fmt: skip
 _MAP_COLORS = "vtkMRMLColorTableNodeRainbow"  # a colour node every Slicer scene has
 _IMAGE_COLORS = "vtkMRMLColorTableNodeGrey"
 
 
-def class_colors(classes: Sequence[int]) -> dict[int, tuple[int, int, int, int]]:
-    """RGBA (0-255) of each class: ``(0, 0, 0, 0)`` for class 0, else a palette colour by class index.
-
-    Example:
-        >>> class_colors([0, 1, 2])
-        {0: (0, 0, 0, 0), 1: (230, 25, 75, 255), 2: (60, 180, 75, 255)}
-    """
-    return {c: (0, 0, 0, 0) if c == 0 else (*_PALETTE[(c - 1) % len(_PALETTE)], 255) for c in classes}
-
-
 def write_color_table(path: str | os.PathLike, classes: Sequence[int], class_names: Mapping[int, str] | None = None) -> str:
     """Write a Slicer colour table (``.ctbl``: ``index name R G B A`` per line) of ``classes`` (with 0, the
-    background), named by ``class_names`` (spaces become ``_``); returns the path.
+    background), coloured by :py:func:`~monai_segcam.visualize.colors.class_colors` and named by ``class_names``
+    (spaces become ``_``); returns the path.
 
     Example:
         .. code-block:: python

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from monai_segcam.cli import main
-from monai_segcam.outputs import class_colors
+from monai_segcam.visualize.colors import class_colors
 
 NET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8], "strides": [2], "num_res_units": 0}
 AFFINE = np.array([[0.0, -0.8, 0.0, 10.0], [1.2, 0.0, 0.0, -5.0], [0.0, 0.0, 2.5, 30.0], [0.0, 0.0, 0.0, 1.0]])

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         Component,
         SegCAM,
         SlidingWindowSegCAM,
+        Vista3DSegCAM,
         Voxel,
         layer_presets,
         list_layers,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SegCAM",
     "SlidingWindowSegCAM",
+    "Vista3DSegCAM",
     "CAMResult",
     "mirror_flips",
     "SegOcclusion",

@@ -9,6 +9,7 @@ from .capture import ActivationCapture
 from .factory import make_segcam, result_layers
 from .layers import LayerInfo, LayerTable, ResolvedLayer, layer_presets, list_layers, resolve_layers, unwrap_network
 from .methods import CAMRule, get_rule, method_names, register_method
+from .prompts import PromptedVista3D, Vista3DSegCAM, is_vista3d, point_windows
 from .normalize import normalize_cam
 from .regions import *  # noqa: F403 (the names of regions.__all__, exported below)
 from .result import CAMResult
@@ -17,7 +18,7 @@ from .scorecam import ScoreCAMRule
 from .segcam import SegCAM
 from .selection import select_logits
 from .sliding_window import SlidingWindowSegCAM
-from .terms import TermCapture, Terms, mirror_flips, term_gradients
+from .terms import TermCapture, Terms, WindowPlace, mirror_flips, term_gradients, window_arguments
 from .windows import GridFactory, WindowedEngine, WindowGrid, WindowSettings, inferer_window_settings, window_slices
 
 __all__ = [
@@ -26,6 +27,10 @@ __all__ = [
     "CAMResult",
     "SegCAM",
     "SlidingWindowSegCAM",
+    "Vista3DSegCAM",
+    "PromptedVista3D",
+    "point_windows",
+    "is_vista3d",
     "make_segcam",
     "result_layers",
     "WindowGrid",
@@ -38,6 +43,8 @@ __all__ = [
     "TermCapture",
     "mirror_flips",
     "term_gradients",
+    "window_arguments",
+    "WindowPlace",
     "ActivationCapture",
     "LayerInfo",
     "LayerTable",

@@ -19,6 +19,9 @@ number of voxels. The rule (``docs/layers.md`` shows what it finds on 13 network
 2. **Head and pre_head.** The head is the stage whose output is the logits (the full-resolution output, see
    :py:func:`~monai_segcam.cam.selection.select_logits`); ``pre_head`` is the module that produced the head's input
    (a stage when one did, else the outermost module that did; the last stage when it was made outside any module).
+   A network whose logits are computed inside a head rather than output by a module (VISTA3D's class and point heads
+   multiply features by prompt embeddings) names that head in a ``logits_head`` attribute: the call of that module is
+   the head (see :py:class:`~monai_segcam.cam.prompts.PromptedVista3D`).
 3. **Decoder, bottleneck, encoder.** Walking back from the last stage before the head while the resolution does not
    increase gives the decoder's climb; ``bottleneck`` is the last stage at the coarsest resolution of that climb;
    the ``decoder.N`` are the stages after it. Walking back from the bottleneck while the resolution does not
@@ -377,6 +380,9 @@ def roles_of_trace(calls: list[TracedCall], output: Any, probe_shape: Sequence[i
     outputs = {id(t) for _, t in output_options(output)}
     stages = _stage_calls(calls, outputs, _FeatureMap(probe_shape))
     heads = [s for s in stages if s.output is logits] or [s for s in stages if s.output.shape == logits.shape]
+    named = getattr(calls[0].module, "logits_head", None)  # a head computing the logits inside it (promptable)
+    if not heads and isinstance(named, str):
+        heads = [c for c in calls if c.name == named]
     if not heads:
         raise LayerDiscoveryError(
             f"No module of {type(calls[0].module).__name__} outputs the logits {tuple(logits.shape)} (they are "

@@ -48,7 +48,7 @@ from .engine import check_classes, check_image, check_output, network_spatial_di
 from .methods import CAMRule
 from .regions import Region, as_region, region_cotangent, region_weights, warn_empty_regions
 from .roundoff import zero_roundoff_maps
-from .terms import TermCapture, term_gradients
+from .terms import TermCapture, WindowPlace, term_gradients
 from .windows import GridFactory, WindowedEngine, WindowGrid, WindowSettings, window_index, window_slices
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
@@ -313,11 +313,15 @@ class _WindowPass:
         volume = self.x if volume is None else volume
         return torch.cat([volume[(slice(b, b + 1), slice(None), *w)] for b, w in (self.windows[k] for k in group)])
 
+    def place(self, group: Sequence[int]) -> WindowPlace:
+        """Where the group's windows lie (their slices in the padded grid, the grid's padding)."""
+        return [self.windows[k][1] for k in group], self.grid.pad
+
     def forward(self, group: Sequence[int], run: TermCapture) -> torch.Tensor:
         """The group's windows through every term; ``run.activations`` holds their activations."""
         windows = self.window_batch(group).to(self.sw_device)
         with record_function("segcam::forward"):
-            logits = run(windows)
+            logits = run(windows, self.place(group))
         if tuple(logits.shape[2:]) != tuple(windows.shape[2:]):
             raise ValueError(
                 f"The network output grid {tuple(logits.shape[2:])} differs from the input grid "
@@ -730,7 +734,8 @@ class _WindowPass:
         with torch.no_grad(), self.cam.terms.capture(differentiable=False, with_layers=False) as run:
             for group in self.groups(only_touching=True, desc=None):
                 windows = torch.cat([masked[window_index(w, b, slice(None), slice(None))] for b, w in (self.windows[i] for i in group)])
-                out = run(windows.to(self.sw_device))[:, picked]
+                slices, pad = self.place(group)
+                out = run(windows.to(self.sw_device), ([w for w in slices for _ in range(k)], pad))[:, picked]
                 out = out.view(len(group), k, *out.shape[1:]) * self.importance[:, None]
                 if stitched is None:
                     stitched = out.new_zeros((masks.shape[0], k, out.shape[2], *spatial), device=self.device)

@@ -27,7 +27,27 @@ from .engine import check_activations, check_output
 from .layers import ResolvedLayer, resolve_layers, unwrap_network
 from .selection import select_logits
 
-__all__ = ["Terms", "TermCapture", "mirror_flips", "term_gradients"]
+__all__ = ["Terms", "TermCapture", "WindowPlace", "mirror_flips", "term_gradients", "window_arguments"]
+
+WindowPlace = tuple[Sequence[tuple[slice, ...]], Sequence[int]]
+"""Where a batch of windows lies: each window's spatial slices in the padded grid, and the grid's padding."""
+
+
+def window_arguments(network: nn.Module, windows: WindowPlace | None) -> dict[str, Any]:
+    """The keyword arguments of ``network``'s forward on a batch of windows: what its ``window_arguments(slices, pad)``
+    method returns (a promptable network's window coordinates, e.g.
+    :py:class:`~monai_segcam.cam.prompts.PromptedVista3D`), none for any other network or without ``windows``.
+
+    Example:
+        >>> window_arguments(torch.nn.Conv3d(1, 2, 1), ([(slice(0, 8),) * 3], [0] * 6))
+        {}
+    """
+    method = getattr(network, "window_arguments", None)
+    if windows is None or not callable(method):
+        return {}
+    slices, pad = windows
+    return dict(method(list(slices), list(pad)))
+
 
 
 def mirror_flips(axes: Sequence[int]) -> list[tuple[int, ...]]:
@@ -141,8 +161,12 @@ class TermCapture:
         self.activations = {}
         self._stack.close()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean logits of all terms on ``x``; :py:attr:`activations` holds ``{layer: [A of each term]}``."""
+    def __call__(self, x: torch.Tensor, windows: WindowPlace | None = None) -> torch.Tensor:
+        """The mean logits of all terms on ``x``; :py:attr:`activations` holds ``{layer: [A of each term]}``.
+
+        ``windows``: where the batch ``x`` lies, ``(slices, pad)``: each window's spatial slices in the padded grid and
+        the grid's padding (``torch.nn.functional.pad`` order). A network with a ``window_arguments(slices, pad)``
+        method gets the keyword arguments it returns in its forward (:py:func:`window_arguments`)."""
         terms = self.terms
         self.activations = {layer.key: [] for layer in self.layers[0]}
         total: torch.Tensor | None = None
@@ -152,7 +176,8 @@ class TermCapture:
             capture.reset()
             # the bare network: a DDP forward may run collectives and a compiled one recompiles for the hooks
             with terms.autocast(x.device):
-                output = unwrap_network(terms.networks[m])(terms.flip(x, t))
+                network = unwrap_network(terms.networks[m])
+                output = network(terms.flip(x, t), **window_arguments(network, windows))
                 out = select_logits(output, terms.output_selector, x.shape[2:])
             out = terms.flip(out.to(x.dtype) if terms.amp else out, t)
             check_activations(capture, layers)

@@ -9,8 +9,8 @@ from .capture import ActivationCapture
 from .factory import make_segcam, result_layers
 from .layers import LayerInfo, LayerTable, ResolvedLayer, layer_presets, list_layers, resolve_layers, unwrap_network
 from .methods import CAMRule, get_rule, method_names, register_method
-from .prompts import PromptedVista3D, Vista3DSegCAM, is_vista3d, point_windows
 from .normalize import normalize_cam
+from .prompts import PromptedVista3D, Vista3DSegCAM, is_vista3d, point_windows
 from .regions import *  # noqa: F403 (the names of regions.__all__, exported below)
 from .result import CAMResult
 from .roles import LayerDiscoveryError, LayerRoles, discover_roles

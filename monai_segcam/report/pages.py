@@ -106,6 +106,8 @@ def case_page(
         mark = ' class="flagged"' if entry in flagged else ""
         cells = [escape(entry["layer"]), escape(entry["method"]), _class_name(entry["class"], class_names)]
         cells += [_number(entry.get(key)) for key, _ in _STAT_HEADERS]
+        if entry.get("max") == 0:  # an all-zero map (e.g. float round-off returned as zeros) is said, not drawn
+            cells[3] = '0 <span class="zero">zero map</span>'
         rows.append(f"<tr data-map=\"{entry['key']}\"{mark}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     body = (
         f"<nav>{' · '.join(links)}</nav>\n<h1>{escape(summary['name'])}{badge if flagged else ''}</h1>\n"

@@ -24,7 +24,9 @@ from .planes import (
 
 Figure, _ = optional_import("matplotlib.figure", name="Figure")
 
-__all__ = ["draw_overlay", "Backdrop", "new_figure"]
+__all__ = ["draw_overlay", "Backdrop", "new_figure", "ZERO_MAP"]
+
+ZERO_MAP = "zero map"  # what a cell of an all-zero map says instead of drawing it
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -91,13 +93,21 @@ class Backdrop:
         self, ax: Axes, cam: np.ndarray, view: str, index: int, cam_limits: Sequence[float], cmap: Any = "jet",
         alpha: float = 0.5,
     ) -> AxesImage:  # fmt: skip
-        """Draw the plane ``index`` of ``view`` of ``cam`` (on the image's grid) over the backdrop on ``ax``."""
+        """Draw the plane ``index`` of ``view`` of ``cam`` (on the image's grid) over the backdrop on ``ax``.
+
+        An all-zero ``cam`` (no relevance anywhere; the engines return one for a map at float round-off) is not drawn
+        as a colour wash: the plane shows the image and says "zero map"."""
         image, heat = (extract_plane(v, view, index, self.radiological) for v in (self.image, cam))
+        zero = not np.any(cam)
         region = None if self.region is None else extract_plane(self.region, view, index, self.radiological)
-        return draw_overlay(
-            ax, image, heat, region, image_window=self.window, cam_limits=cam_limits,
-            aspect=plane_aspect(view, self.spacing), cmap=cmap, alpha=alpha,
+        shown = draw_overlay(
+            ax, image, np.full_like(heat, np.nan) if zero else heat, region, image_window=self.window,
+            cam_limits=cam_limits, aspect=plane_aspect(view, self.spacing), cmap=cmap, alpha=alpha,
         )  # fmt: skip
+        if zero:
+            ax.text(0.5, 0.5, ZERO_MAP, transform=ax.transAxes, ha="center", va="center", color="white", fontsize=9,
+                    bbox={"facecolor": "black", "alpha": 0.6, "linewidth": 0})  # fmt: skip
+        return shown
 
 
 def draw_overlay(

@@ -158,3 +158,20 @@ def test_size_is_stated_and_cams_from_layers(tmp_path):
     assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == ["index.js", "report.css", "viewer.js"]
     with pytest.raises(ValueError, match="flag_threshold"):
         SegCAMReport(tmp_path, flag_threshold=2)
+
+
+def test_an_all_zero_map_is_said_not_drawn(tmp_path):
+    """A map that came back as exact zeros (e.g. float round-off) reads "zero map" in the case table; the viewer's
+    legend says it too instead of a colour bar (viewer.js, camMax 0)."""
+    case = planted_case(0.0)
+    cams = {**case["cams"], ("pre_head", "gradcam", 1): as_meta(np.zeros(SHAPE))}
+    report = SegCAMReport(tmp_path)
+    summary = report.add_case("z", case["image"], case["segmentation"], cams, label=case["label"])
+    report.write()
+    assert _map(summary, "pre_head", 1)["max"] == pytest.approx(1.0)
+    html = (tmp_path / "cases" / f"{summary['token']}.html").read_text()
+    rows = re.findall(r"<tr data-map=[^>]*>.*?</tr>", html)
+    zero = [row for row in rows if "zero map" in row]
+    assert len(zero) == 1 and "<td>gradcam</td>" in zero[0]
+    viewer = (tmp_path / "assets" / "viewer.js").read_text()
+    assert "zero map (no relevance anywhere; nothing drawn)" in viewer

@@ -55,6 +55,10 @@ def test_zero_cam_plots_without_warnings(volumes):
         fig = plot_orthogonal_slices(image, np.zeros_like(cam), region=region)
         figure_to_array(fig)  # full render
     assert _titles(fig)["axial"] == "axial z=8"  # constant CAM: centred on the region
+    for ax in fig.axes[:3]:  # an all-zero map is never drawn: each plane says so
+        assert [t.get_text() for t in ax.texts] == ["zero map"]
+        assert np.isnan(ax.images[1].get_array().filled(np.nan)).all()
+    assert not any(ax.texts for ax in plot_orthogonal_slices(image, cam, region=region).axes)  # a real map is drawn
 
 
 def test_bad_inputs(volumes):

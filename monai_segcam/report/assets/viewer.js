@@ -375,7 +375,9 @@
       }, this);
       const kinds = (this.data.volumes.segmentation ? "solid: segmentation" : "") + (this.data.volumes.label ? (this.data.volumes.segmentation ? ", " : "") + "dotted: label" : "");
       if (kinds) legend.appendChild(el("span", { text: "(" + kinds + ")" }));
-      if (map) {
+      if (map && !(camMax > 0)) {  // an all-zero map is not drawn: the legend says so
+        legend.appendChild(el("span", { id: "zero-map", text: "CAM " + map.method + " · " + map.layer + " · class " + map["class"] + ": zero map (no relevance anywhere; nothing drawn)" }));
+      } else if (map) {
         const bar = el("canvas", { id: "colorbar" });
         bar.width = 120; bar.height = 12;
         const ctx = bar.getContext("2d"), table = this.luts[s.cmap];

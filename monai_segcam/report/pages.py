@@ -13,7 +13,7 @@ from .stats import finite_or_none, is_flagged
 __all__ = ["index_page", "case_page", "epochs_page", "format_size"]
 
 _STAT_HEADERS = (
-    ("max", "max"),
+    ("max", "max (full resolution)"),
     ("region_voxels", "region voxels"),
     ("relevance_mass_region", "relevance mass in region"),
     ("relevance_mass_label", "relevance mass in label"),
@@ -116,7 +116,9 @@ def case_page(
         + f"<table class=\"maps\"><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>\n"
         + f'<p class="note">Flagged (⚑): relevance mass in the explained region below {threshold:g}. Click a row '
         "to show its map. Statistics from the handler's rows where given, else computed on this report's grid with "
-        "the segmented class as the region.</p>\n"
+        "the segmented class as the region; max is that of the map at full resolution. The viewer shows each map "
+        "downsampled (the report stays small): its colour bar ends at the shown map's maximum and names the "
+        "full-resolution one when they differ.</p>\n"
         + '<script src="../assets/viewer.js"></script>\n'
         + f"<script src=\"{escape(summary['token'])}.js\"></script>\n"
         + '<script>SegCAMViewer.start(document.getElementById("viewer"), window.SEGCAM_CASE);</script>'

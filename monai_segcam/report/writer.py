@@ -26,7 +26,7 @@ import torch
 from ..outputs import atomic_output, safe_token
 from . import pages
 from .pictures import COLORMAPS, DEFAULT_COLORMAP, class_color, encode_png, thumbnail
-from .stats import DEFAULT_FLAG_THRESHOLD, copy_row_statistics, dice, is_flagged, map_statistics
+from .stats import DEFAULT_FLAG_THRESHOLD, copy_row_statistics, dice, finite_or_none, is_flagged, map_statistics
 from .volumes import (
     MAX_BITMASK_CLASSES,
     Grid,
@@ -43,6 +43,7 @@ __all__ = ["SegCAMReport", "cams_from_layers", "report_size", "write_epochs_inde
 
 CamKey = tuple[str, str, int]
 ASSETS = ("report.css", "index.js", "viewer.js")
+_VIEWER_ONLY = ("key", "peak", "shown_max", "full_shape")  # map entries' fields the index table does not need
 
 
 def cams_from_layers(
@@ -191,6 +192,7 @@ class SegCAMReport:
         cam_grid = report_grid(grid, self.cam_max_size)  # the report grid is RAS-ordered already: a coarser copy
         for entry, values in zip(maps, cam_volumes):
             volumes[entry["key"]] = _encoded(resample(values[None], grid, cam_grid)[0], cam_grid, "cam")
+            entry["shown_max"] = volumes[entry["key"]]["max"]  # what the viewer's colour bar ends at
         copy_row_statistics(maps, rows, case=None)
         classes = self._classes(maps, seg, truth)
         token = self._token(name)
@@ -270,6 +272,8 @@ class SegCAMReport:
             entry = {"key": f"cam{i}", "layer": str(layer), "method": str(method), "class": int(c)}
             entry["peak"] = [int(v) for v in np.unravel_index(int(np.argmax(shown)), shown.shape)]
             entry.update(map_statistics(shown, region, mask))
+            entry["max"] = finite_or_none(np.nan_to_num(array).max()) if array.size else None  # full resolution
+            entry["full_shape"] = list(own.shape)
             entries.append(entry)
             values.append(shown)
         return entries, values
@@ -313,7 +317,7 @@ class SegCAMReport:
                 "thumb": f"thumbs/{summary['token']}.png",
                 "dice": summary["dice"],
                 "has_label": summary["has_label"],
-                "maps": [{k: v for k, v in entry.items() if k not in ("key", "peak")} for entry in maps],
+                "maps": [{k: v for k, v in entry.items() if k not in _VIEWER_ONLY} for entry in maps],
             })  # fmt: skip
         return rows
 
@@ -359,7 +363,8 @@ def write_epochs_index(root: str | os.PathLike, title: str = "Seg-CAM review rep
 def _encoded(values: np.ndarray, grid: Grid, kind: str) -> dict[str, Any]:
     codes, slope, inter = quantize(values, kind)
     data = base64.b64encode(encode_nifti_gz(codes, grid, slope, inter)).decode("ascii")
-    return {"shape": list(grid.shape), "nifti_gz_base64": data, "slope": slope, "inter": inter}
+    top = float(codes.max(initial=0)) * slope + inter  # the largest value stored (a CAM's colour bar ends there)
+    return {"shape": list(grid.shape), "nifti_gz_base64": data, "slope": slope, "inter": inter, "max": top}
 
 
 def _thumbnail_slices(image, cam, maps, seg, classes, multi_label):

@@ -1,10 +1,13 @@
 // Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-// The index table of a Seg-CAM review report: one row per case; choose the map whose statistics are shown, sort by
-// any column (click its header), filter by name, show flagged cases only, change the flag threshold.
+// The index table of a Seg-CAM review report: one row per case, worst first (the lowest relevance mass in the
+// explained region of any of its maps); the ⚑ column names every flagged map of the case whatever the selector shows.
+// The selector refines: the statistics columns show each case's worst map, or the chosen map; sort by any column
+// (click its header), filter by name, show flagged cases only (any map, or the chosen one), change the threshold.
 (function () {
   "use strict";
   const data = window.SEGCAM_INDEX;
-  const state = { map: null, threshold: data.flag_threshold, filter: "", flaggedOnly: false, sortKey: null, sortDir: 1 };
+  const WORST = "worst map of each case";
+  const state = { map: WORST, threshold: data.flag_threshold, filter: "", flaggedOnly: false, sortKey: "flag", sortDir: 1 };
 
   function mapId(entry) { return entry.layer + " · " + entry.method + " · class " + entry["class"]; }
   function finite(v) { return typeof v === "number" && isFinite(v); }
@@ -13,7 +16,15 @@
     return Number.isInteger(v) || Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3);
   }
   function flagged(entry) { return !!entry && finite(entry.relevance_mass_region) && entry.relevance_mass_region < state.threshold; }
-  function selected(row) { return row.maps.find(function (m) { return mapId(m) === state.map; }); }
+  function relevance(entry) { return entry && finite(entry.relevance_mass_region) ? entry.relevance_mass_region : null; }
+  function worst(row) {  // the map with the lowest relevance mass in the region (maps without one: the first)
+    return row.maps.reduce(function (best, m) {
+      return relevance(m) !== null && (relevance(best) === null || relevance(m) < relevance(best)) ? m : best;
+    }, row.maps[0]);
+  }
+  function selected(row) { return state.map === WORST ? worst(row) : row.maps.find(function (m) { return mapId(m) === state.map; }); }
+  function flaggedMaps(row) { return row.maps.filter(flagged); }
+  function caseFlagged(row) { return state.map === WORST ? flaggedMaps(row).length > 0 : flagged(selected(row)); }
   function meanDice(row) {
     const values = Object.values(row.dice).filter(finite);
     return values.length ? values.reduce(function (a, b) { return a + b; }, 0) / values.length : null;
@@ -25,11 +36,12 @@
     row.maps.forEach(function (m) { if (mapIds.indexOf(mapId(m)) < 0) mapIds.push(mapId(m)); });
     Object.keys(row.dice).forEach(function (c) { if (diceClasses.indexOf(c) < 0) diceClasses.push(c); });
   });
-  state.map = mapIds.length ? mapIds[0] : null;
   const anyDice = diceClasses.length > 0;
 
   const columns = [
-    { key: "flag", title: "⚑", value: function (r) { return flagged(selected(r)) ? 1 : 0; }, cell: function (r) { return flagged(selected(r)) ? "<span class=\"flag\">⚑</span>" : ""; } },
+    { key: "flag", title: "⚑ flagged maps", text: true, value: function (r) { return relevance(worst(r)); }, cell: function (r) {
+      return flaggedMaps(r).map(function (m) { return "<span class=\"flag\">⚑</span> " + escapeHtml(mapId(m)); }).join("<br>");
+    } },
     { key: "thumb", title: "", sortable: false, cell: function (r) { return "<a href=\"" + r.page + "\"><img src=\"" + r.thumb + "\" alt=\"\"></a>"; } },
     { key: "name", title: "case", text: true, value: function (r) { return r.name; }, cell: function (r) { return "<a href=\"" + r.page + "\">" + escapeHtml(r.name) + "</a>"; } },
   ];
@@ -37,12 +49,11 @@
     columns.push({ key: "dice", title: "mean Dice", value: meanDice });
     diceClasses.forEach(function (c) { columns.push({ key: "dice" + c, title: "Dice " + c, value: function (r) { const v = r.dice[c]; return finite(v) ? v : null; } }); });
   }
+  columns.push({ key: "map", title: "map shown", text: true, value: function (r) { const m = selected(r); return m ? mapId(m) : null; } });
   [["relevance_mass_region", "relevance mass in region"], ["relevance_mass_label", "relevance mass in label"],
-    ["pointing_game_label", "pointing game (label)"], ["max", "CAM max"], ["region_voxels", "region voxels"]].forEach(function (pair) {
+    ["pointing_game_label", "pointing game (label)"], ["max", "CAM max (full resolution)"], ["region_voxels", "region voxels"]].forEach(function (pair) {
     columns.push({ key: pair[0], title: pair[1], value: function (r) { const m = selected(r); return m && finite(m[pair[0]]) ? m[pair[0]] : null; } });
   });
-  columns.push({ key: "flagged_maps", title: "flagged maps", value: function (r) { return r.maps.filter(flagged).length; },
-    cell: function (r) { return r.maps.filter(flagged).length + " / " + r.maps.length; } });
 
   function escapeHtml(text) {
     return String(text).replace(/[&<>"']/g, function (c) { return { "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&#39;" }[c]; });
@@ -53,14 +64,14 @@
     const va = column.value(a), vb = column.value(b);
     if (va === null || va === undefined) return (vb === null || vb === undefined) ? 0 : 1;  // missing values last
     if (vb === null || vb === undefined) return -1;
-    if (column.text) return state.sortDir * String(va).localeCompare(String(vb));
+    if (typeof va === "string") return state.sortDir * String(va).localeCompare(String(vb));
     return state.sortDir * (va - vb);
   }
 
   function render() {
     const table = document.getElementById("cases");
     let rows = data.cases.filter(function (r) {
-      return r.name.toLowerCase().indexOf(state.filter.toLowerCase()) >= 0 && (!state.flaggedOnly || flagged(selected(r)));
+      return r.name.toLowerCase().indexOf(state.filter.toLowerCase()) >= 0 && (!state.flaggedOnly || caseFlagged(r));
     });
     if (state.sortKey) rows = rows.slice().sort(compare);
     const head = "<thead><tr>" + columns.map(function (c) {
@@ -68,8 +79,10 @@
       return "<th data-key=\"" + c.key + "\"" + (cls ? " class=\"" + cls + "\"" : "") + ">" + c.title + "</th>";
     }).join("") + "</tr></thead>";
     const body = "<tbody>" + rows.map(function (r) {
-      return "<tr data-case=\"" + escapeHtml(r.name) + "\"" + (flagged(selected(r)) ? " class=\"flagged\"" : "") + ">" + columns.map(function (c) {
-        return "<td" + (c.text ? " class=\"name\"" : "") + ">" + (c.cell ? c.cell(r) : fmt(c.value(r))) + "</td>";
+      return "<tr data-case=\"" + escapeHtml(r.name) + "\"" + (flaggedMaps(r).length ? " class=\"flagged\"" : "") + ">" + columns.map(function (c) {
+        const cls = [c.text ? "name" : "", c.key === "relevance_mass_region" && flagged(selected(r)) ? "flagged-map" : ""].join(" ").trim();
+        const content = c.cell ? c.cell(r) : c.text ? escapeHtml(c.value(r) === null ? "–" : c.value(r)) : fmt(c.value(r));
+        return "<td data-key=\"" + c.key + "\"" + (cls ? " class=\"" + cls + "\"" : "") + ">" + content + "</td>";
       }).join("") + "</tr>";
     }).join("") + "</tbody>";
     table.innerHTML = head + body;
@@ -79,7 +92,7 @@
   function controls() {
     const root = document.getElementById("controls");
     root.innerHTML =
-      "<label>statistics of map <select id=\"map\">" + mapIds.map(function (id) { return "<option>" + escapeHtml(id) + "</option>"; }).join("") + "</select></label>" +
+      "<label>statistics of <select id=\"map\">" + [WORST].concat(mapIds).map(function (id) { return "<option>" + escapeHtml(id) + "</option>"; }).join("") + "</select></label>" +
       "<label>flag threshold <input id=\"threshold\" type=\"number\" min=\"0\" max=\"1\" step=\"0.05\" value=\"" + state.threshold + "\"></label>" +
       "<label>filter <input id=\"filter\" type=\"search\" placeholder=\"case name\"></label>" +
       "<label><input id=\"flagged-only\" type=\"checkbox\"> flagged only</label><span id=\"shown\"></span>";
@@ -94,7 +107,7 @@
       if (!th) return;
       const column = columns.find(function (c) { return c.key === th.dataset.key; });
       if (!column || column.sortable === false) return;
-      state.sortDir = state.sortKey === column.key ? -state.sortDir : (column.text ? 1 : column.key === "flag" || column.key === "flagged_maps" ? -1 : 1);
+      state.sortDir = state.sortKey === column.key ? -state.sortDir : 1;  // first click: ascending (the flag column: worst first)
       state.sortKey = column.key;
       render();
     });

@@ -67,7 +67,10 @@
       this.cache = {};
       this.luts = {};
       Object.entries(data.colormaps).forEach(function (kv) { this.luts[kv[0]] = lut(kv[1]); }, this);
-      const first = data.maps[0];
+      const first = data.maps.reduce(function (best, m) {  // the worst map opens: the lowest relevance mass in the region
+        const v = m.relevance_mass_region, b = best ? best.relevance_mass_region : null;
+        return typeof v === "number" && (typeof b !== "number" || v < b) ? m : best;
+      }, data.maps[0]);
       const image = data.volumes.image;
       this.imageRange = [image.inter, image.inter + 255 * image.slope];
       this.state = {
@@ -84,13 +87,14 @@
       if (!this.cache[key]) {
         const entry = this.data.volumes[key];
         this.cache[key] = gunzip(decodeBase64(entry.nifti_gz_base64)).then(function (bytes) {
-          return { codes: parseNifti(bytes, entry.shape), shape: entry.shape, slope: entry.slope, inter: entry.inter };
+          return { codes: parseNifti(bytes, entry.shape), shape: entry.shape, slope: entry.slope, inter: entry.inter, max: entry.max };
         });
       }
       return this.cache[key];
     }
 
-    // A CAM's real values on the viewer's grid (trilinear from its own, coarser grid), and its maximum.
+    // A CAM's real values on the viewer's grid (trilinear from its own, coarser grid), and the maximum of the stored
+    // (downsampled) map, which the colours and the colour bar are scaled to.
     async camField(key) {
       if (this.field && this.field.key === key) return this.field;
       const cam = await this.volume(key);
@@ -105,7 +109,7 @@
         return { lo: lo, t: t, step: cs[d] > 1 ? 1 : 0 };
       });
       const at = function (x, y, z) { return cam.codes[x + cs[0] * (y + cs[1] * z)]; };
-      let max = 0, n = 0;
+      let max = cam.max === undefined ? 0 : cam.max, n = 0;
       for (let z = 0; z < shape[2]; z++) {
         const z0 = axes[2].lo[z], tz = axes[2].t[z], z1 = z0 + axes[2].step;
         for (let y = 0; y < shape[1]; y++) {
@@ -116,7 +120,7 @@
             const c01 = at(x0, y0, z1) * (1 - tx) + at(x1, y0, z1) * tx, c11 = at(x0, y1, z1) * (1 - tx) + at(x1, y1, z1) * tx;
             const code = (c00 * (1 - ty) + c10 * ty) * (1 - tz) + (c01 * (1 - ty) + c11 * ty) * tz;
             values[n] = code * cam.slope + cam.inter;
-            if (values[n] > max) max = values[n];
+            if (cam.max === undefined && values[n] > max) max = values[n];
           }
         }
       }
@@ -388,7 +392,15 @@
         }
         legend.appendChild(el("span", { text: "CAM " + map.method + " · " + map.layer + " · class " + map["class"] + ": 0" }));
         legend.appendChild(bar);
-        legend.appendChild(el("span", { text: fmt(camMax) + " (hidden below " + fmt(s.camThreshold * camMax) + ")" }));
+        legend.appendChild(el("span", { id: "colorbar-max", text: fmt(camMax) }));
+        legend.appendChild(el("span", { text: "(hidden below " + fmt(s.camThreshold * camMax) + ")" }));
+        const shown = this.data.volumes[map.key].shape, full = map.full_shape || shown;
+        const downsampled = shown.some(function (n, d) { return n !== full[d]; });
+        if (downsampled || (typeof map.max === "number" && Math.abs(map.max - camMax) > 1e-6 * Math.max(1, Math.abs(map.max)))) {
+          const why = downsampled ? "the map shown downsampled to " + shown.join("×") + " voxels from " + full.join("×") : "the map as stored for the viewer";
+          legend.appendChild(el("span", { class: "downsampled", text: "· " + why + "; full-resolution maximum " +
+            (typeof map.max === "number" ? fmt(map.max) : "unknown") + " (the table's max)" }));
+        }
       }
     }
 

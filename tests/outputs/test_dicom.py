@@ -193,3 +193,20 @@ def test_handler_saves_parametric_maps(explained, tmp_path):
         position = [float(v) for v in group.PlanePositionSequence[0].ImagePositionPatient]
         world = world_of_pixels(position, orientation, shared.PixelMeasuresSequence[0].PixelSpacing, ROWS, COLUMNS)
         np.testing.assert_array_equal(frame, nifti_values(nifti, world))
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_write_dicom_series_reads_back(tmp_path, scale):
+    """A volume written as a series is read back by MONAI (ITK) with its values and affine."""
+    from monai.data import MetaTensor
+
+    from monai_segcam.files import read_image
+    from monai_segcam.outputs import write_dicom_series
+
+    affine = np.array([[0.0, 0.0, 2.5, -10.0], [-0.7, 0.0, 0.0, 20.0], [0.0, -0.8, 0.0, 30.0], [0, 0, 0, 1.0]])
+    volume = np.round(np.random.default_rng(3).normal(0, 300, (12, 10, 6))) * scale
+    paths = write_dicom_series(MetaTensor(torch.as_tensor(volume)[None], affine=torch.as_tensor(affine)), tmp_path / "s")
+    assert len(paths) == 6
+    back = read_image(tmp_path / "s")
+    np.testing.assert_allclose(back.affine.numpy(), affine, atol=1e-6)
+    np.testing.assert_allclose(back[0].numpy(), volume, atol=0 if scale == 1.0 else np.ptp(volume) / 65535)

@@ -263,7 +263,8 @@ def write_dicom_series(
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.ImageType = modality, 1, k + 1, ["DERIVED", "SECONDARY"]
         ds.ImageOrientationPatient, ds.ImagePositionPatient = geometry["orientation"], geometry["positions"][k]
         ds.PixelSpacing, ds.SliceThickness = geometry["pixel_spacing"], geometry["slice_spacing"]
-        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = *plane.shape, 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = plane.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
         ds.PixelRepresentation = 1 if pixels.dtype == np.int16 else 0
         ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
@@ -286,7 +287,7 @@ def _affine_or_meta(image: Any, affine: Any) -> np.ndarray:
 def _stored(volume: np.ndarray) -> tuple[np.ndarray, float, float]:
     """16-bit stored values and the rescale slope and intercept giving ``volume`` back."""
     low, high = float(volume.min(initial=0.0)), float(volume.max(initial=0.0))
-    if np.array_equal(volume, np.round(volume)) and -32768 <= low and high <= 32767:
+    if np.array_equal(volume, np.round(volume)) and low >= -32768 and high <= 32767:
         return volume.astype(np.int16), 1.0, 0.0
     slope = (high - low) / 65535 if high > low else 1.0
     return np.round((volume - low) / slope).astype(np.uint16), slope, low

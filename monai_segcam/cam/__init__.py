@@ -4,10 +4,29 @@
 from __future__ import annotations
 
 from . import regions
+from .attributions import (
+    GradientRule,
+    InputAttributionRule,
+    InputPoints,
+    InputXGradientRule,
+    IntegratedGradientsRule,
+    Quadrature,
+    SmoothGradRule,
+    quadrature_rule,
+)
 from .base import CAMEngine, Explainer
 from .capture import ActivationCapture
 from .factory import make_segcam, result_layers
-from .layers import LayerInfo, LayerTable, ResolvedLayer, layer_presets, list_layers, resolve_layers, unwrap_network
+from .layers import (
+    INPUT_LAYER,
+    LayerInfo,
+    LayerTable,
+    ResolvedLayer,
+    layer_presets,
+    list_layers,
+    resolve_layers,
+    unwrap_network,
+)
 from .methods import CAMRule, get_rule, method_names, register_method
 from .normalize import normalize_cam
 from .prompts import PromptedVista3D, Vista3DSegCAM, is_vista3d, point_windows
@@ -59,6 +78,15 @@ __all__ = [
     "select_logits",
     "CAMRule",
     "ScoreCAMRule",
+    "InputAttributionRule",
+    "GradientRule",
+    "InputXGradientRule",
+    "SmoothGradRule",
+    "IntegratedGradientsRule",
+    "InputPoints",
+    "Quadrature",
+    "quadrature_rule",
+    "INPUT_LAYER",
     "get_rule",
     "method_names",
     "register_method",

@@ -3,7 +3,8 @@
 
 :py:class:`ActivationCapture` is the only place where the package touches a user's network. While it is active the
 network is in ``eval()`` mode, its parameters do not require gradients (so no graph is recorded upstream of the
-earliest captured layer and no parameter ``.grad`` can be written) and forward hooks capture the requested outputs.
+earliest captured layer and no parameter ``.grad`` can be written) and forward hooks capture the requested outputs
+(a forward pre-hook captures the network's input for the layer ``"input"``).
 On exit, also when an exception was raised, the hooks are removed and the train/eval state and every
 ``requires_grad`` flag are restored.
 
@@ -127,6 +128,22 @@ class ActivationCapture:
 
         return hook
 
+    def _input_hook(self, layer: ResolvedLayer):
+        def hook(_module: nn.Module, args: tuple[Any, ...]) -> Any:
+            value = args[0] if args else None
+            if not isinstance(value, torch.Tensor):
+                raise TypeError("The network input must be its first positional argument, a tensor, for input maps.")
+            if layer.key in self.activations:
+                raise RuntimeError("The network ran more than once in one forward pass; its input is ambiguous.")
+            if not self.differentiable:
+                self.activations[layer.key] = value.detach()
+                return None
+            value = value.detach().requires_grad_(True)
+            self.activations[layer.key] = value
+            return (value.clone(), *args[1:])
+
+        return hook
+
     def reset(self) -> None:
         """Forget the activations of the previous forward pass."""
         self.activations = {}
@@ -139,7 +156,10 @@ class ActivationCapture:
             for param, _ in self._requires_grad:
                 param.requires_grad_(False)
             for layer in self.layers:
-                self._handles.append(layer.module.register_forward_hook(self._hook(layer)))
+                if layer.is_input:
+                    self._handles.append(layer.module.register_forward_pre_hook(self._input_hook(layer)))
+                else:
+                    self._handles.append(layer.module.register_forward_hook(self._hook(layer)))
             for module in self.network.modules():
                 if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)) and module.weight.device.type == "cpu":
                     self._handles.append(module.register_forward_pre_hook(_channels_last_input))

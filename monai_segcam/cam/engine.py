@@ -19,6 +19,7 @@ __all__ = [
     "network_spatial_dims",
     "check_image",
     "check_classes",
+    "check_contrast",
     "tensor_sum",
     "upsample",
     "check_activations",
@@ -67,6 +68,26 @@ def check_classes(classes: int | Sequence[int], num_channels: int) -> tuple[int,
     if len(set(classes)) != len(classes):
         raise ValueError(f"classes {list(classes)} has duplicates.")
     return classes
+
+
+def check_contrast(contrast: int | None, classes: Sequence[int], num_channels: int) -> int | None:
+    """The contrast class ``c2`` checked against the network's output channels and the explained classes.
+
+    Example:
+        >>> check_contrast(0, (1, 2), 3), check_contrast(None, (1,), 3)
+        (0, None)
+    """
+    if contrast is None:
+        return None
+    contrast = int(contrast)
+    if not 0 <= contrast < num_channels:
+        raise ValueError(f"contrast class {contrast} out of range: the network has {num_channels} output channels.")
+    if contrast in classes:
+        raise ValueError(
+            f"contrast class {contrast} is also explained (classes {list(classes)}): its contrast with itself is 0; "
+            "explain other classes or choose another contrast."
+        )
+    return contrast
 
 
 def tensor_sum(tensors: Iterable[torch.Tensor]) -> torch.Tensor:

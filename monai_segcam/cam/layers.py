@@ -11,6 +11,9 @@ for any network from one traced forward pass (:py:mod:`monai_segcam.cam.roles`):
   order the forward pass runs them (``encoder.0`` is the first, highest-resolution encoder stage; ``decoder.0`` the
   first, deepest decoder stage).
 
+The key ``"input"`` names the network's input itself (captured by a forward pre-hook): a CAM rule applied to it is
+an input attribution (HiResCAM of the input is ``input_x_gradient``, see :py:mod:`monai_segcam.cam.attributions`).
+
 Names are those of the network without its wrappers (``DistributedDataParallel``, ``DataParallel``,
 ``torch.compile``); a network that is a submodule of the model resolves too.
 """
@@ -28,6 +31,7 @@ from torch import nn
 from .roles import LayerDiscoveryError, LayerRoles, discover_roles, roles_of_trace, trace_network
 
 __all__ = [
+    "INPUT_LAYER",
     "ResolvedLayer",
     "LayerInfo",
     "LayerTable",
@@ -36,6 +40,9 @@ __all__ = [
     "resolve_layers",
     "list_layers",
 ]
+
+INPUT_LAYER = "input"
+"""The layer key of the network's input (the maps of input attributions and occlusion)."""
 
 _SELECTOR = re.compile(r"^(?P<name>[^\[\]]*)\[(?P<key>[^\[\]]+)\]$")
 
@@ -49,12 +56,15 @@ class ResolvedLayer:
         module_name: the ``named_modules()`` name in the unwrapped network.
         module: the module whose forward output is captured.
         selector: index or key of the tensor inside a tuple/list/dict output, ``None`` for tensor outputs.
+        is_input: the layer is the network's input (``module`` is the network, its first positional argument is
+            captured).
     """
 
     key: str
     module_name: str
     module: nn.Module = field(repr=False, compare=False)
     selector: int | str | None = None
+    is_input: bool = False
 
 
 def unwrap_network(network: nn.Module) -> nn.Module:
@@ -157,6 +167,9 @@ def resolve_layers(
     modules = dict(net.named_modules())
     resolved = []
     for key in [layers] if isinstance(layers, str) else list(layers):
+        if str(key) == INPUT_LAYER:
+            resolved.append(ResolvedLayer(key=INPUT_LAYER, module_name="", module=net, is_input=True))
+            continue
         name, selector = _parse(str(key))
         if ROLE.match(name):
             name = _role(net, name, example_input_shape)

@@ -99,6 +99,8 @@ class CAMRule:
         needs_gradients: the rule uses ``G``; gradient-free rules are called with ``grads=None``.
         needs_activation_sum: :py:meth:`statistics` also takes ``activation_sum``, ``sum_u A`` per batch item and
             channel over the whole explained input (every window), as Grad-CAM++'s ``alpha`` does.
+        layer: the one layer the rule explains whatever the engine's ``layers`` (``"input"`` for the input
+            attributions of :py:mod:`monai_segcam.cam.attributions`); ``None``: the engine's layers.
 
     Example:
         .. code-block:: python
@@ -117,6 +119,7 @@ class CAMRule:
     local: bool = False
     needs_gradients: bool = True
     needs_activation_sum: bool = False
+    layer: str | None = None
 
     @property
     def method_name(self) -> str:
@@ -136,6 +139,19 @@ class CAMRule:
         stats = self.statistics(acts, grads)
         weights, offset = self.weights(stats, math.prod(acts.shape[2:]))
         return self.combine(acts, weights, offset)
+
+    def map_channels(self, input_channels: int) -> int:
+        """Channels of the raw map per class: 1 (input attributions keep one per input channel)."""
+        return 1
+
+    def input_points(self, image: torch.Tensor) -> Any:
+        """The points where the gradient is taken, as items of the window pass (see
+        :py:class:`~monai_segcam.cam.attributions.InputPoints`); ``None``: the image itself."""
+        return None
+
+    def finish_maps(self, source: Any) -> dict[str, torch.Tensor]:
+        """The maps of a local rule once every window ran (``source`` the window pass): its raw sums."""
+        return source.maps
 
     def local_map(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
         """The raw map of a local rule."""

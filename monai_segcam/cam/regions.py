@@ -481,9 +481,15 @@ def warn_empty_regions(weights: torch.Tensor, classes: Sequence[int], stacklevel
 
 
 def region_cotangent(
-    logits: torch.Tensor, weights: torch.Tensor, class_index: int, target: str = "logits", multi_label: bool = False
+    logits: torch.Tensor,
+    weights: torch.Tensor,
+    class_index: int,
+    target: str = "logits",
+    multi_label: bool = False,
+    contrast: int | None = None,
 ) -> torch.Tensor:
-    """The cotangent ``dS/dlogits`` ``(B, C, *spatial)`` of the region score of one class.
+    """The cotangent ``dS/dlogits`` ``(B, C, *spatial)`` of the region score of one class (minus the score of
+    ``contrast`` on the same region: ``T_c - T_c2``).
 
     Args:
         logits: the network's logits (detached), whole volume or one window.
@@ -492,6 +498,7 @@ def region_cotangent(
         target: ``"logits"`` (``S = sum W y_c``) or ``"probabilities"`` (``S = sum W p_c``, ``p`` softmax or
             sigmoid), the vector-Jacobian product through the activation computed in closed form.
         multi_label: sigmoid instead of softmax for ``"probabilities"``.
+        contrast: a class ``c2``: the cotangent of ``S = sum W (t_c - t_c2)`` ("why c and not c2").
 
     Example:
         .. code-block:: python
@@ -499,6 +506,9 @@ def region_cotangent(
             cotangent = region_cotangent(logits.detach(), weights[:, :1], class_index=1, target="probabilities")
             grads = torch.autograd.grad(logits, activations, cotangent)
     """
+    if contrast is not None:
+        own = region_cotangent(logits, weights, class_index, target, multi_label)
+        return own - region_cotangent(logits, weights, contrast, target, multi_label)
     weights = weights.to(logits.dtype)
     cotangent = torch.zeros_like(logits)
     if target == "logits":

@@ -28,6 +28,8 @@ class CAMResult(Mapping):
         prediction: what the region was built from, on the input grid: stitched logits ``(B, C, *spatial)``, a
             label map ``(B, 1, *spatial)``, or ``None`` when the region needed no prediction.
         modules: the ``named_modules()`` name behind each layer key (``{}`` for methods without layers).
+        channels: per-channel maps ``(B, n_classes, C, *spatial)`` of input attributions (which input channel, e.g.
+            MRI sequence, carried the evidence; they sum over ``C`` to the map before ReLU), per layer key.
 
     Example:
         .. code-block:: python
@@ -44,6 +46,7 @@ class CAMResult(Mapping):
     region: torch.Tensor
     prediction: torch.Tensor | None = None
     modules: dict[str, str] = field(default_factory=dict)
+    channels: dict[str, MetaTensor] = field(default_factory=dict)
 
     def __getitem__(self, layer: str) -> MetaTensor:
         try:

@@ -85,8 +85,8 @@ class SegCAM(SlidingWindowSegCAM):
         """Windows run and maps accumulate on the network's device."""
         return self.network_device, self.network_device
 
-    def _explain(self, image, classes, region, pred, label):
-        maps, weights, crop, prediction = super()._explain(image, classes, region, pred, label)
+    def _explain(self, image, classes, region, pred, label, contrast=None):
+        maps, weights, crop, prediction = super()._explain(image, classes, region, pred, label, contrast)
         device = image.device
         moved = None if prediction is None else prediction.to(device)
         return {key: value.to(device) for key, value in maps.items()}, weights.to(device), crop, moved

@@ -44,7 +44,15 @@ from torch.profiler import record_function
 
 from ..utils.enums import CAMTarget
 from .base import CAMEngine
-from .engine import check_classes, check_image, check_output, network_spatial_dims, tensor_sum, upsample
+from .engine import (
+    check_classes,
+    check_contrast,
+    check_image,
+    check_output,
+    network_spatial_dims,
+    tensor_sum,
+    upsample,
+)
 from .methods import CAMRule
 from .regions import Region, as_region, region_cotangent, region_weights, warn_empty_regions
 from .roundoff import zero_roundoff_maps
@@ -147,7 +155,7 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
         ``MetaTensor`` image gives a ``MetaTensor`` with its metadata, as MONAI's does."""
         x = check_image(image, network_spatial_dims(self.terms.networks[0]))
         sw_device, device = self._devices(x)
-        windows = _WindowPass(self, x, self.grid(x.shape[2:], sw_device, x.dtype), device, sw_device)
+        windows = _WindowPass(self, x, self.grid(x.shape[2:], sw_device, x.dtype), device, sw_device, clean=True)
         with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
             logits = windows.first_pass(run, keep=False)[windows.grid.crop]
         return MetaTensor(logits).copy_meta_from(image) if isinstance(image, MetaTensor) else logits
@@ -156,18 +164,21 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
         """Where windows run and where volume buffers accumulate."""
         return self.window.devices(x, self.terms.networks[0])
 
-    def _explain(self, image, classes, region, pred, label):
+    def _explain(self, image, classes, region, pred, label, contrast=None):
         x = check_image(image, network_spatial_dims(self.terms.networks[0]))
         spatial = tuple(x.shape[2:])
         sw_device, device = self._devices(x)
         region = as_region(region)
+        windows = _WindowPass(self, x, self.grid(spatial, sw_device, x.dtype), device, sw_device, contrast)
+        if pred is None and windows.num_points > 1 and region.needs_prediction:
+            pred = self.predict(x)  # the region comes from the clean prediction, not from the points'
         if pred is not None:
             pred = torch.as_tensor(pred).to(device)
             if tuple(pred.shape[2:]) != spatial or pred.shape[0] != x.shape[0]:
                 raise ValueError(f"pred shape {tuple(pred.shape)} does not match the image {tuple(x.shape)}.")
             check_output(pred, self.layers, "pred")
-        windows = _WindowPass(self, x, self.grid(spatial, sw_device, x.dtype), device, sw_device)
-        stitched = pred if pred is not None and pred.is_floating_point() and pred.shape[1] > 1 else None
+        logits_given = pred is not None and pred.is_floating_point() and pred.shape[1] > 1
+        stitched = pred if logits_given and windows.num_points == 1 else None
         needs_logits = self.target == CAMTarget.PROBABILITIES
         from_prediction = region.needs_prediction and pred is None
         if stitched is None and (needs_logits or from_prediction) and windows.streams(region, from_prediction):
@@ -179,6 +190,7 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
         source = pred if pred is not None else stitched
         num_channels = source.shape[1] if source is not None and source.shape[1] > 1 else windows.probe_channels()
         classes = check_classes(classes, num_channels)
+        windows.contrast = check_contrast(contrast, classes, num_channels)
         with record_function("segcam::region"):
             weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device)
         windows.set_region(weights, stitched, classes)
@@ -240,16 +252,25 @@ class _WindowPass:
     accumulated maps. It is also the *source* a rule's :py:meth:`~monai_segcam.cam.methods.CAMRule.collect_statistics`
     reads (``gradient_statistics``, ``channels``, ``blended_activations``, ``masked_scores``)."""
 
-    def __init__(self, cam: SlidingWindowSegCAM, x: torch.Tensor, grid: WindowGrid, device, sw_device) -> None:
+    def __init__(
+        self, cam: SlidingWindowSegCAM, x: torch.Tensor, grid: WindowGrid, device, sw_device, contrast: int | None = None,
+        clean: bool = False,
+    ) -> None:
         self.cam, self.grid, self.device, self.sw_device = cam, grid, device, sw_device
         self.rule: CAMRule = cam.rule
+        self.contrast = contrast
+        # input attributions' points (noisy copies, path points) are items: item e is image e // num_points
+        self.points = None if clean else self.rule.input_points(x)
+        self.num_points = 1 if self.points is None else self.points.count
+        self.num_items = x.shape[0] * self.num_points
+        self._point: tuple[int, torch.Tensor] | None = None
         self.num_terms = cam.terms.num_terms
         self.scorecam_batch_size = cam.scorecam_batch_size
         self.x = grid.pad_image(x)
         self.crop = grid.crop
         self.importance = grid.importance.to(device=sw_device, dtype=x.dtype)
         self.count = grid.count(device).to(x.dtype)
-        self.windows = [(b, window) for b in range(x.shape[0]) for window in grid.slices]
+        self.windows = [(e, window) for e in range(self.num_items) for window in grid.slices]
         size = cam.sw_batch_size
         self.all_groups = [list(range(i, min(i + size, len(self.windows)))) for i in range(0, len(self.windows), size)]
         self.cache: dict[tuple[int, ...], _Cached] = {}
@@ -271,20 +292,34 @@ class _WindowPass:
         self.stitched = None if stitched is None else self.grid.pad_zeros(stitched)
         n = len(classes)
         self.touched = [[True] * n if pending else self.window_touches(k) for k in range(len(self.windows))]
+        channels = n * self.rule.map_channels(self.x.shape[1])
         self.maps = {
-            layer.key: torch.zeros((self.x.shape[0], len(classes), *self.x.shape[2:]), dtype=self.x.dtype,
+            layer.key: torch.zeros((self.x.shape[0], channels, *self.x.shape[2:]), dtype=self.x.dtype,
                                    device=self.device)
             for layer in self.cam.layers
         }  # fmt: skip
-        self.scales = {key: value.new_zeros(value.shape[:2]) for key, value in self.maps.items()}
+        self.scales = {key: value.new_zeros(value.shape[:1] + (n,)) for key, value in self.maps.items()}
         for group in list(self.cache):
             if not any(any(self.touched[k]) for k in group):
                 self.drop_graph(group)
 
     def window_touches(self, k: int) -> list[bool]:
         """Per class, whether window ``k`` touches the region."""
-        b, window = self.windows[k]
-        return self.weights[window_index(window, b, slice(None))].flatten(1).any(1).tolist()
+        e, window = self.windows[k]
+        return self.weights[window_index(window, self.image_of(e), slice(None))].flatten(1).any(1).tolist()
+
+    def image_of(self, item: int) -> int:
+        """The batch image of window-pass item ``item`` (an input attribution's point of it)."""
+        return item // self.num_points
+
+    def item_volume(self, item: int) -> torch.Tensor:
+        """The padded volume ``(1, C, *padded)`` of item ``item``: the image, or the point of an input attribution
+        (the last one is kept: an item's windows run one after another)."""
+        if self.points is None:
+            return self.x[item : item + 1]
+        if self._point is None or self._point[0] != item:
+            self._point = (item, self.grid.pad_image(self.points.volume(item)))
+        return self._point[1]
 
     def classes_touched(self, group: Sequence[int]) -> list[int]:
         return [i for i in range(len(self.classes)) if any(self.touched[k][i] for k in group)]
@@ -310,7 +345,8 @@ class _WindowPass:
 
     def window_batch(self, group: Sequence[int], volume: torch.Tensor | None = None) -> torch.Tensor:
         """The group's windows of ``volume`` (default: the padded image) stacked on ``sw_device``."""
-        volume = self.x if volume is None else volume
+        if volume is None:
+            return torch.cat([self.item_volume(e)[(slice(None), slice(None), *w)] for e, w in (self.windows[k] for k in group)])
         return torch.cat([volume[(slice(b, b + 1), slice(None), *w)] for b, w in (self.windows[k] for k in group)])
 
     def place(self, group: Sequence[int]) -> WindowPlace:
@@ -390,7 +426,7 @@ class _WindowPass:
             with record_function("segcam::stitch"):
                 out = logits.detach() * self.importance
                 if total is None:
-                    total = out.new_zeros((self.x.shape[0], out.shape[1], *self.x.shape[2:]), device=self.device)
+                    total = out.new_zeros((self.num_items, out.shape[1], *self.x.shape[2:]), device=self.device)
                 for j, (b, window) in enumerate(self.windows[k] for k in group):
                     total[(b, slice(None), *window)] += out[j].to(self.device)
             if keep:
@@ -434,13 +470,15 @@ class _WindowPass:
         last overlapping one are kept. Returns the raw maps, the region weights and the stitched logits (image
         grid)."""
         schedule = self.completion_schedule()
-        self.final = torch.zeros((self.x.shape[0], 1, *self.x.shape[2:]), dtype=torch.bool, device=self.device)
+        self.final = torch.zeros((self.num_items, 1, *self.x.shape[2:]), dtype=torch.bool, device=self.device)
         label = None if label is None else torch.as_tensor(label).to(self.device)
         stats: Stats = {}
 
         def after_group(g: int, total: torch.Tensor) -> None:
             if g == 0:
-                self.start_stream(total, check_classes(classes, total.shape[1]), region, pred, label, from_prediction)
+                checked = check_classes(classes, total.shape[1])
+                self.contrast = check_contrast(self.contrast, checked, total.shape[1])
+                self.start_stream(total, checked, region, pred, label, from_prediction)
             for group in schedule[g]:
                 for k in group:
                     self.complete(k, region if from_prediction else None, label)
@@ -452,7 +490,7 @@ class _WindowPass:
         with torch.enable_grad(), self.cam.terms.capture() as run:
             stitched = self.first_pass(run, keep=True, after_group=after_group)
         self.streamed = self.mean_over_flips(stats)
-        maps = self.exact_zeros(self.maps) if self.rule.local else self.explain()
+        maps = self.exact_zeros(self.rule.finish_maps(self)) if self.rule.local else self.explain()
         weights = self.weights[self.crop]
         if from_prediction:
             warn_empty_regions(weights, self.classes, stacklevel=5)
@@ -529,7 +567,7 @@ class _WindowPass:
         if self.rule.local:
             with torch.enable_grad(), self.cam.terms.capture() as run:
                 self.local_pass(run)
-            return self.exact_zeros(self.maps)
+            return self.exact_zeros(self.rule.finish_maps(self))
         stats = self.rule.collect_statistics(self)
         for group in list(self.cache):  # graphs are no longer needed
             self.drop_graph(group)
@@ -550,22 +588,29 @@ class _WindowPass:
         column.scatter_reduce_(0, items, peaks, reduce="amax")
 
     def cotangent(self, group: Sequence[int], logits: torch.Tensor, i: int) -> torch.Tensor:
-        """Region cotangent of class ``i`` for the group's windows, times each window's blending weight."""
+        """Region cotangent of class ``i`` (minus the contrast class's) for the group's windows, times each window's
+        blending weight (and an input attribution's point weight)."""
         parts = []
         target, multi_label = self.cam.target, self.cam.multi_label
         with record_function("segcam::cotangent"):
-            for j, (b, window) in enumerate(self.windows[k] for k in group):
-                index = (slice(b, b + 1), slice(None), *window)
+            for j, (e, window) in enumerate(self.windows[k] for k in group):
+                index = (slice(e, e + 1), slice(None), *window)
                 source = self.stitched[index].to(self.sw_device) if self.stitched is not None else logits[j : j + 1].detach()
+                b = self.image_of(e)
                 weights = self.weights[(slice(b, b + 1), slice(i, i + 1), *window)].to(self.sw_device)
                 beta = self.importance / self.count[(slice(None), slice(None), *window)].to(self.sw_device)
-                parts.append(region_cotangent(source, weights * beta, self.classes[i], target, multi_label))
+                if self.points is not None:
+                    beta = beta * self.points.weights[e % self.num_points]
+                parts.append(region_cotangent(source, weights * beta, self.classes[i], target, multi_label, self.contrast))
             return torch.cat(parts)
 
     def add(self, key: str, group: Sequence[int], i: int, window_maps: torch.Tensor) -> None:
-        """Accumulate per-window maps ``(n, 1, *roi)`` of class ``i`` into the volume."""
-        for j, (b, window) in enumerate(self.windows[k] for k in group):
-            self.maps[key][window_index(window, b, i)] += window_maps[j, 0].to(self.device)
+        """Accumulate per-window maps ``(n, m, *roi)`` of class ``i`` into the volume (``m`` channels per class: 1, or
+        the input channels of an input attribution); the points of an input attribution add to their image's."""
+        m = window_maps.shape[1]
+        for j, (e, window) in enumerate(self.windows[k] for k in group):
+            index = window_index(window, self.image_of(e), slice(i * m, (i + 1) * m))
+            self.maps[key][index] += window_maps[j].to(self.device)
 
     def local_pass(self, run: TermCapture) -> None:
         """Element-wise rules: per window and class, ``sum_t flip_t(rule(A_t, G_t))`` upsampled and added."""

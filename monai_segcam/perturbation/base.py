@@ -13,7 +13,7 @@ from monai.utils import look_up_option
 from torch import nn
 
 from ..cam.base import Explainer
-from ..cam.engine import check_classes, check_image, check_output, network_spatial_dims
+from ..cam.engine import check_classes, check_contrast, check_image, check_output, network_spatial_dims
 from ..cam.regions import as_region, region_weights
 from ..cam.terms import TermCapture, Terms
 from ..cam.windows import WindowedEngine, WindowSettings
@@ -120,9 +120,9 @@ class StitchedExplainer(WindowedEngine, Explainer[R]):
             logits = scorer.stitch(scorer.units)[scorer.grid.crop]
         return MetaTensor(logits).copy_meta_from(image) if isinstance(image, MetaTensor) else logits
 
-    def _call(self, image, classes, region, pred, label) -> R:
+    def _call(self, image, classes, region, pred, label, contrast=None) -> R:
         with torch.no_grad(), self.terms.capture(differentiable=False, with_layers=False) as run:
-            state = self._prepare(run, image, classes, region, pred, label)
+            state = self._prepare(run, image, classes, region, pred, label, contrast)
             result = self._explain(state)
         self.window_passes = state.scorer.window_passes
         return result
@@ -131,9 +131,10 @@ class StitchedExplainer(WindowedEngine, Explainer[R]):
         """The explanation of the prepared call (under ``torch.no_grad()``, inside the networks' term capture)."""
         raise NotImplementedError
 
-    def _prepare(self, run: TermCapture, image, classes, region, pred, label) -> Prepared:
+    def _prepare(self, run: TermCapture, image, classes, region, pred, label, contrast=None) -> Prepared:
         """Check the inputs, lay out the windows, build the region (from ``pred`` or a stitched clean pass, whose
-        window logits are kept for later) and the scorer's clean contributions. ``run`` is the open term capture."""
+        window logits are kept for later) and the scorer's clean contributions (of ``S = sum_M (t_c - t_contrast)``
+        with a contrast class). ``run`` is the open term capture."""
         x = check_image(image, network_spatial_dims(self.terms.networks[0]))
         scorer, x = self._scorer(run, x, self.logits_budget)
         spatial, device, grid = tuple(x.shape[2:]), x.device, scorer.grid
@@ -152,6 +153,7 @@ class StitchedExplainer(WindowedEngine, Explainer[R]):
         else:
             num_channels = next(scorer.clean_outputs(scorer.units[:1]))[1].shape[0]
         classes = check_classes(classes, num_channels)
+        contrast = check_contrast(contrast, classes, num_channels)
         weights = region_weights(region, pred, classes, spatial, x.shape[0], label, self.multi_label, device=device)
-        scorer.set_region(weights, classes)
+        scorer.set_region(weights, classes, contrast)
         return Prepared(image, x, scorer, weights, classes, pred)

@@ -102,6 +102,7 @@ class StitchedScorer:
         self.stitched: torch.Tensor | None = None
         self.weights: torch.Tensor  # (B, n, *padded), from set_region
         self.classes: tuple[int, ...] = ()
+        self.contrast: int | None = None
         self.relevant: list[tuple[int, int]] = []
         self.clean_scores: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -202,11 +203,12 @@ class StitchedScorer:
 
     # region -------------------------------------------------------------------------------------------------------
 
-    def set_region(self, weights: torch.Tensor, classes: Sequence[int]) -> None:
-        """Fix the region weights ``(B, n, *spatial)`` and classes; find the windows that touch the region and their
-        clean contributions to the score."""
+    def set_region(self, weights: torch.Tensor, classes: Sequence[int], contrast: int | None = None) -> None:
+        """Fix the region weights ``(B, n, *spatial)`` and classes (and a contrast class ``c2``: the scores are then
+        of ``t_c - t_c2``); find the windows that touch the region and their clean contributions to the score."""
         self.weights = F.pad(weights, self.grid.pad) if any(self.grid.pad) else weights
         self.classes = tuple(classes)
+        self.contrast = contrast
         self.relevant = [u for u in self.units if bool(self.weights[self.index(u)].any())]
         if self.target == CAMTarget.PROBABILITIES:
             if self.stitched is None:
@@ -218,16 +220,22 @@ class StitchedScorer:
     def window_scores(self, units: list[tuple[int, int]], logits: torch.Tensor) -> torch.Tensor:
         """``<W beta_w, f_w^c>`` per window and class ``(G, n)``: the windows' shares of the logits region score."""
         picked = logits[:, list(self.classes)].flatten(2)
+        if self.contrast is not None:
+            picked = picked - logits[:, self.contrast : self.contrast + 1].flatten(2)
         scores = [(self.weighted_region(u).to(logits.device).flatten(1) * picked[j]).sum(-1) for j, u in enumerate(units)]
         return torch.stack(scores).to(self.device)
 
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
-        """The explained classes' scores from logits ``(K, *s)``: logits, softmax or sigmoid probabilities."""
+        """The explained classes' scores from logits ``(K, *s)``: logits, softmax or sigmoid probabilities (minus the
+        contrast class's)."""
+        picked = list(self.classes) + ([] if self.contrast is None else [self.contrast])
         if self.target != CAMTarget.PROBABILITIES:
-            return logits[list(self.classes)]
-        if self.multi_label:
-            return torch.sigmoid(logits[list(self.classes)])
-        return torch.softmax(logits, dim=0)[list(self.classes)]
+            values = logits[picked]
+        elif self.multi_label:
+            values = torch.sigmoid(logits[picked])
+        else:
+            values = torch.softmax(logits, dim=0)[picked]
+        return values if self.contrast is None else values[:-1] - values[-1:]
 
     def region_score(self) -> torch.Tensor:
         """The clean region score ``S(x)`` ``(B, n)``."""
@@ -351,4 +359,4 @@ class StitchedScorer:
         weights = self.weights[(index[0], slice(i, i + 1), *index[2:])].to(logits.device)
         source = logits if stitched is None else stitched[index].to(logits.device)
         beta = self.beta(unit[1]).to(logits.device)
-        return region_cotangent(source, weights * beta, self.classes[i], self.target, self.multi_label)
+        return region_cotangent(source, weights * beta, self.classes[i], self.target, self.multi_label, self.contrast)

@@ -4,16 +4,6 @@
 from __future__ import annotations
 
 from . import regions
-from .attributions import (
-    GradientRule,
-    InputAttributionRule,
-    InputPoints,
-    InputXGradientRule,
-    IntegratedGradientsRule,
-    Quadrature,
-    SmoothGradRule,
-    quadrature_rule,
-)
 from .base import CAMEngine, Explainer
 from .capture import ActivationCapture
 from .factory import make_segcam, result_layers
@@ -39,6 +29,19 @@ from .selection import select_logits
 from .sliding_window import SlidingWindowSegCAM
 from .terms import TermCapture, Terms, WindowPlace, mirror_flips, term_gradients, window_arguments
 from .windows import GridFactory, WindowedEngine, WindowGrid, WindowSettings, inferer_window_settings, window_slices
+
+# isort: split
+# the input attributions register after the CAM rules (the order of the method names, e.g. the CLI's --method)
+from .attributions import (
+    GradientRule,
+    InputAttributionRule,
+    InputPoints,
+    InputXGradientRule,
+    IntegratedGradientsRule,
+    Quadrature,
+    SmoothGradRule,
+    quadrature_rule,
+)
 
 __all__ = [
     "Explainer",

@@ -198,12 +198,25 @@ class InputAttributionRule(CAMRule):
 @register_method("gradient")
 class GradientRule(InputAttributionRule):
     """The input gradient of the region score, ``sum_k dS/dx_k``: signed (pass ``relu=False`` to keep the negative
-    part)."""
+    part).
+
+    Example:
+        .. code-block:: python
+
+            result = SlidingWindowSegCAM(net, (96, 96, 96), method="gradient", relu=False)(image, classes=1)
+            result["input"], result.channels["input"]  # (B, 1, *spatial) and per input channel (B, 1, C, *spatial)
+    """
 
 
 @register_method("input_x_gradient")
 class InputXGradientRule(InputAttributionRule):
-    """Input × gradient, ``sum_k x_k dS/dx_k``: HiResCAM with ``A`` the network input."""
+    """Input × gradient, ``sum_k x_k dS/dx_k``: HiResCAM with ``A`` the network input.
+
+    Example:
+        .. code-block:: python
+
+            maps = SegCAM(net, method="input_x_gradient")(image, classes=[1, 2])["input"]  # (B, 2, *spatial)
+    """
 
     def finish(self, image, points, grads):
         return image[:, None] * grads
@@ -218,6 +231,12 @@ class SmoothGradRule(InputAttributionRule):
         noise_level: the noise's standard deviation as a fraction of each image's ``max - min`` (MONAI's
             ``stdev_spread``).
         seed: the noise's seed (the same seed gives the same map); ``None`` draws one from torch's generator.
+
+    Example:
+        .. code-block:: python
+
+            smooth = SlidingWindowSegCAM(net, (96, 96, 96), method="smoothgrad", n_samples=16, noise_level=0.1, seed=0)
+            maps = smooth(image, classes=1)["input"]
     """
 
     def __init__(self, n_samples: int = 25, noise_level: float = 0.15, seed: int | None = None) -> None:
@@ -244,6 +263,12 @@ class IntegratedGradientsRule(InputAttributionRule):
         quadrature: the rule, see :py:class:`Quadrature` (captum's names; ``"gausslegendre"`` by default).
         baseline: ``x0``: a number, ``"mean"`` or ``"blur"`` (as occlusion's baselines).
         blur_sigma: the Gaussian sigma (voxels) of the ``"blur"`` baseline.
+
+    Example:
+        .. code-block:: python
+
+            ig = SlidingWindowSegCAM(net, (96, 96, 96), method="integrated_gradients", n_steps=32, relu=False)
+            result = ig(image, classes=1)  # result["input"].sum() ~ S(x) - S(x0)
     """
 
     def __init__(

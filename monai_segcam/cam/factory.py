@@ -62,12 +62,17 @@ def make_segcam(
 
 
 def result_layers(method: Any, layers: str | Sequence[str]) -> str | Sequence[str]:
-    """The layer keys of an engine's result for ``layers``: occlusion maps have the single key ``"input"``.
+    """The layer keys of an engine's result for ``layers``: occlusion maps and input attributions (a rule with a
+    ``layer``) have the single key ``"input"``.
 
     Example:
         >>> result_layers("occlusion", "pre_head"), result_layers("hirescam", ["bottleneck", "pre_head"])
         ('input', ['bottleneck', 'pre_head'])
     """
     from ..perturbation.occlusion import METHOD as OCCLUSION
+    from .methods import method_names, registered_rule
 
-    return "input" if method == OCCLUSION else layers
+    if method == OCCLUSION:
+        return "input"
+    rule = registered_rule(method) if isinstance(method, str) and method in method_names() else method
+    return getattr(rule, "layer", None) or layers

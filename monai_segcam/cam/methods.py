@@ -42,6 +42,7 @@ __all__ = [
     "LayerCAMRule",
     "EigenCAMRule",
     "get_rule",
+    "registered_rule",
 ]
 
 _EPS = 1e-7
@@ -405,6 +406,18 @@ class EigenCAMRule(CAMRule):
         component = vectors[..., -1]
         component = component * torch.where(component.sum(-1, keepdim=True) < 0, -1.0, 1.0)
         return component, -(component * mean).sum(-1)
+
+
+def registered_rule(name: str) -> type[CAMRule]:
+    """The rule class registered under ``name`` (its class attributes, e.g. ``layer``, without building it).
+
+    Example:
+        >>> registered_rule("gradient").layer, registered_rule("hirescam").layer
+        ('input', None)
+    """
+    if name not in _METHODS:
+        get_rule(name)  # raises the error listing the registered names
+    return _METHODS[name]
 
 
 def get_rule(method: str | CAMRule, **kwargs: Any) -> CAMRule:

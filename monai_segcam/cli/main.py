@@ -31,7 +31,7 @@ _EPILOG = """examples:
 # the registry's method names (monai_segcam.cam.method_names() and occlusion), here so that `--help` and argument
 # errors need neither torch nor MONAI; tests/cli/test_cli_startup.py checks that they are the registry's
 METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "gradcampp_relu", "xgradcam", "layercam", "eigencam", "scorecam",
-           OCCLUSION)  # fmt: skip
+           "gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", OCCLUSION)  # fmt: skip
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -217,5 +217,5 @@ def test_bad_options_are_rejected():
         SegCAM(net, method="smoothgrad", n_samples=0)
     with pytest.raises(ValueError, match="noise_level"):
         SegCAM(net, method="smoothgrad", noise_level=-1.0)
-    with pytest.raises(ValueError, match="baseline"):
+    with pytest.raises(ValueError, match="median"):
         SegCAM(net, method="integrated_gradients", baseline="median")

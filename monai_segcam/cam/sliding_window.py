@@ -298,7 +298,7 @@ class _WindowPass:
                                    device=self.device)
             for layer in self.cam.layers
         }  # fmt: skip
-        self.scales = {key: value.new_zeros(value.shape[:1] + (n,)) for key, value in self.maps.items()}
+        self.scales = {key: value.new_zeros((value.shape[0], n)) for key, value in self.maps.items()}
         for group in list(self.cache):
             if not any(any(self.touched[k]) for k in group):
                 self.drop_graph(group)
@@ -583,7 +583,7 @@ class _WindowPass:
     def note_scale(self, key: str, group: Sequence[int], i: int, scale: torch.Tensor) -> None:
         """Keep the largest terms' scale of class ``i``'s map per batch item from the group's scale maps ``(n, 1, *)``."""
         peaks = scale.flatten(1).amax(1).to(self.device, self.scales[key].dtype)
-        items = torch.tensor([self.windows[k][0] for k in group], device=self.device)
+        items = torch.tensor([self.image_of(self.windows[k][0]) for k in group], device=self.device)
         column = self.scales[key][:, i]
         column.scatter_reduce_(0, items, peaks, reduce="amax")
 

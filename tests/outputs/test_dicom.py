@@ -210,3 +210,24 @@ def test_write_dicom_series_reads_back(tmp_path, scale):
     back = read_image(tmp_path / "s")
     np.testing.assert_allclose(back.affine.numpy(), affine, atol=1e-6)
     np.testing.assert_allclose(back[0].numpy(), volume, atol=0 if scale == 1.0 else np.ptp(volume) / 65535)
+
+
+def test_multi_label_masks_as_overlapping_segments(explained, tmp_path):
+    """Per class masks (multi-label) give one segment per channel, overlaps kept, on the series' geometry."""
+    from monai_segcam.files import read_image
+    from monai_segcam.outputs import CAMWriter
+
+    folder, series = explained
+    source = folder.parents[1] / "ct series"
+    image = read_image(source)
+    masks = np.zeros((2, *image.shape[1:]), bool)
+    masks[0, 2:9, 1:6, 1:5], masks[1, 5:11, 3:9, 3:7] = True, True  # overlapping
+    path = CAMWriter(tmp_path, dicom=True).write_dicom_segmentation("c", masks, image.affine, source, {1: "tumour"})
+    seg = hd.seg.segread(path)
+    assert seg.FrameOfReferenceUID == series[0].FrameOfReferenceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["class 0", "tumour"]
+    volume = seg.get_volume(combine_segments=False)
+    index = np.stack(np.meshgrid(*[np.arange(s) for s in volume.array.shape[:3]], indexing="ij"), -1).astype(float)
+    world = (np.concatenate([index, np.ones((*index.shape[:-1], 1))], -1) @ volume.affine.T)[..., :3]
+    nifti = nib.Nifti1Image(np.moveaxis(masks, 0, -1).astype(np.uint8), image.affine.numpy())
+    np.testing.assert_array_equal(volume.array, nifti_values(nifti, world))

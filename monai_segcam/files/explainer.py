@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from ..outputs import ExplainedCase, case_rows, safe_case_name
+from ..outputs import ExplainedCase, case_rows, region_on_grid, safe_case_name
 from ..utils.loading import LoadedModel, first_line
 from .grids import place_region, voxels_to_grid
 from .reading import read_image
@@ -93,7 +93,7 @@ class FileSegCAM:
         to_grid = lambda points: voxels_to_grid(points, original.affine, image.affine)  # noqa: E731
         placed, region_summary = place_region(region, original.shape[1:], image.shape[1:], to_grid)
         call = {"classes": classes, "region": placed, "pred": logits, "label": truth}
-        maps, rows, modules = self._explain(x, call, name, path, image)
+        maps, rows, modules, explained = self._explain(x, call, name, path, image)
         keys = {f"cam{i}": key for i, key in enumerate(maps)}
         grid = self._to_file_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, path, original)
         segmentation = grid["pred"] > 0 if self.model.multi_label else grid["pred"].argmax(0)
@@ -113,14 +113,15 @@ class FileSegCAM:
         }
         inverted = {key: grid[tag] for tag, key in keys.items()}
         table = None if self.channels is None else self._channel_table(x, call, name)
-        return ExplainedCase(name, original, inverted, masks[classes], segmentation, rows, classes, modules, summary,
+        drawn = region_on_grid(explained, image.affine, original.affine, original.shape[1:])
+        return ExplainedCase(name, original, inverted, drawn, segmentation, rows, classes, modules, summary,
                              channel_table=table)  # fmt: skip
 
     def _explain(
         self, x: torch.Tensor, call: dict[str, Any], name: str, path: str, image: Any
-    ) -> tuple[dict[tuple[str, str], torch.Tensor], list[dict[str, Any]], dict[str, str]]:
+    ) -> tuple[dict[tuple[str, str], torch.Tensor], list[dict[str, Any]], dict[str, str], torch.Tensor]:
         """Every engine's maps ``(n_classes, *grid)`` by ``(layer, method)``, their statistics rows on the network
-        grid, and the module behind each layer key."""
+        grid, the module behind each layer key and the explained region ``(n_classes, *grid)``."""
         maps, rows, modules = {}, [], {}
         truth = None if call["label"] is None else call["label"][0]
         for method, engine in self.engines.items():
@@ -132,7 +133,7 @@ class FileSegCAM:
             maps.update({(layer, method): cam for layer, cam in by_layer.items()})
             modules.update(result.modules)
             rows += case_rows(name, method, by_layer, call["classes"], result.region[0] > 0, truth, image)[0]
-        return maps, rows, modules
+        return maps, rows, modules, result.region[0] > 0
 
     def _channel_table(self, x: torch.Tensor, call: dict[str, Any], name: str) -> dict[str, Any]:
         from monai_segcam.perturbation import channel_names

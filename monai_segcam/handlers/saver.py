@@ -9,6 +9,7 @@ from monai.data import MetaTensor
 
 from ..outputs import CAMWriter, check_cam_geometry, epoch_folder, remove_stale_temporaries
 from .compute import CAMCase, Engine, Events, SegCAMComputeHandler, fail_case, output_item
+from .pictures import case_picture
 
 __all__ = ["SegCAMSaver"]
 
@@ -17,7 +18,9 @@ class SegCAMSaver:
     """At ``ITERATION_COMPLETED`` (after postprocessing), write each computed case's CAMs with
     :py:class:`~monai_segcam.outputs.CAMWriter`, a case's files all or none: the NIfTI of the postprocessed CAM when it
     is a ``MetaTensor`` (e.g. after ``Invertd``), else of the network-grid CAM, with its own affine, checked by
-    :py:func:`~monai_segcam.outputs.check_cam_geometry`; the PNG of the network-grid CAM over the network input.
+    :py:func:`~monai_segcam.outputs.check_cam_geometry`; the PNG drawn from :py:func:`case_picture`: the postprocessed
+    CAM over the input file's image when the postprocessing took it onto the file's grid (as the command line draws
+    it), else the network-grid CAM over the network input.
 
     Args:
         compute: the :py:class:`~monai_segcam.handlers.SegCAMComputeHandler` whose cases are saved (its method, layer
@@ -87,8 +90,8 @@ class SegCAMSaver:
             self._said_grid = True
             compute.logger.warning(f"SegCAMHandler: {note}")
         writer = self.writer(engine)
-        image = case.image[0] if case.image is not None else None
+        picture = case_picture(case, output, compute.output_keys) if writer.png else None
+        drawn = {} if picture is None else {"image": picture.image, "regions": picture.regions, "shown": picture.maps}
         with writer.all_or_nothing():
-            files = writer.write(case.name, compute.method, saved, compute.classes, image=image, regions=case.region,
-                                 shown=case.cams)  # fmt: skip
+            files = writer.write(case.name, compute.method, saved, compute.classes, **drawn)
         case.files = {key: [os.path.relpath(path, self.output_dir) for path in paths] for key, paths in files.items()}

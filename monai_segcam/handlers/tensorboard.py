@@ -11,6 +11,7 @@ from monai.utils import optional_import
 
 from ..visualize import log_cam_to_tensorboard
 from .compute import Engine, Events, SegCAMComputeHandler, idist
+from .pictures import case_picture
 
 SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
 
@@ -19,7 +20,9 @@ __all__ = ["SegCAMTensorBoardHandler"]
 
 class SegCAMTensorBoardHandler:
     """Log the orthogonal slices of each computed case's CAMs (with the explained region's contour) at
-    ``ITERATION_COMPLETED``, tagged ``segcam/{case}/{layer}/class{c}``.
+    ``ITERATION_COMPLETED``, tagged ``segcam/{case}/{layer}/class{c}``: the picture the saver writes as PNG
+    (:py:func:`~monai_segcam.handlers.pictures.case_picture`: on the input file's grid when the postprocessing took
+    the maps there).
 
     Args:
         compute: the :py:class:`~monai_segcam.handlers.SegCAMComputeHandler` whose cases are logged.
@@ -59,11 +62,14 @@ class SegCAMTensorBoardHandler:
         for case in self.compute.cases(engine):
             if case.status != "ok" or case.image is None:
                 continue
-            for layer, cam in case.cams.items():
+            picture = case_picture(case, engine.state.output, self.compute.output_keys)
+            for layer, cam in picture.maps.items():
                 for j, c in enumerate(self.compute.classes):
-                    region = None if case.region is None else case.region[j]
+                    region = None if picture.regions is None else picture.regions[j]
                     tag = f"segcam/{case.name}/{layer}/class{c}"
-                    log_cam_to_tensorboard(self._writer(), tag, case.image[0], cam[j], region=region, step=step)
+                    log_cam_to_tensorboard(
+                        self._writer(), tag, picture.image, cam[j], region=region, step=step, affine=picture.affine
+                    )  # fmt: skip
 
     def close(self, engine: Engine) -> None:
         """``COMPLETED``: close the ``SummaryWriter`` the handler created."""

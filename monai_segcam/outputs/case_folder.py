@@ -29,7 +29,8 @@ class ExplainedCase:
         name: the case name.
         original: the input as read, ``(C, *spatial)`` with its affine (the maps' geometry, the PNGs' background).
         maps: ``(layer, method) -> (len(classes), *spatial)`` on the input's grid.
-        regions: per class ``(len(classes), *spatial)``, the mask drawn in the PNGs.
+        regions: per class ``(len(classes), *spatial)``, the explained region on the input's grid (taken there by
+            :py:func:`~monai_segcam.outputs.region_on_grid`), drawn in the PNGs.
         segmentation: the predicted label map ``(*spatial)``, or per class ``(C, *spatial)`` (multi-label).
         rows: the case's statistics rows (:py:func:`~monai_segcam.outputs.case_rows`).
         classes: the explained classes.
@@ -135,7 +136,8 @@ def _write_maps(writer: CAMWriter, case: ExplainedCase, class_names: dict[int, s
                     entry.update(class_name=class_names.get(c), stats=stats, normalized=normalize, module=module)
                 entries.append(entry)
     if writer.png and len(maps) > 1:
-        for path, c in zip(writer.write_panels(case.name, original[0], maps, classes, case.regions), classes):
+        panels = writer.write_panels(case.name, original[0], maps, classes, case.regions, affine)
+        for path, c in zip(panels, classes):
             entries.append({"file": os.path.basename(path), "kind": "png", "class": c, "layer": None, "method": None})
     return entries
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 
-__all__ = ["check_cam_geometry"]
+__all__ = ["check_cam_geometry", "region_on_grid"]
 
 
 def check_cam_geometry(
@@ -57,3 +58,26 @@ def check_cam_geometry(
         f"{tuple(prediction.shape[1:])} grid: add {list(cam_keys)} to the keys of the postprocessing's Invertd to "
         "write them where the prediction lands."
     )
+
+
+def region_on_grid(region: Any, affine: Any, target_affine: Any, target_shape: Sequence[int]) -> np.ndarray:
+    """The explained region ``(n, *spatial)`` (non-zero inside) on the grid of ``affine``, taken onto the grid
+    ``target_shape`` / ``target_affine`` by nearest-neighbour resampling through both affines (the region every
+    front door draws in its pictures on the input file's grid, so that they draw the same contour).
+
+    Example:
+        >>> region = np.zeros((1, 4, 4, 4), bool); region[0, :2] = True
+        >>> region_on_grid(region, np.diag([2.0, 2.0, 2.0, 1.0]), np.eye(4), (8, 8, 8))[0, :, 0, 0].tolist()
+        [True, True, True, False, False, False, False, False]
+    """
+    from monai.transforms import SpatialResample
+
+    values = torch.as_tensor(np.asarray(torch.as_tensor(region).detach().cpu()) != 0, dtype=torch.float32)
+    source = torch.as_tensor(np.asarray(affine, dtype=np.float64))
+    target = torch.as_tensor(np.asarray(target_affine, dtype=np.float64))
+    shape = tuple(int(s) for s in target_shape)
+    if tuple(values.shape[1:]) == shape and torch.allclose(source, target, atol=1e-5):
+        return values.numpy() > 0.5
+    resample = SpatialResample(mode="nearest", padding_mode="zeros", dtype=np.float64)
+    moved = resample(MetaTensor(values, affine=source), dst_affine=target, spatial_size=shape)
+    return np.asarray(torch.as_tensor(moved).cpu().numpy()) > 0.5

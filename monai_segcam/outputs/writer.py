@@ -185,11 +185,18 @@ class CAMWriter:
             affine: the maps' voxel-to-world affine (defaults to each ``MetaTensor``'s own).
             image: the background ``(*spatial)`` of the PNGs, on the grid of ``shown``.
             regions: the explained region per class ``(len(classes), *spatial)``, drawn as a contour in the PNGs.
-            shown: the maps drawn in the PNGs (default ``maps``), e.g. on the network grid of ``image``.
+            shown: the maps drawn in the PNGs (default ``maps``), e.g. on the network grid of ``image``; then the
+                pictures take their orientation from ``shown``'s or ``image``'s ``MetaTensor`` affine.
             class_names: class index -> name, added to the PNG titles.
             source: the DICOM series the maps come from (its folder or files; default: each ``MetaTensor``'s
                 ``filename_or_obj``), for DICOM output.
+
+        Every PNG follows the package's one display convention
+        (:py:mod:`~monai_segcam.visualize.planes`): drawn on the maps' own voxel grid in the nearest RAS orientation
+        of its affine, with orientation letters, through the map's peak (``center``) on that grid.
         """
+        drawn = maps if shown is None else shown
+        picture_affine = affine if shown is None else None
         files: dict[tuple[str, int], list[str]] = {}
         for layer, cam in maps.items():
             for j, c in enumerate(classes):
@@ -202,7 +209,8 @@ class CAMWriter:
                     region = None if regions is None else regions[j]
                     path = self.path(case, method, layer, c, ".png")
                     title = f"{case} {method} {layer} class {c}{name}"
-                    written.append(self.record(self._view(image, (shown or maps)[layer][j], region, title, path)))
+                    picture = self._view(image, drawn[layer][j], region, title, path, picture_affine)
+                    written.append(self.record(picture))
                 if self.dicom:
                     path = self.path(case, method, layer, c, ".dcm")
                     map_affine = _affine_of(cam, affine, path)
@@ -212,10 +220,13 @@ class CAMWriter:
         return files
 
     def write_panels(
-        self, case: str, image: Any, maps: Mapping[tuple[str, str], Any], classes: Sequence[int], regions: Any = None
-    ) -> list[str]:
+        self, case: str, image: Any, maps: Mapping[tuple[str, str], Any], classes: Sequence[int], regions: Any = None,
+        affine: ArrayLike | None = None,
+    ) -> list[str]:  # fmt: skip
         """One PNG per class, ``{case}_cam_class{c}_panel.png``, of every map of a case, layers x methods
-        (:py:func:`~monai_segcam.visualize.plot_cam_panel`); ``maps`` by ``(layer, method)``, ``(n, *spatial)``."""
+        (:py:func:`~monai_segcam.visualize.plot_cam_panel`, each map on its own scale); ``maps`` by ``(layer,
+        method)``, ``(n, *spatial)``, on the grid of ``image`` with ``affine`` (default: a ``MetaTensor`` image's);
+        the slice goes through the first map's peak (the writer's ``center``)."""
         from monai_segcam.visualize import plot_cam_panel
 
         paths = []
@@ -224,7 +235,8 @@ class CAMWriter:
             for (layer, method), cam in maps.items():
                 panel.setdefault(layer, {})[method] = cam[j]
             region = None if regions is None or not regions[j].any() else regions[j]
-            figure = plot_cam_panel(image, panel, region=region, title=f"{case} | class {c}")
+            title = f"{case} | class {c}"
+            figure = plot_cam_panel(image, panel, region=region, center=self.center, title=title, affine=affine)
             paths.append(self.record(write_png(figure, safe_path(self.output_dir, panel_file_name(case, c)), self.dpi)))
             figure.clear()
         return paths
@@ -257,10 +269,10 @@ class CAMWriter:
             self._series[key] = dicom_series(source)
         return self._series[key]
 
-    def _view(self, image: Any, cam: Any, region: Any, title: str, path: str) -> str:
+    def _view(self, image: Any, cam: Any, region: Any, title: str, path: str, affine: Any = None) -> str:
         from monai_segcam.visualize import plot_orthogonal_slices
 
-        figure = plot_orthogonal_slices(image, cam, region=region, center=self.center, title=title)
+        figure = plot_orthogonal_slices(image, cam, region=region, center=self.center, title=title, affine=affine)
         try:
             return write_png(figure, path, self.dpi)
         finally:

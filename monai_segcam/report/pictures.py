@@ -79,8 +79,9 @@ def thumbnail(
     ``[0, 1]``) in the default colour map where above ``threshold``, half transparent, and outlines of boolean masks
     in their colours.
 
-    The slice arrays are ``(X, Y)`` on the RAS-ordered report grid; the picture shows anterior at the top and the
-    patient's right on the right, like the viewer's axial plane.
+    The slice arrays are ``(X, Y)`` on the RAS-ordered report grid; the picture follows the package's one display
+    convention (:py:mod:`~monai_segcam.visualize.planes`, like the viewer's axial plane and every PNG): anterior at
+    the top and the patient's right on the left (radiological).
 
     Example:
         .. code-block:: python
@@ -93,7 +94,7 @@ def thumbnail(
         grey = np.where(shown, 0.5 * grey + 0.5 * lookup(cam), grey)
     for mask, color in outlines:
         grey[_outline(mask)] = color
-    return np.ascontiguousarray(np.rint(grey).astype(np.uint8).transpose(1, 0, 2)[::-1])
+    return np.ascontiguousarray(np.rint(grey).astype(np.uint8).transpose(1, 0, 2)[::-1, ::-1])
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

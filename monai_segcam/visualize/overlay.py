@@ -9,15 +9,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+from monai.data import MetaTensor
 from monai.utils import optional_import
 
 from .planes import (
+    DisplayOrientation,
     VolumeLike,
     as_volume,
     check_same_shape,
     extract_plane,
     find_center,
     intensity_window,
+    orientation_labels,
     plane_aspect,
     volume_spacing,
 )
@@ -46,13 +50,16 @@ def new_figure(figsize: Sequence[float], rect: Sequence[float] | None = None) ->
 @dataclass
 class Backdrop:
     """What every CAM plane of a figure is drawn over: the grey image, the region contour, the grey window, the
-    voxel spacing and the orientation rule.
+    voxel spacing, the display orientation of the volumes' grid and the radiological rule (see
+    :py:mod:`~monai_segcam.visualize.planes` for the convention). The image, the region and every map are on one
+    voxel grid; they are held in display order.
 
     Example:
         .. code-block:: python
 
-            backdrop = Backdrop.load(image, region=label == 1)
-            shown = backdrop.draw(ax, cam_volume, "axial", 12, cam_limits=(0.0, 1.0))
+            backdrop = Backdrop.load(image, region=label == 1, affine=image.affine)
+            cam = backdrop.volume(cam_volume, "cam")
+            shown = backdrop.draw(ax, cam, "axial", backdrop.center(cam)[2], cam_limits=(0.0, 1.0))
     """
 
     image: np.ndarray
@@ -60,6 +67,7 @@ class Backdrop:
     window: tuple[float, float]
     spacing: tuple[float, float, float]
     radiological: bool = True
+    orientation: DisplayOrientation | None = None
 
     @classmethod
     def load(
@@ -70,30 +78,52 @@ class Backdrop:
         percentiles: Sequence[float] = (1.0, 99.0),
         radiological: bool = True,
         spacing_sources: Sequence[object] = (),
+        affine: Any = None,
     ) -> Backdrop:
         """The backdrop of ``image`` (3D, or channel-first 4D) and ``region`` (non-zero inside; checked to be on the
-        image's grid); the spacing is ``spacing``, else a ``MetaTensor``'s among ``image`` and ``spacing_sources``."""
+        image's grid); the spacing is ``spacing``, else a ``MetaTensor``'s among ``image`` and ``spacing_sources``;
+        the grid's orientation is ``affine``'s, else that ``MetaTensor``'s, else RAS."""
         img = as_volume(image, "image").astype(np.float32, copy=False)
         mask = None if region is None else as_volume(region, "region") != 0
         check_same_shape(img, region=mask)
         window = intensity_window(img, percentiles)
-        return cls(img, mask, window, volume_spacing(spacing, image, *spacing_sources), radiological)
+        if affine is None:
+            affine = next((s.affine for s in (image, *spacing_sources) if isinstance(s, MetaTensor)), None)
+        orientation = DisplayOrientation.of(affine, img.shape)
+        own = _affine_spacing(affine) if spacing is None and affine is not None else volume_spacing(spacing)
+        shown = tuple(own[a] for a in orientation.order)
+        mask = None if mask is None else orientation.to_display(mask)
+        return cls(orientation.to_display(img), mask, window, shown, radiological, orientation)  # type: ignore[arg-type]
+
+    @property
+    def _orientation(self) -> DisplayOrientation:
+        return self.orientation or DisplayOrientation.of(None, self.image.shape)
 
     def volume(self, x: VolumeLike, name: str) -> np.ndarray:
-        """A map as a float32 volume, checked to be on the image's grid (``name`` in the error)."""
+        """A map as a float32 volume in display order, checked to be on the image's grid (``name`` in the error)."""
         volume = as_volume(x, name).astype(np.float32, copy=False)
-        check_same_shape(self.image, **{name: volume})
-        return volume
+        check_same_shape(np.empty(self._orientation.shape, dtype=bool), **{name: volume})
+        return self._orientation.to_display(volume)
 
     def center(self, cam: np.ndarray, center: str | Sequence[int] = "peak") -> tuple[int, int, int]:
-        """The voxel the planes go through (see :py:func:`~monai_segcam.visualize.planes.find_center`)."""
-        return find_center(cam, self.region, center)
+        """The display voxel the planes go through: :py:func:`~monai_segcam.visualize.planes.find_center` on the
+        volumes' own grid (a map in display order from :py:meth:`volume`; an explicit ``center`` in the grid's own
+        voxel indices), so that the peak is the one the files record."""
+        orientation = self._orientation
+        undo = _inverse(orientation)
+        own = find_center(undo(cam), None if self.region is None else undo(self.region), center)
+        return orientation.to_display_voxel(own)
+
+    def slice_label(self, view: str, index: int) -> str:
+        """The title of ``view``'s plane at display ``index``, by the grid's own voxel axis and index."""
+        return self._orientation.slice_label(view, index)
 
     def draw(
         self, ax: Axes, cam: np.ndarray, view: str, index: int, cam_limits: Sequence[float], cmap: Any = "jet",
         alpha: float = 0.5,
     ) -> AxesImage:  # fmt: skip
-        """Draw the plane ``index`` of ``view`` of ``cam`` (on the image's grid) over the backdrop on ``ax``.
+        """Draw the plane ``index`` of ``view`` of ``cam`` (from :py:meth:`volume`) over the backdrop on ``ax``,
+        with the orientation letters at its edges.
 
         An all-zero ``cam`` (no relevance anywhere; the engines return one for a map at float round-off) is not drawn
         as a colour wash: the plane shows the image and says "zero map"."""
@@ -107,7 +137,30 @@ class Backdrop:
         if zero:
             ax.text(0.5, 0.5, ZERO_MAP, transform=ax.transAxes, ha="center", va="center", color="white", fontsize=9,
                     bbox={"facecolor": "black", "alpha": 0.6, "linewidth": 0})  # fmt: skip
+        left, right, top, bottom = orientation_labels(view, self.radiological)
+        style: dict[str, Any] = {"transform": ax.transAxes, "color": "white", "fontsize": 7, "fontweight": "bold"}
+        ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+        ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+        ax.text(0.5, 0.98, top, ha="center", va="top", **style)
+        ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
         return shown
+
+
+def _affine_spacing(affine: Any) -> tuple[float, float, float]:
+    array = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
+    sx, sy, sz = (float(v) for v in np.linalg.norm(np.asarray(array, np.float64).reshape(-1, 4, 4)[0, :3, :3], axis=0))
+    return sx, sy, sz
+
+
+def _inverse(orientation: DisplayOrientation) -> Any:
+    """Display order back to the grid's own voxel order."""
+    back = tuple(int(np.argsort(orientation.order)[a]) for a in range(3))
+
+    def undo(volume: np.ndarray) -> np.ndarray:
+        unflipped = volume[tuple(slice(None, None, -1) if f else slice(None) for f in orientation.flips)]
+        return np.transpose(unflipped, back)
+
+    return undo
 
 
 def draw_overlay(

@@ -1,22 +1,28 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
 """From 3D volumes to the 2D planes that are drawn: input checks, spacing, slice centre, oriented planes.
 
-Axis convention: volumes are MONAI spatial arrays ``(X, Y, Z)`` as produced by ``Orientationd(axcodes="RAS")``
-(index increasing towards patient Right, Anterior, Superior), optionally channel-first ``(1, X, Y, Z)``.
+Display convention (every picture of this package: single-map PNGs, panels, TensorBoard images and the report):
+a volume is drawn on its own voxel grid, its voxel axes ordered and flipped to the nearest RAS orientation of its
+affine (:py:class:`DisplayOrientation`: a permutation of voxels, nothing interpolated), so that display axis 0
+points to the patient's Right, 1 Anterior, 2 Superior whatever the file's voxel order (a file stored LPS is not
+shown rotated by 180 degrees). Without an affine the array is taken as RAS-ordered ``(X, Y, Z)`` (e.g. after
+``Orientationd(axcodes="RAS")``), optionally channel-first ``(1, X, Y, Z)``. Then:
 
 - axial view: fixed ``Z``; rows run anterior (top) to posterior, columns patient right to left (radiological).
 - coronal view: fixed ``Y``; rows run superior (top) to inferior, columns patient right to left (radiological).
 - sagittal view: fixed ``X``; rows run superior (top) to inferior, columns anterior (left) to posterior.
 
-With ``radiological=False`` (neurological convention) the patient's right is on the viewer's right in the
-axial and coronal views. Arrays in another orientation are drawn with the same index rules, so the anatomical
-directions above only hold for RAS arrays: reorient first (e.g. ``monai.transforms.Orientation("RAS")``).
+Every plane carries its orientation letters (:py:func:`orientation_labels`: R/L, A/P, S/I at its edges), and its
+title names the slice by the file's own voxel axis and index (:py:meth:`DisplayOrientation.slice_label`). With
+``radiological=False`` (neurological convention) the patient's right is on the viewer's right in the axial and
+coronal views. An oblique affine (an axis more than 45 degrees from every world axis) keeps the voxel order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
+from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -26,6 +32,8 @@ from monai.utils import look_up_option
 
 __all__ = [
     "VIEWS",
+    "DisplayOrientation",
+    "orientation_labels",
     "VolumeLike",
     "as_volume",
     "check_same_shape",
@@ -45,6 +53,72 @@ VIEWS = ("axial", "coronal", "sagittal")
 # view -> (fixed axis, row axis, column axis) of an (X, Y, Z) volume
 _VIEW_AXES = {"axial": (2, 1, 0), "coronal": (1, 2, 0), "sagittal": (0, 2, 1)}
 _AXIS_NAMES = "xyz"
+
+
+@dataclass(frozen=True)
+class DisplayOrientation:
+    """How a volume's voxel axes are shown: display axis ``d`` (0 Right, 1 Anterior, 2 Superior) is the voxel axis
+    ``order[d]``, reversed where ``flips[d]``, of a volume of spatial ``shape`` (the nearest RAS orientation of its
+    affine; the identity without one). Drawing through it permutes voxels and interpolates nothing.
+
+    Example:
+        >>> lps = np.diag([-1.5, -1.5, 2.0, 1.0])
+        >>> orientation = DisplayOrientation.of(lps, (80, 80, 56))
+        >>> orientation.flips, orientation.to_display_voxel((10, 45, 3))
+        ((True, True, False), (69, 34, 3))
+    """
+
+    order: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, affine: Any, shape: Sequence[int]) -> DisplayOrientation:
+        """The orientation of a volume of spatial ``shape`` with voxel-to-world (RAS) ``affine`` (``None``: RAS)."""
+        shape3 = tuple(int(s) for s in shape)
+        if affine is None:
+            return cls((0, 1, 2), (False, False, False), shape3)  # type: ignore[arg-type]
+        affine = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
+        columns = np.asarray(affine, dtype=np.float64).reshape(-1, 4, 4)[0, :3, :3]
+        world_axis = [int(np.argmax(np.abs(columns[:, i]))) for i in range(3)]
+        if sorted(world_axis) != [0, 1, 2]:  # oblique beyond 45 degrees: keep the voxel order
+            return cls((0, 1, 2), (False, False, False), shape3)  # type: ignore[arg-type]
+        order = tuple(world_axis.index(w) for w in range(3))
+        flips = tuple(bool(columns[w, order[w]] < 0) for w in range(3))
+        return cls(order, flips, shape3)  # type: ignore[arg-type]
+
+    def to_display(self, volume: np.ndarray) -> np.ndarray:
+        """The volume ``(*shape)`` in display order (a view)."""
+        shown = np.transpose(volume, self.order)
+        return shown[tuple(slice(None, None, -1) if f else slice(None) for f in self.flips)]
+
+    def to_display_voxel(self, voxel: Sequence[int]) -> tuple[int, int, int]:
+        """The display index of the voxel ``voxel`` of the volume."""
+        i, j, k = (
+            self.shape[a] - 1 - int(voxel[a]) if f else int(voxel[a]) for a, f in zip(self.order, self.flips)
+        )  # fmt: skip
+        return i, j, k
+
+    def slice_label(self, view: str, index: int) -> str:
+        """The title of ``view``'s plane at display ``index``, by the volume's own axis and index, e.g. ``"axial
+        z=12"``."""
+        fixed = view_axes(view)[0]
+        axis = self.order[fixed]
+        return f"{view} {_AXIS_NAMES[axis]}={self.shape[axis] - 1 - index if self.flips[fixed] else index}"
+
+
+def orientation_labels(view: str, radiological: bool = True) -> tuple[str, str, str, str]:
+    """The patient directions at the left, right, top and bottom edges of ``view``'s displayed planes.
+
+    Example:
+        >>> orientation_labels("axial")
+        ('R', 'L', 'A', 'P')
+    """
+    view = look_up_option(view, VIEWS)
+    if view == "sagittal":
+        return "A", "P", "S", "I"
+    left, right = ("R", "L") if radiological else ("L", "R")
+    return (left, right, "A", "P") if view == "axial" else (left, right, "S", "I")
 
 
 def as_volume(x: VolumeLike, name: str = "volume") -> np.ndarray:

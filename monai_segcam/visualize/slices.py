@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from monai_segcam.visualize.overlay import Backdrop, new_figure
-from monai_segcam.visualize.planes import VIEWS, VolumeLike, cam_range, slice_label, view_axes
+from monai_segcam.visualize.planes import VIEWS, VolumeLike, cam_range, view_axes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as FigureType
@@ -30,20 +30,23 @@ def plot_orthogonal_slices(
     radiological: bool = True,
     percentiles: Sequence[float] = (1.0, 99.0),
     figsize: Sequence[float] = (12.0, 4.5),
+    affine: Any = None,
 ) -> FigureType:
     """Axial, coronal and sagittal planes of ``cam`` over ``image`` through one voxel.
 
-    Volumes are MONAI spatial arrays ``(X, Y, Z)`` (e.g. after ``Orientationd(axcodes="RAS")``), optionally
-    channel-first ``(1, X, Y, Z)``: the axial plane fixes ``Z``, the coronal plane ``Y``, the sagittal plane ``X``.
-    Planes are shown anterior / superior up; axial and coronal planes show the patient's right on the left
-    (radiological convention) unless ``radiological=False``; sagittal planes show anterior on the left.
-    See :mod:`monai_segcam.visualize.planes` for the exact rules. Each panel's title gives its slice index.
+    Volumes are spatial arrays ``(X, Y, Z)`` on one voxel grid, optionally channel-first ``(1, X, Y, Z)``, shown in
+    the nearest RAS orientation of their ``affine`` (the voxels permuted, nothing interpolated): the axial plane
+    fixes the superior axis, the coronal plane the anterior one, the sagittal plane the right one. Planes are shown
+    anterior / superior up; axial and coronal planes show the patient's right on the left (radiological
+    convention) unless ``radiological=False``; sagittal planes show anterior on the left; each plane carries its
+    orientation letters. See :mod:`monai_segcam.visualize.planes` for the exact rules. Each plane's title gives its
+    slice by the grid's own voxel axis and index.
 
     Args:
         image: 3D image, drawn in grey with a robust percentile window.
         cam: 3D map on the image's voxel grid, drawn as a colour overlay.
         region: optional 3D mask on the same grid (non-zero inside), drawn as a contour line.
-        center: ``"peak"`` (CAM maximum), ``"centroid"`` (of ``region``) or a voxel index ``(i, j, k)``;
+        center: ``"peak"`` (CAM maximum), ``"centroid"`` (of ``region``) or a voxel index ``(i, j, k)`` of the grid;
             see :func:`~monai_segcam.visualize.planes.find_center` for the fallbacks of constant CAMs and
             empty regions.
         spacing: voxel spacing ``(sx, sy, sz)`` for the aspect ratio; by default read from the affine of a
@@ -57,6 +60,8 @@ def plot_orthogonal_slices(
         radiological: patient's right on the viewer's left in axial and coronal planes.
         percentiles: lower and upper percentiles of the image intensities used as grey window.
         figsize: figure size in inches.
+        affine: the volumes' voxel-to-world (RAS) affine, for the display orientation and the spacing; by default a
+            ``MetaTensor`` input's (image first, then cam), else the arrays are taken as RAS-ordered.
 
     Returns:
         a ``matplotlib.figure.Figure`` (not attached to pyplot: save it with
@@ -70,7 +75,7 @@ def plot_orthogonal_slices(
         fig = plot_orthogonal_slices(batch["image"][0], cam[0], region=batch["label"][0] == 1, title="liver")
         save_figure(fig, "cam_liver.png")
     """
-    backdrop = Backdrop.load(image, region, spacing, percentiles, radiological, spacing_sources=[cam])
+    backdrop = Backdrop.load(image, region, spacing, percentiles, radiological, spacing_sources=[cam], affine=affine)
     heat = backdrop.volume(cam, "cam")
     voxel = backdrop.center(heat, center)
     limits = cam_range([heat], vmin, vmax)
@@ -81,7 +86,7 @@ def plot_orthogonal_slices(
     for ax, view in zip(axes, VIEWS):
         index = voxel[view_axes(view)[0]]
         shown.append(backdrop.draw(ax, heat, view, index, limits, cmap, alpha))
-        ax.set_title(slice_label(view, index))
+        ax.set_title(backdrop.slice_label(view, index))
         ax.set_label(view)
     if colorbar:
         fig.colorbar(shown[-1], ax=list(axes), shrink=0.8, label="CAM")

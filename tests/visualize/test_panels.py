@@ -70,3 +70,16 @@ def test_panel_bad_inputs(volumes):
         plot_cam_panel(image, _cams(cam), axis="oblique")
     with pytest.raises(ValueError):
         plot_cam_panel(image, _cams(cam), scale="cell")
+
+
+def test_panel_scales_each_map_to_its_own_maximum_by_default(volumes):
+    """A weak map beside a strong one keeps its own colour range (not hidden), and the colour bars say which scale."""
+    image, cam, _ = volumes
+    fig = plot_cam_panel(image, {"pre_head": {"gradcam": cam * 16.0, "hirescam": cam * 109.0}})
+    cells = _cells(fig)
+    assert [ax.images[1].get_clim()[1] for ax in cells] == pytest.approx([16.0, 109.0])
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2 and {bar.get_ylabel() for bar in bars} == {"own scale"}
+    shared = plot_cam_panel(image, {"pre_head": {"gradcam": cam * 16.0, "hirescam": cam * 109.0}}, scale="shared")
+    assert [ax.images[1].get_clim()[1] for ax in _cells(shared)] == pytest.approx([109.0, 109.0])
+    assert [ax.get_ylabel() for ax in shared.axes if ax.get_label() == "<colorbar>"] == ["shared scale"]

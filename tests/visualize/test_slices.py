@@ -10,11 +10,22 @@ from monai.data import MetaTensor
 
 from monai_segcam.visualize import figure_to_array, plot_orthogonal_slices
 
-from .conftest import PEAK
+from .conftest import PEAK, SHAPE
 
 
 def _titles(fig):
     return {ax.get_label(): ax.get_title() for ax in fig.axes if ax.get_label() != "<colorbar>"}
+
+
+def assert_same_planes(figure, reference):
+    for ax, expected in zip(figure.axes, reference.axes):
+        assert len(ax.images) == len(expected.images) == 2 and ax.get_aspect() == expected.get_aspect()
+        for drawn, wanted in zip(ax.images, expected.images):
+            np.testing.assert_array_equal(np.ma.getdata(drawn.get_array()), np.ma.getdata(wanted.get_array()))
+            assert drawn.get_clim() == wanted.get_clim()
+        assert [c.get_paths()[0].vertices.tolist() for c in ax.collections] == [
+            c.get_paths()[0].vertices.tolist() for c in expected.collections
+        ]  # the region's contour
 
 
 @pytest.mark.parametrize("to_tensor", [False, True])
@@ -71,3 +82,31 @@ def test_bad_inputs(volumes):
         plot_orthogonal_slices(image, np.stack([cam, cam]))
     with pytest.raises(ValueError, match="vmin"):
         plot_orthogonal_slices(image, cam, vmin=1.0, vmax=0.5)
+
+
+def test_a_grid_stored_lps_is_shown_like_its_ras_copy(volumes):
+    """One display convention: the same voxels stored with flipped and permuted axes (an affine saying so) give the
+    same picture as their RAS-ordered copy, through the same peak, titled by the file's own voxel indices."""
+    image, cam, region = volumes
+    ras = np.diag([1.5, 1.5, 2.0, 1.0])
+    lps = np.zeros((4, 4))
+    lps[0, 1], lps[1, 0], lps[2, 2], lps[3, 3] = -1.5, -1.5, 2.0, 1.0
+    lps[:3, 3] = [1.5 * (SHAPE[0] - 1), 1.5 * (SHAPE[1] - 1), 0.0]
+
+    def file_order(volume):  # file axes (j, i, k) of the RAS copy, the first two reversed
+        return np.ascontiguousarray(np.transpose(volume, (1, 0, 2))[::-1, ::-1])
+
+    reference = plot_orthogonal_slices(image, cam, region=region, affine=ras, colorbar=False)
+    shown = plot_orthogonal_slices(file_order(image), file_order(cam), region=file_order(region), affine=lps,
+                                   colorbar=False)  # fmt: skip
+    assert_same_planes(shown, reference)  # the titles differ: they name the file's own axes
+    i, j, k = PEAK
+    file_peak = (SHAPE[1] - 1 - j, SHAPE[0] - 1 - i, k)
+    assert _titles(shown) == {"axial": f"axial z={k}", "coronal": f"coronal x={file_peak[0]}",
+                              "sagittal": f"sagittal y={file_peak[1]}"}  # fmt: skip
+    letters = {ax.get_label(): [t.get_text() for t in ax.texts] for ax in shown.axes}
+    assert letters == {"axial": ["R", "L", "A", "P"], "coronal": ["R", "L", "S", "I"], "sagittal": ["A", "P", "S", "I"]}
+    meta = MetaTensor(torch.from_numpy(file_order(image))[None], affine=torch.from_numpy(lps))
+    from_meta = plot_orthogonal_slices(meta, file_order(cam), region=file_order(region), colorbar=False)
+    assert_same_planes(from_meta, reference)  # the MetaTensor's affine
+    assert _titles(from_meta) == _titles(shown)

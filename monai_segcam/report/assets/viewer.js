@@ -1,15 +1,17 @@
 // Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
 // The 3D viewer of a Seg-CAM report case page: three orthogonal planes drawn on 2D canvases from the case's volumes
 // (gzipped uint8 NIfTI-1, base64, in <case>.js; no network, works from file://). Volumes lie on one RAS-ordered grid
-// (axis 0 points right, 1 anterior, 2 superior); CAMs on a coarser copy of it, interpolated trilinearly. Planes are shown with the patient's right on the right (neurological
-// convention), anterior / superior at the top.
+// (axis 0 points right, 1 anterior, 2 superior); CAMs on a coarser copy of it, interpolated trilinearly. Planes follow
+// the package's one display convention (monai_segcam.visualize.planes, as every PNG): the patient's right on the left
+// (radiological) in the axial and coronal planes, anterior on the left in the sagittal one, anterior / superior at the
+// top: the u axis is drawn from its last index (left) to its first.
 (function () {
   "use strict";
 
   const PLANES = [
-    { name: "axial", fixed: 2, u: 0, v: 1, left: "L", right: "R", top: "A", bottom: "P" },
-    { name: "coronal", fixed: 1, u: 0, v: 2, left: "L", right: "R", top: "S", bottom: "I" },
-    { name: "sagittal", fixed: 0, u: 1, v: 2, left: "P", right: "A", top: "S", bottom: "I" },
+    { name: "axial", fixed: 2, u: 0, v: 1, left: "R", right: "L", top: "A", bottom: "P" },
+    { name: "coronal", fixed: 1, u: 0, v: 2, left: "R", right: "L", top: "S", bottom: "I" },
+    { name: "sagittal", fixed: 0, u: 1, v: 2, left: "A", right: "P", top: "S", bottom: "I" },
   ];
   const DISPLAY = 340;  // CSS pixels of the largest physical extent
 
@@ -216,7 +218,7 @@
           const rect = canvas.getBoundingClientRect();
           const x = Math.floor(((event.clientX - rect.left) / rect.width) * w);
           const y = Math.floor(((event.clientY - rect.top) / rect.height) * h);
-          self.state.pos[plane.u] = Math.min(w - 1, Math.max(0, x));
+          self.state.pos[plane.u] = Math.min(w - 1, Math.max(0, w - 1 - x));
           self.state.pos[plane.v] = Math.min(h - 1, Math.max(0, h - 1 - y));
           self.render();
         };
@@ -334,7 +336,7 @@
               }
             }
           }
-          const o = ((h - 1 - v) * w + u) * 4;
+          const o = ((h - 1 - v) * w + (w - 1 - u)) * 4;
           out[o] = r; out[o + 1] = gr; out[o + 2] = b; out[o + 3] = 255;
         }
       }
@@ -350,7 +352,7 @@
     drawCrosshair(plane, view) {
       const def = plane.def, s = this.state;
       const sx = plane.canvas.width / plane.w, sy = plane.canvas.height / plane.h;
-      const x = (s.pos[def.u] + 0.5) * sx, y = (plane.h - 1 - s.pos[def.v] + 0.5) * sy;
+      const x = (plane.w - 1 - s.pos[def.u] + 0.5) * sx, y = (plane.h - 1 - s.pos[def.v] + 0.5) * sy;
       view.strokeStyle = "rgba(0, 255, 0, 0.7)";
       view.lineWidth = 1;
       view.beginPath();

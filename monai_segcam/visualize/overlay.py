@@ -137,13 +137,17 @@ class Backdrop:
         if zero:
             ax.text(0.5, 0.5, ZERO_MAP, transform=ax.transAxes, ha="center", va="center", color="white", fontsize=9,
                     bbox={"facecolor": "black", "alpha": 0.6, "linewidth": 0})  # fmt: skip
-        left, right, top, bottom = orientation_labels(view, self.radiological)
-        style: dict[str, Any] = {"transform": ax.transAxes, "color": "white", "fontsize": 7, "fontweight": "bold"}
-        ax.text(0.02, 0.5, left, ha="left", va="center", **style)
-        ax.text(0.98, 0.5, right, ha="right", va="center", **style)
-        ax.text(0.5, 0.98, top, ha="center", va="top", **style)
-        ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+        _orientation_letters(ax, orientation_labels(view, self.radiological))
         return shown
+
+
+def _orientation_letters(ax: Axes, letters: Sequence[str]) -> None:
+    """The patient directions at the left, right, top and bottom edges of ``ax`` (anchored boxes: ``ax.artists``)."""
+    from matplotlib.offsetbox import AnchoredText
+
+    style = {"color": "white", "fontsize": 7, "fontweight": "bold"}
+    for letter, where in zip(letters, ("center left", "center right", "upper center", "lower center")):
+        ax.add_artist(AnchoredText(letter, loc=where, frameon=False, pad=0.1, borderpad=0.1, prop=style))
 
 
 def _affine_spacing(affine: Any) -> tuple[float, float, float]:

@@ -15,6 +15,7 @@ from monai.networks.nets import UNet
 import monai_segcam
 from monai_segcam.visualize import extract_plane, figure_to_array, find_center
 from monai_segcam.visualize.colors import class_colors
+from monai_segcam.visualize.planes import DisplayOrientation
 
 AFFINE = torch.tensor([[0.0, -0.8, 0.0, 10.0], [1.2, 0.0, 0.0, -5.0], [0.0, 0.0, 2.5, 30.0], [0.0, 0.0, 0.0, 1.0]])
 
@@ -36,12 +37,14 @@ def test_planes_draw_the_map_through_its_peak(explained):
     cam = result["pre_head"][0, 1].numpy()
     peak = find_center(cam)
     assert figure.axes[0].get_title() == f"axial z={peak[2]}"
-    for axis, view, index in zip(figure.axes[:3], ("axial", "coronal", "sagittal"), peak[::-1]):
+    orientation = DisplayOrientation.of(AFFINE, cam.shape)  # the one display convention: the affine's RAS order
+    shown, grey = orientation.to_display(cam), orientation.to_display(image[0, 0].numpy())
+    for axis, view, index in zip(figure.axes[:3], ("axial", "coronal", "sagittal"), orientation.to_display_voxel(peak)[::-1]):
         background, overlay = axis.images[0].get_array(), axis.images[1].get_array()
-        np.testing.assert_array_equal(overlay, extract_plane(cam, view, index))
-        np.testing.assert_array_equal(background, extract_plane(image[0, 0].numpy(), view, index))
+        np.testing.assert_array_equal(overlay, extract_plane(shown, view, index))
+        np.testing.assert_array_equal(background, extract_plane(grey, view, index))
     assert figure._suptitle.get_text() == "hirescam pre_head class 2"
-    assert axis.get_aspect() == pytest.approx(2.5 / 0.8)  # the sagittal plane's spacing from the affine
+    assert axis.get_aspect() == pytest.approx(2.5 / 1.2)  # the sagittal plane's spacing from the affine (S, A)
     assert figure_to_array(figure).shape[-1] in (3, 4)  # it renders
     with pytest.raises(ValueError, match=r"class 3 was not explained: this result has classes \[1, 2\]"):
         monai_segcam.show(result, image, class_index=3)

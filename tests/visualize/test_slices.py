@@ -104,7 +104,7 @@ def test_a_grid_stored_lps_is_shown_like_its_ras_copy(volumes):
     file_peak = (SHAPE[1] - 1 - j, SHAPE[0] - 1 - i, k)
     assert _titles(shown) == {"axial": f"axial z={k}", "coronal": f"coronal x={file_peak[0]}",
                               "sagittal": f"sagittal y={file_peak[1]}"}  # fmt: skip
-    letters = {ax.get_label(): [t.get_text() for t in ax.texts] for ax in shown.axes}
+    letters = {ax.get_label(): [box.txt.get_text() for box in ax.artists] for ax in shown.axes}
     assert letters == {"axial": ["R", "L", "A", "P"], "coronal": ["R", "L", "S", "I"], "sagittal": ["A", "P", "S", "I"]}
     meta = MetaTensor(torch.from_numpy(file_order(image))[None], affine=torch.from_numpy(lps))
     from_meta = plot_orthogonal_slices(meta, file_order(cam), region=file_order(region), colorbar=False)

@@ -59,6 +59,24 @@ SWIN_FIX = {  # MONAI >= 1.5 has no img_size argument: the same network_def with
     }
 }  # fmt: skip
 
+VISTA3D_SMALL = {  # the full vista3d132 (218 M parameters) takes minutes per 128³ window on a CPU: 8 features
+    "network_def": "$monai.networks.nets.vista3d132(encoder_embed_dim=8, in_channels=@input_channels)",
+}
+
+VISTA3D_POINTS_FIX = {  # Vista3dEvaluator.transform_points gets the affine as a torch tensor (numpy's `@` wraps it back
+    # through Tensor.__array_wrap__), so its torch.from_numpy fails on torch 2.x: the user's fix gives it numpy arrays
+    "points_fix": "$setattr(type(@evaluator), 'transform_points', (lambda f: lambda self, p, a: "
+    "f(self, np.asarray(p), np.asarray(a)))(type(@evaluator).transform_points))",
+    "initialize": ["$monai.utils.set_determinism(seed=123)", "@points_fix", "$@checkpointloader(@evaluator)"],
+}
+
+
+def vista3d_point_prompt(points: list, labels: list) -> dict:
+    """The overrides of a point prompt for the vista3d bundle: the clicks (voxels of the original image) in its input
+    dict, with the fix above."""
+    image = f"{DATA}/imagesTs/ct_1.nii.gz"
+    return {**VISTA3D_POINTS_FIX, "input_dict": {"image": image, "points": points, "point_labels": labels}}
+
 
 @dataclass
 class Bundle:
@@ -141,13 +159,17 @@ BUNDLES: dict[str, Bundle] = {
         "DynUNet", {"imagesTs/spleen_1.nii.gz": ((56, 48, 30), (1.2, 1.2, 2.5))}, {"dataset_dir": DATA},
         small={"spatial_size": [64, 64, 64]},
     ),
+    "vista3d": Bundle(  # class prompts from the input dict; its own Vista3dEvaluator and Vista3dInferer (128³ windows)
+        "VISTA3D", {"imagesTs/ct_1.nii.gz": ((64, 56, 40), (1.5, 1.5, 1.5))},
+        {"input_dict": {"image": f"{DATA}/imagesTs/ct_1.nii.gz", "label_prompt": [3, 5]}}, small=VISTA3D_SMALL,
+    ),
 }  # fmt: skip
 
 INIT = """
 import json, sys, torch
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
-from monai_segcam.cam import discover_roles
+from monai_segcam.cam import PromptedVista3D, discover_roles, is_vista3d
 parser = ConfigParser()
 parser.read_config(json.loads(sys.argv[1]))
 parser["bundle_root"] = "."
@@ -155,7 +177,8 @@ torch.manual_seed(0)
 net = parser.get_parsed_content("network_def")
 torch.save(net.state_dict(), sys.argv[2])
 inferer = parser.get_parsed_content("inferer")
-roles = discover_roles(net, inferer.roi_size if isinstance(inferer, SlidingWindowInferer) else None)
+traced = PromptedVista3D(net) if is_vista3d(net) else net  # a promptable network's roles: those of class prompts
+roles = discover_roles(traced, inferer.roi_size if isinstance(inferer, SlidingWindowInferer) else None)
 print(json.dumps({"network": type(net).__name__, **roles.roles, "probe": roles.probe_shape}))
 """
 

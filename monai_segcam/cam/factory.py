@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
+from .prompts import Vista3DSegCAM, is_vista3d
 from .segcam import SegCAM
 from .sliding_window import SlidingWindowSegCAM
 from .windows import inferer_window_settings
@@ -22,7 +23,7 @@ __all__ = ["make_segcam", "result_layers"]
 
 def make_segcam(
     network: nn.Module, inferer: Inferer | None = None, **cam_kwargs: Any
-) -> SegCAM | SlidingWindowSegCAM | SegOcclusion:
+) -> SegCAM | SlidingWindowSegCAM | SegOcclusion | Vista3DSegCAM:
     """The CAM engine matching an inferer: :py:class:`~monai_segcam.SlidingWindowSegCAM` with the window settings of
     a ``SlidingWindowInferer`` (or of the one wrapped by a :py:class:`~monai_segcam.inferers.SegCAMInferer`), else
     :py:class:`~monai_segcam.SegCAM` on whole volumes. ``method="occlusion"`` gives
@@ -47,6 +48,8 @@ def make_segcam(
 
     if isinstance(inferer, SegCAMInferer):
         inferer = inferer.inferer
+    if is_vista3d(network):  # a promptable network: the prompts' windows are those of its bundle's inferer
+        return Vista3DSegCAM.from_inferer(inferer, network, **cam_kwargs)
     if inferer is not None and not isinstance(inferer, (SimpleInferer, SlidingWindowInferer)):
         raise TypeError(
             f"Cannot reproduce a {type(inferer).__name__} for CAMs: use a SimpleInferer or a SlidingWindowInferer "

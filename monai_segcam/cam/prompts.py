@@ -37,6 +37,7 @@ from .layers import unwrap_network
 from .result import CAMResult
 from .segcam import SegCAM
 from .sliding_window import SlidingWindowSegCAM
+from .terms import Terms
 from .windows import GridFactory, WindowGrid
 
 __all__ = ["PromptedVista3D", "point_windows", "Vista3DSegCAM", "is_vista3d"]
@@ -274,6 +275,7 @@ class Vista3DSegCAM(Explainer[CAMResult]):
         self.sw_batch_size, self.use_point_window = sw_batch_size, use_point_window
         self.label_names = {int(k): str(v) for k, v in (label_names or {}).items()}
         self.cam_kwargs = cam_kwargs
+        self.multi_label = True  # sigmoid outputs: a prompt segments where its logit is positive
         self._engines: dict[str, tuple[PromptedVista3D, SegCAM | SlidingWindowSegCAM]] = {}
 
     @classmethod
@@ -303,6 +305,34 @@ class Vista3DSegCAM(Explainer[CAMResult]):
     def method_name(self) -> str:
         """The CAM method's name (e.g. ``"hirescam"``)."""
         return self.engine("classes")[1].rule.method_name
+
+    @property
+    def terms(self) -> Terms:
+        """The explained terms (of the class-prompt engine, or of the engine built first)."""
+        built = next(iter(self._engines.values()), None)
+        return (built or self.engine("classes"))[1].terms
+
+    def prompt_arguments(self, output: Any, index: int) -> dict[str, Any]:
+        """The prompt of batch item ``index`` in an evaluator's output, as the bundle's ``Vista3dEvaluator`` puts it
+        there: ``label_prompt`` ``(B, n, 1)``, ``points`` ``(B, 1, N, 3)`` on the network grid and ``point_labels``
+        ``(B, 1, N)``; ``{}`` when the output holds none (the handler's ``classes`` are then the class prompt).
+
+        Example:
+            .. code-block:: python
+
+                explainer.prompt_arguments({"label_prompt": torch.tensor([[[3], [5]]])}, 0)  # {'classes': [3, 5]}
+        """
+
+        def item(key: str) -> torch.Tensor | None:
+            value = output.get(key) if isinstance(output, Mapping) else None
+            return None if value is None else torch.as_tensor(value)[index]
+
+        labels, points, point_labels = item("label_prompt"), item("points"), item("point_labels")
+        classes = None if labels is None else [int(c) for c in labels.flatten().tolist()]
+        if points is not None:
+            flat_labels = None if point_labels is None else point_labels.flatten()
+            return {"classes": classes, "points": points.reshape(-1, 3), "point_labels": flat_labels}
+        return {} if classes is None else {"classes": classes}
 
     def engine(self, kind: str) -> tuple[PromptedVista3D, SegCAM | SlidingWindowSegCAM]:
         """The prompted network and the CAM engine of a prompt kind (built once; role discovery traces the branch)."""
@@ -345,6 +375,8 @@ class Vista3DSegCAM(Explainer[CAMResult]):
         ids = tuple(int(c) for c in ensure_tuple(classes)) if classes is not None else (0,)
         if label is not None:
             label = _prompt_label(torch.as_tensor(label), ids, kind == "points" and classes is None)
+        if pred is not None and pred.is_floating_point():  # NaN outside the point windows: 0 here, out of "pred"
+            pred = torch.nan_to_num(torch.as_tensor(pred), nan=0.0)
         result = engine(image, list(range(n)), region, pred, label)
         return dataclasses.replace(result, classes=ids)
 

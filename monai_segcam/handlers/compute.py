@@ -48,8 +48,9 @@ class CAMCase:
     its position in the batch, name, epoch, status (``"ok"``, ``"failed"`` with an ``error``, or ``"resumed"``: its
     outputs exist), network input ``image`` ``(C, *spatial)``, maps per layer ``cams`` (``MetaTensor``
     ``(n_classes, *spatial)`` on the network input grid with the image's metadata), explained ``region`` per class
-    (bool), ``label`` as the engine output holds it, the ``files`` written per ``(layer, class)``, and ``named_by``:
-    the batch key whose source file named the case when the image has no source-file metadata of its own."""
+    (bool), ``label`` as the engine output holds it, the ``files`` written per ``(layer, class)``, ``named_by``:
+    the batch key whose source file named the case when the image has no source-file metadata of its own, and the
+    ``classes`` explained (the handler's, or the case's prompt)."""
 
     index: int
     name: str
@@ -62,6 +63,7 @@ class CAMCase:
     label: Any = None
     files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     named_by: str | None = None
+    classes: tuple[int, ...] = ()
 
 
 def gather(items: Sequence[Any]) -> list[Any]:
@@ -217,7 +219,7 @@ class SegCAMComputeHandler:
                 case.status = "resumed"
                 continue
             try:
-                self._compute(case, image[i], pred, label)
+                self._compute(case, image[i], pred, label, engine.state.output)
             except Exception as error:  # recorded or re-raised with the case name
                 fail_case(case, error, self.on_error, self.logger)
         if len(self.batch) == image.shape[0] and all(case.status == "ok" for case in self.batch):
@@ -248,13 +250,18 @@ class SegCAMComputeHandler:
         fallback = f"case_it{engine.state.iteration}_{index}{rank}"
         return self._names(meta, default=fallback), named_by
 
-    def _compute(self, case: CAMCase, item: torch.Tensor, pred: Any, label: Any) -> None:
+    def _compute(self, case: CAMCase, item: torch.Tensor, pred: Any, label: Any, output: Any = None) -> None:
         """The case's CAMs by the transform's path (:py:meth:`ComputeSegCAM.explain`), on the item's grid; a label
-        on another grid is not given to the engine (only label regions need it, and they then say so)."""
+        on another grid is not given to the engine (only label regions need it, and they then say so). An explainer
+        with ``prompt_arguments(output, index)`` (a promptable model's) gets the case's prompt from the engine's
+        output."""
         if self.cam is None:
             raise RuntimeError("SegCAMHandler is not attached to an engine.")
         case.label = label[case.index] if isinstance(label, (torch.Tensor, list, tuple)) else label
         usable = isinstance(case.label, torch.Tensor) and tuple(case.label.shape[1:]) == tuple(item.shape[1:])
         item_pred = pred[case.index] if pred is not None else None
-        case.cams, case.region = self.cam.explain(item, item_pred, case.label.detach() if usable else None)
+        prompts = getattr(self.cam.engine, "prompt_arguments", None)
+        prompt = prompts(output, case.index) if callable(prompts) else None
+        truth = case.label.detach() if usable else None
+        case.cams, case.region, case.classes = self.cam.explain(item, item_pred, truth, prompt)
         case.image = item.detach()

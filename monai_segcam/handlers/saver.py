@@ -93,5 +93,5 @@ class SegCAMSaver:
         picture = case_picture(case, output, compute.output_keys) if writer.png else None
         drawn = {} if picture is None else {"image": picture.image, "regions": picture.regions, "shown": picture.maps}
         with writer.all_or_nothing():
-            files = writer.write(case.name, compute.method, saved, compute.classes, **drawn)
+            files = writer.write(case.name, compute.method, saved, case.classes or compute.classes, **drawn)
         case.files = {key: [os.path.relpath(path, self.output_dir) for path in paths] for key, paths in files.items()}

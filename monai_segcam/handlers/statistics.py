@@ -111,7 +111,7 @@ class SegCAMStatsHandler:
         return StatsTable(epoch_folder(self.output_dir, engine.state.epoch, self.epoch_subdir), self.csv_name)
 
     def _case_rows(self, case: CAMCase) -> list[dict[str, Any]]:
-        method, classes = self.compute.method, self.compute.classes
+        method, classes = self.compute.method, case.classes or self.compute.classes
         if case.status != "ok":
             state = (None, case.status, case.error, case.epoch)
             return [row for layer in self.compute.layers for row in table_rows(case.name, method, layer, classes, *state)]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -67,7 +67,7 @@ class ComputeSegCAM(Transform):
         self.classes = tuple(int(c) for c in ensure_tuple(classes))
         self.region = region
         self.device = device
-        self.multi_label = bool(cam_kwargs.get("multi_label", False))
+        self.multi_label = bool(getattr(self.engine, "multi_label", cam_kwargs.get("multi_label", False)))
 
     def __call__(
         self, img: torch.Tensor, pred: torch.Tensor | None = None, label: torch.Tensor | None = None
@@ -81,14 +81,21 @@ class ComputeSegCAM(Transform):
                 instead of a new prediction pass.
             label: the item's ground truth ``(1, *spatial)`` or one-hot, for ``"label"``, ``"fp"`` and ``"fn"``.
         """
-        maps, _ = self.explain(img, pred, label)
+        maps, _, _ = self.explain(img, pred, label)
         return maps[self.layers] if isinstance(self.layers, str) else maps
 
     def explain(
-        self, img: torch.Tensor, pred: torch.Tensor | None = None, label: torch.Tensor | None = None
-    ) -> tuple[dict[str, MetaTensor], torch.Tensor]:
-        """The maps per layer (as :py:meth:`__call__`, always a dict) and the explained region per class
-        ``(n_classes, *spatial)`` (bool), e.g. for :py:func:`~monai_segcam.metrics.cam_statistics`."""
+        self,
+        img: torch.Tensor,
+        pred: torch.Tensor | None = None,
+        label: torch.Tensor | None = None,
+        prompt: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, MetaTensor], torch.Tensor, tuple[int, ...]]:
+        """The maps per layer (as :py:meth:`__call__`, always a dict), the explained region per class
+        ``(n_classes, *spatial)`` (bool), e.g. for :py:func:`~monai_segcam.metrics.cam_statistics`, and the classes
+        explained. ``prompt``: the forward arguments of a promptable explainer for this item (what its
+        ``prompt_arguments`` read from an evaluator's output), e.g. ``classes`` and ``points``; they replace
+        ``classes``."""
         if not isinstance(img, torch.Tensor) or img.ndim < 2:
             raise ValueError(f"img must be a channel-first tensor (C, *spatial), got {getattr(img, 'shape', img)}.")
         for name, value in (("pred", pred), ("label", label)):
@@ -100,9 +107,10 @@ class ComputeSegCAM(Transform):
         device = torch.device(self.device) if self.device is not None else img.device
         source = region_source(pred[None].to(device) if pred is not None else None, self.multi_label)
         truth = torch.as_tensor(label)[None].to(device) if label is not None else None
-        result = self.engine(img[None].to(device), classes=self.classes, region=self.region, pred=source, label=truth)
+        forward = {"classes": self.classes, **(prompt or {})}
+        result = self.engine(img[None].to(device), region=self.region, pred=source, label=truth, **forward)
         maps = {layer: as_image_map(cam.as_tensor()[0].detach().to(img.device), img) for layer, cam in result.items()}
-        return maps, result.region[0].cpu() > 0
+        return maps, result.region[0].cpu() > 0, tuple(result.classes)
 
 
 class NormalizeSegCAM(Transform):

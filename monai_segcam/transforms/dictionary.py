@@ -104,7 +104,7 @@ class SegCAMd(MapTransform):
                     raise KeyError(f"SegCAMd: {role} {other!r} is not in the data (keys: {list(d)}).")
             pred = d[pred_key] if pred_key is not None else None
             label = d[label_key] if label_key is not None else None
-            maps, region = self.cam.explain(d[key], pred=pred, label=label)
+            maps, region, _ = self.cam.explain(d[key], pred=pred, label=label)
             for layer, out_key in cam_output_keys(cam_key, self.cam.layers).items():
                 d[out_key] = maps[layer]
             if self.stats_key is not None:

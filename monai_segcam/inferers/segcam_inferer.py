@@ -16,10 +16,9 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
-from ..cam import CAMResult, Region, SegCAM, SlidingWindowSegCAM
+from ..cam import CAMResult, Explainer, Region
 from ..cam.factory import make_segcam, result_layers
 from ..cam.regions import region_source
-from ..perturbation import SegOcclusion
 
 __all__ = ["SegCAMInferer"]
 
@@ -65,14 +64,14 @@ class SegCAMInferer(Inferer):
         self.classes = classes
         self.region = region
         self.last_cam: CAMResult | None = None
-        self._engine: SegCAM | SlidingWindowSegCAM | SegOcclusion | None = None
+        self._engine: Explainer[CAMResult] | None = None
         self._network: nn.Module | None = None
         if not isinstance(self.inferer, (SimpleInferer, SlidingWindowInferer)):
             raise TypeError(
                 f"SegCAMInferer wraps a SimpleInferer or a SlidingWindowInferer, got {type(self.inferer).__name__}."
             )
 
-    def engine(self, network: nn.Module) -> SegCAM | SlidingWindowSegCAM | SegOcclusion:
+    def engine(self, network: nn.Module) -> Explainer[CAMResult]:
         """The CAM engine for ``network`` (built once per network)."""
         if self._engine is None or self._network is not network:
             self._engine, self._network = make_segcam(network, self.inferer, **self.cam_kwargs), network

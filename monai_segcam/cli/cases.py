@@ -18,8 +18,19 @@ from monai.utils import ensure_tuple, optional_import
 
 from ..cam.factory import result_layers
 from ..cam.regions import LABEL_REGIONS, parse_region
-from ..outputs import CAMWriter, ExplainedCase, merge_rows, table_rows, write_case_folder, write_table
+from ..outputs import (
+    STRUCTURES_CSV,
+    CAMWriter,
+    ExplainedCase,
+    cohort_structure_rows,
+    merge_rows,
+    table_rows,
+    write_case_folder,
+    write_cohort_structures,
+    write_table,
+)
 from .io import CLIError, check_exists
+from .structures import set_case_structures, structure_source
 
 __all__ = ["cam_settings", "case_labels", "check_formats", "output_folder", "run_cases"]
 
@@ -86,8 +97,9 @@ def run_cases(
     status (1 when a case failed). One failed case leaves nothing behind, is recorded and does not stop the others
     (it raises when it is the only case, or with ``--debug``)."""
     check_formats(args, [inputs for _, inputs, _ in cases])
+    structures = structure_source(args, [label for _, _, label in cases])
     output = output_folder(args)
-    failed, rows = 0, []
+    failed, rows, structure_rows = 0, [], []
     shown = tqdm(cases, desc="cases", unit="case") if has_tqdm and len(cases) > 1 and not args.quiet else cases
     for name, inputs, label in shown:
         with warnings.catch_warnings(record=True) as caught:
@@ -95,8 +107,10 @@ def run_cases(
             if not args.debug:  # nor third-party deprecations (an "always" here would also print ITK's at exit)
                 warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                case = _write_case(name, inputs, label, explain, output, args, described or {}, class_names or {})
+                case = _write_case(name, inputs, label, explain, output, args, described or {}, class_names or {},
+                                   structures)  # fmt: skip
                 rows += case.rows
+                structure_rows += [{"case": name, **row} for row in case.structure_rows]
             except Exception as exc:  # one failed case leaves nothing behind, is recorded and does not stop the others
                 if len(cases) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError)):
                     raise
@@ -113,6 +127,8 @@ def run_cases(
                 _print(f"warning: {name}: {message}", error=True)
             _print(f"{name}: {len(case.summary['files']) + 1} files in {os.path.join(output, name)}")
     write_table(os.path.join(output, "segcam_stats.csv"), merge_rows(rows))
+    if structure_rows:
+        write_cohort_structures(os.path.join(output, STRUCTURES_CSV), cohort_structure_rows(structure_rows))
     if getattr(args, "report", False):
         from monai_segcam.report.explain_output import report_from_explain_output
 
@@ -127,7 +143,7 @@ def run_cases(
 
 def _write_case(
     name: str, inputs: Any, label: str | None, explain: ExplainCase, output: str, args: Namespace,
-    described: dict[str, Any], class_names: dict[int, str],
+    described: dict[str, Any], class_names: dict[int, str], structures: tuple[str, Any],
 ) -> ExplainedCase:  # fmt: skip
     """One case's folder ``output/name`` (:py:func:`~monai_segcam.outputs.write_case_folder`), all or none."""
     formats = getattr(args, "format", ["nifti"])
@@ -139,7 +155,8 @@ def _write_case(
             case = explain(name, inputs, label)
         except (ValueError, FileNotFoundError) as exc:  # the pipelines' errors about the user's files and options
             raise CLIError(str(exc)) from exc
-        case.summary = write_case_folder(writer, case, class_names, args.normalize, described, start)
+        table = set_case_structures(case, structures[0], label, structures[1])
+        case.summary = write_case_folder(writer, case, class_names, args.normalize, described, start, table)
     return case
 
 

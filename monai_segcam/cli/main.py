@@ -136,6 +136,13 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--center", default="peak", choices=("peak", "centroid"), help="PNG slices through the CAM peak "
                      "or the predicted region's centroid")  # fmt: skip
     out.add_argument("--normalize", action="store_true", help="min-max normalise each written map to [0, 1]")
+    out.add_argument("--structures", default="segmentation", metavar="LABELS",
+                     help="the structure table <case>_structures.csv (each map's share of positive relevance and mean "
+                     "relevance per structure) and OUTPUT/segcam_structures.csv (mean, std over the cases) of: "
+                     "segmentation (default), label (the --label files), a label map or atlas FILE (resampled "
+                     "nearest onto each input's grid), or none")  # fmt: skip
+    out.add_argument("--structure-names", metavar="JSON", help="structure names by label value, e.g. "
+                     "'{\"1\": \"liver\"}' (default: the bundle's label names)")  # fmt: skip
     out.add_argument("--report", action="store_true", help="also write a review report to open in a browser: "
                      "OUTPUT/report/index.html (table of cases, flagged cases, a 3D viewer per case)")  # fmt: skip
 

@@ -50,7 +50,8 @@ class CAMCase:
     ``(n_classes, *spatial)`` on the network input grid with the image's metadata), explained ``region`` per class
     (bool), ``label`` as the engine output holds it, the ``files`` written per ``(layer, class)``, ``named_by``:
     the batch key whose source file named the case when the image has no source-file metadata of its own, and the
-    ``classes`` explained (the handler's, or the case's prompt)."""
+    ``classes`` explained (the handler's, or the case's prompt), and the ``structure_rows`` of its structure table
+    when the saver wrote one."""
 
     index: int
     name: str
@@ -64,6 +65,7 @@ class CAMCase:
     files: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     named_by: str | None = None
     classes: tuple[int, ...] = ()
+    structure_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def gather(items: Sequence[Any]) -> list[Any]:

@@ -125,17 +125,20 @@ class SegCAMReportHandler:
         if self.report is None:
             self.epoch_started(engine)
         report, output, keys = self.report, engine.state.output, self.cams.output_keys
-        named = {case.index: case.name for case in self.cams.cases(engine)}
+        named = {case.index: case for case in self.cams.cases(engine)}
         for index in range(len(output) if isinstance(output, list) else _batch_size(output)):
             image, pred, label = (output_item(output, index, k) for k in (self.image_key, self.pred_key, self.label_key))
             cams = {layer: output_item(output, index, key) for layer, key in keys.items()}
             if image is None or any(not isinstance(cam, torch.Tensor) for cam in cams.values()):
                 continue
-            name = named.get(index) or self._names(image.meta if isinstance(image, MetaTensor) else None)
+            case = named.get(index)
+            name = case.name if case is not None else self._names(image.meta if isinstance(image, MetaTensor) else None)
             maps = cams_from_layers(cams, self.cams.method, self.cams.classes)
             rows = [row for row in getattr(self.segcam_handler, "rows", []) if row.get("case") == name]
             label = label if isinstance(label, torch.Tensor) else None
-            report.add_case(name, image, pred, maps, rows=rows, label=label)  # type: ignore[union-attr]
+            structures = case.structure_rows if case is not None else None
+            report.add_case(name, image, pred, maps, rows=rows, label=label,  # type: ignore[union-attr]
+                            structures=structures)  # fmt: skip
 
     def epoch_completed(self, engine: Engine) -> None:
         """``EPOCH_COMPLETED``: gather the cases to ``save_rank`` and write the pages there."""

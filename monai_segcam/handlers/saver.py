@@ -4,10 +4,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
+import torch
 from monai.data import MetaTensor
 
-from ..outputs import CAMWriter, check_cam_geometry, epoch_folder, remove_stale_temporaries
+from ..outputs import (
+    CAMWriter,
+    check_cam_geometry,
+    epoch_folder,
+    remove_stale_temporaries,
+    structure_rows,
+    structures_file_name,
+    write_structures,
+)
 from .compute import CAMCase, Engine, Events, SegCAMComputeHandler, fail_case, output_item
 from .pictures import case_picture
 
@@ -21,11 +32,14 @@ class SegCAMSaver:
     :py:func:`~monai_segcam.outputs.check_cam_geometry`; the PNG drawn from :py:func:`case_picture`: the postprocessed
     CAM over the input file's image when the postprocessing took it onto the file's grid (as the command line draws
     it), else the network-grid CAM over the network input.
+    With ``structures``, also ``<case>_structures.csv``: the share and density of each saved map in each structure of
+    a label volume of the engine output on the saved maps' grid (:py:func:`~monai_segcam.outputs.structure_rows`).
 
     Args:
         compute: the :py:class:`~monai_segcam.handlers.SegCAMComputeHandler` whose cases are saved (its method, layer
             keys, classes, ``pred_key``, error policy and logger are used).
-        output_dir, save_nifti, save_png, epoch_subdir, save_dicom: as for :py:class:`~monai_segcam.handlers.SegCAMHandler`.
+        output_dir, save_nifti, save_png, epoch_subdir, save_dicom, structures, structure_names: as for
+            :py:class:`~monai_segcam.handlers.SegCAMHandler`.
 
     Example:
         .. code-block:: python
@@ -43,10 +57,16 @@ class SegCAMSaver:
         save_png: bool = False,
         epoch_subdir: bool = False,
         save_dicom: bool = False,
+        structures: bool | str = False,
+        structure_names: Mapping[int, str] | None = None,
     ) -> None:
         self.compute, self.output_dir = compute, os.fspath(output_dir)
         self.save_nifti, self.save_png, self.epoch_subdir = save_nifti, save_png, epoch_subdir
         self.save_dicom = save_dicom
+        if structures is True and compute.pred_key is None:
+            raise ValueError("structures=True takes the segmentation from pred_key: give pred_key or a label key.")
+        self.structures_key = (compute.pred_key if structures is True else structures) or None
+        self.structure_names = dict(structure_names or {})
         self._said_grid = False
 
     def attach(self, engine: Engine) -> None:
@@ -94,4 +114,21 @@ class SegCAMSaver:
         drawn = {} if picture is None else {"image": picture.image, "regions": picture.regions, "shown": picture.maps}
         with writer.all_or_nothing():
             files = writer.write(case.name, compute.method, saved, case.classes or compute.classes, **drawn)
+            if self.structures_key is not None:
+                self._write_structures(case, saved, output_item(output, case.index, self.structures_key), writer)
         case.files = {key: [os.path.relpath(path, self.output_dir) for path in paths] for key, paths in files.items()}
+
+    def _write_structures(self, case: CAMCase, saved: dict[str, Any], labels: Any, writer: CAMWriter) -> None:
+        """``<case>_structures.csv`` of the saved maps in the structures of ``labels`` (on the saved maps' grid)."""
+        key = self.structures_key
+        if not isinstance(labels, torch.Tensor):
+            raise ValueError(f"structures: the engine output has no volume under {key!r} for this case.")
+        grid = tuple(next(iter(saved.values())).shape[1:])
+        if tuple(labels.shape[1:]) != grid:
+            raise ValueError(f"structures: {key!r} lies on a {tuple(labels.shape[1:])} grid, the saved maps on {grid}: "
+                             f"invert it like the maps (Invertd keys) or give a key on their grid.")  # fmt: skip
+        maps = {(layer, self.compute.method): torch.as_tensor(cam).detach().cpu() for layer, cam in saved.items()}
+        rows = structure_rows(maps, case.classes or self.compute.classes, labels.detach().cpu(), self.compute.multi_label,
+                              self.structure_names)  # fmt: skip
+        writer.record(write_structures(os.path.join(writer.output_dir, structures_file_name(case.name)), rows))
+        case.structure_rows = rows

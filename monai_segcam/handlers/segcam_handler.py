@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -28,7 +28,9 @@ class SegCAMHandler(SegCAMComputeHandler):
       network input grid, for the postprocessing (``Invertd(keys=["pred", "cam"], nearest_interp=False)``).
     - ``ITERATION_COMPLETED``: per case, layer and class ``{case}_cam_{method}_{layer}_class{c}.nii.gz`` (the
       postprocessed CAM, e.g. inverted) and ``.png`` in ``output_dir``; TensorBoard images.
-    - ``EPOCH_COMPLETED``: the statistics CSV ``csv_name`` (a row per case, layer and class), gathered across ranks.
+      With ``structures``, ``{case}_structures.csv`` (share and density of each saved map per structure).
+    - ``EPOCH_COMPLETED``: the statistics CSV ``csv_name`` (a row per case, layer and class), gathered across ranks;
+      with ``structures``, ``segcam_structures.csv`` (mean and spread per layer, method, class and structure).
 
     Files are written atomically and rows journaled: a run killed at any point and started again with
     ``resume=True`` completes the outputs without duplicates. Training is never changed.
@@ -48,6 +50,10 @@ class SegCAMHandler(SegCAMComputeHandler):
         save_dicom: save each CAM as a DICOM Parametric Map ``.dcm`` in the study and frame of reference of the DICOM
             series it was read from (its ``filename_or_obj``; needs ``monai-segcam[dicom]``).
         csv_name: the CSV file name in ``output_dir``; ``None`` writes no CSV.
+        structures: write the structure tables of the saved maps: ``True`` in the segmentation (``pred_key``, after
+            postprocessing: a label map, one-hot or scores, on the saved maps' grid, e.g. inverted like them), a key
+            of the engine output holding another label volume (a reference label, an atlas), ``False``: none.
+        structure_names: label value (or channel) -> structure name, e.g. the bundle's label names.
         epoch_subdir: save into ``output_dir/epoch_NNNN`` (for a trainer's validation every few epochs).
         summary_writer: a TensorBoard ``SummaryWriter`` to log slices to.
         tensorboard_dir: a folder for a ``SummaryWriter`` the handler creates (and closes at ``COMPLETED``).
@@ -94,13 +100,18 @@ class SegCAMHandler(SegCAMComputeHandler):
         global_step_transform: Callable[[Engine], int] | None = None,
         resume: bool = False,
         save_rank: int = 0,
+        structures: bool | str = False,
+        structure_names: Mapping[int, str] | None = None,
         **compute_kwargs: Any,
     ) -> None:
         super().__init__(network, done=self._done if resume else None, **compute_kwargs)
         self.saver = None
         if output_dir is not None and (save_nifti or save_png or save_dicom):
-            self.saver = SegCAMSaver(self, output_dir, save_nifti, save_png, epoch_subdir, save_dicom)
-        elif resume:
+            self.saver = SegCAMSaver(self, output_dir, save_nifti, save_png, epoch_subdir, save_dicom, structures,
+                                     structure_names)  # fmt: skip
+        elif structures:
+            raise ValueError("structures=... writes beside the saved maps: give output_dir with save_nifti or save_png.")
+        if resume and self.saver is None:
             raise ValueError("resume=True needs files to resume from: give output_dir with save_nifti or save_png.")
         self.stats = SegCAMStatsHandler(self, output_dir, csv_name, epoch_subdir, save_rank)
         self.tensorboard = None

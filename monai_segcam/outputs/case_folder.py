@@ -1,6 +1,6 @@
 # Copyright (c) monai_segcam contributors. Licensed under the Apache License, Version 2.0.
-"""A case folder: one explained image file's segmentation, maps (NIfTI, PNG, panels) and ``<case>_segcam.json``,
-written by the one writer (:py:class:`~monai_segcam.outputs.CAMWriter`) on the input file's own grid."""
+"""A case folder: one explained image file's segmentation, maps (NIfTI, PNG, panels), structure table
+(``<case>_structures.csv``) and ``<case>_segcam.json``, written by the one writer (:py:class:`~monai_segcam.outputs.CAMWriter`) on the input file's own grid."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch
 
 from ..metrics.statistics import STAT_COLUMNS
 from .names import segmentation_file_name
+from .structures import structure_rows, structures_file_name, write_structures
 from .writer import CAMWriter, write_text
 
 __all__ = ["ExplainedCase", "write_case_folder"]
@@ -40,6 +41,12 @@ class ExplainedCase:
         channel_table: the input channels' attributions, written as ``<case>_channels.csv``: their ``rows``
             (:py:meth:`~monai_segcam.perturbation.ChannelAttributionResult.rows`), the ``channels``' names and the
             integrated-gradients ``steps``; ``None``: no table.
+        structures: the label volume of the structure table on the input's grid (a reference label, an atlas:
+            a label map or channels, see :py:func:`~monai_segcam.outputs.label_structures`); ``None``: the
+            segmentation.
+        structure_names: label value -> structure name; ``None``: the class names given to
+            :py:func:`write_case_folder` (the bundle's label names).
+        structure_rows: the structure table's rows once written (:py:func:`~monai_segcam.outputs.structure_rows`).
     """
 
     name: str
@@ -53,6 +60,9 @@ class ExplainedCase:
     summary: dict[str, Any] = field(default_factory=dict)
     files: list[dict[str, Any]] = field(default_factory=list)
     channel_table: dict[str, Any] | None = None
+    structures: Any = None
+    structure_names: Mapping[int, str] | None = None
+    structure_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def write_case_folder(
@@ -62,9 +72,11 @@ def write_case_folder(
     normalize: bool = False,
     described: Mapping[str, Any] | None = None,
     started: float | None = None,
+    structures: bool = True,
 ) -> dict[str, Any]:
-    """Write a case's segmentation, maps, channel table and ``<case>_segcam.json`` into ``writer.output_dir``; records
-    each map's files in its statistics row. Call it inside ``writer.all_or_nothing()`` to keep a case all or none.
+    """Write a case's segmentation, maps, channel table, structure table and ``<case>_segcam.json`` into
+    ``writer.output_dir``; records each map's files in its statistics row. Call it inside
+    ``writer.all_or_nothing()`` to keep a case all or none.
 
     Args:
         writer: the writer of the case's folder (its ``png`` and ``center`` settings are used).
@@ -73,6 +85,8 @@ def write_case_folder(
         normalize: min-max scale each written map to [0, 1].
         described: further JSON entries (e.g. the model and the settings).
         started: the ``time.perf_counter()`` at which the case began: the JSON records ``seconds`` since.
+        structures: write ``<case>_structures.csv``, the share and density of each written map in each structure of
+            ``case.structures`` (default: the segmentation), into ``case.structure_rows`` too.
 
     Returns:
         the JSON summary written: the case's ``summary``, its classes, the files (a map's with its statistics and
@@ -93,6 +107,7 @@ def write_case_folder(
         writer.write_dicom_segmentation(case.name, case.segmentation, affine, _source(case), class_names)
         segmentations.append({"file": segmentation_file_name(case.name, ".dcm"), "kind": "dicom_seg"})
     files = _write_maps(writer, case, class_names, normalize) + _write_channel_table(writer, case)
+    files += _write_structure_table(writer, case, class_names, normalize) if structures else []
     if writer.slicer:
         files += _write_slicer_scene(writer, case, files, class_names, normalize)
     summary = {
@@ -110,13 +125,9 @@ def write_case_folder(
 
 def _write_maps(writer: CAMWriter, case: ExplainedCase, class_names: dict[int, str], normalize: bool) -> list[dict]:
     """The maps as NIfTI/PNG and the panels; returns their JSON entries."""
-    from monai_segcam.cam import normalize_cam
-
     original, classes = case.original, case.classes
     affine = np.asarray(original.affine, dtype=np.float64)
-    maps = {key: np.asarray(cam, dtype=np.float32) for key, cam in case.maps.items()}
-    if normalize:
-        maps = {key: normalize_cam(torch.from_numpy(cam)[None])[0].numpy() for key, cam in maps.items()}
+    maps = _written_maps(case, normalize)
     rows = {(row["layer"], row["method"], row["class"]): row for row in case.rows}
     entries = []
     for method in dict.fromkeys(method for _, method in maps):
@@ -140,6 +151,27 @@ def _write_maps(writer: CAMWriter, case: ExplainedCase, class_names: dict[int, s
         for path, c in zip(panels, classes):
             entries.append({"file": os.path.basename(path), "kind": "png", "class": c, "layer": None, "method": None})
     return entries
+
+
+def _written_maps(case: ExplainedCase, normalize: bool) -> dict[tuple[str, str], np.ndarray]:
+    """The maps as the case folder holds them: float32, min-max scaled with ``normalize``."""
+    from monai_segcam.cam import normalize_cam
+
+    maps = {key: np.asarray(cam, dtype=np.float32) for key, cam in case.maps.items()}
+    if normalize:
+        maps = {key: normalize_cam(torch.from_numpy(cam)[None])[0].numpy() for key, cam in maps.items()}
+    return maps
+
+
+def _write_structure_table(writer: CAMWriter, case: ExplainedCase, class_names: dict[int, str], normalize: bool):
+    """``<case>_structures.csv`` of the maps as written in the case's structures; returns its JSON entry."""
+    labels = case.segmentation if case.structures is None else case.structures
+    names = class_names if case.structure_names is None else dict(case.structure_names)
+    case.structure_rows = structure_rows(_written_maps(case, normalize), case.classes, labels, names=names)
+    file_name = structures_file_name(case.name)
+    writer.record(write_structures(os.path.join(writer.output_dir, file_name), case.structure_rows))
+    source = "segmentation" if case.structures is None else "given"
+    return [{"file": file_name, "kind": "structures", "labels": source}]
 
 
 def _write_channel_table(writer: CAMWriter, case: ExplainedCase) -> list[dict]:

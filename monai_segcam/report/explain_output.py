@@ -3,7 +3,8 @@
 
 Per case folder ``OUTPUT/<case>/`` it reads ``<case>_segcam.json`` (the input and label paths, the files, each map's
 class, layer, method and statistics), the input image (on its own grid), ``<case>_seg.nii.gz`` and the CAM NIfTI
-files. The JSON's statistics (:py:func:`~monai_segcam.metrics.cam_statistics`, as in the command's
+files, and ``<case>_structures.csv`` when the command wrote it (the heatmaps of relevance per structure). The JSON's
+statistics (:py:func:`~monai_segcam.metrics.cam_statistics`, as in the command's
 ``segcam_stats.csv``) are the report's; Dice is computed by the report from the label file given to the command.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..files.reading import read_image
 from ..metrics.statistics import STAT_COLUMNS
+from ..outputs import read_structures
 from .writer import SegCAMReport
 
 __all__ = ["report_from_explain_output"]
@@ -74,5 +76,8 @@ def report_from_explain_output(
         seg = read_image(os.path.join(folder, f"{summary['case']}_seg.nii.gz"))
         label = summary["input"].get("label")
         image = read_image(summary["input"]["path"])
-        report.add_case(summary["case"], image, seg, cams, rows=_rows(summary), label=read_image(label) if label else None)
+        tables = [entry["file"] for entry in summary["files"] if entry.get("kind") == "structures"]
+        structures = read_structures(os.path.join(folder, tables[0])) if tables else None
+        report.add_case(summary["case"], image, seg, cams, rows=_rows(summary), label=read_image(label) if label else None,
+                        structures=structures)  # fmt: skip
     return report.write()

@@ -9,6 +9,7 @@ from html import escape
 from typing import Any
 
 from .stats import finite_or_none, is_flagged
+from .structures import structure_heatmap
 
 __all__ = ["index_page", "case_page", "epochs_page", "format_size"]
 
@@ -46,8 +47,9 @@ def _page(title: str, body: str, root: str) -> str:
     )
 
 
-def index_page(title: str, index: Mapping[str, Any], size: int) -> str:
-    """The index page: the table is built by ``assets/index.js`` from the embedded ``index`` data.
+def index_page(title: str, index: Mapping[str, Any], size: int, structures: str = "") -> str:
+    """The index page: the table is built by ``assets/index.js`` from the embedded ``index`` data; ``structures``:
+    the cohort's heatmap of relevance per structure (:py:func:`~monai_segcam.report.structures.cohort_heatmap`).
 
     Example:
         .. code-block:: python
@@ -62,7 +64,8 @@ def index_page(title: str, index: Mapping[str, Any], size: int) -> str:
         "relevance mass in the explained region (the share of its positive mass inside what was segmented) is "
         "below the threshold.</p>\n"
         "<div id=\"controls\"></div>\n<table id=\"cases\"></table>\n"
-        f"<script>window.SEGCAM_INDEX = {_script_json(index)};</script>\n"
+        + (f'<h2>Relevance per structure</h2>\n{structures}\n' if structures else "")
+        +         f"<script>window.SEGCAM_INDEX = {_script_json(index)};</script>\n"
         "<script src=\"assets/index.js\"></script>"
     )
     return _page(title, body, "")
@@ -114,6 +117,7 @@ def case_page(
         + (f'<p class="summary">Dice: {dice}</p>\n' if dice else "")
         + '<div id="viewer"></div>\n'
         + f"<table class=\"maps\"><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>\n"
+        + structure_heatmap(summary.get("structures", []), class_names)
         + f'<p class="note">Flagged (⚑): relevance mass in the explained region below {threshold:g}. Click a row '
         "to show its map. Statistics from the handler's rows where given, else computed on this report's grid with "
         "the segmented class as the region; max is that of the map at full resolution. The viewer shows each map "

@@ -27,6 +27,7 @@ from ..outputs import atomic_output, safe_token
 from . import pages
 from .pictures import COLORMAPS, DEFAULT_COLORMAP, class_color, encode_png, thumbnail
 from .stats import DEFAULT_FLAG_THRESHOLD, copy_row_statistics, dice, finite_or_none, is_flagged, map_statistics
+from .structures import cohort_heatmap
 from .volumes import (
     MAX_BITMASK_CLASSES,
     Grid,
@@ -156,6 +157,7 @@ class SegCAMReport:
         cams: Mapping[CamKey, torch.Tensor | np.ndarray] | None = None,
         rows: Sequence[Mapping[str, Any]] | None = None,
         label: torch.Tensor | np.ndarray | None = None,
+        structures: Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Store one case's volumes and thumbnail; returns its summary (JSON-compatible, kept in :py:attr:`cases`).
 
@@ -170,6 +172,8 @@ class SegCAMReport:
             rows: the case's statistics rows as in the handler's CSV (``layer``, ``method``, ``class``,
                 ``relevance_mass_region``, ...); maps without a row get statistics computed here.
             label: the ground truth, in the forms of ``segmentation``; gives Dice and the label statistics.
+            structures: the case's structure table (:py:func:`~monai_segcam.outputs.structure_rows`), shown as a
+                heatmap on its page and averaged over the cases on the index page.
 
         Raises:
             ValueError: for a case name given twice, or volumes that are not 3D.
@@ -204,6 +208,7 @@ class SegCAMReport:
             "maps": maps,
             "classes": classes,
             "has_label": truth is not None,
+            "structures": [_structure_row(row) for row in structures or []],
         }
         data = {**summary, "spacing": list(grid.spacing), "affine": grid.affine.tolist(), "volumes": volumes}
         data.update(multi_label=self.multi_label, colormaps=COLORMAPS, default_colormap=DEFAULT_COLORMAP)
@@ -239,9 +244,10 @@ class SegCAMReport:
         path = os.path.join(self.output_dir, "index.html")
         if os.path.exists(path):
             os.remove(path)
+        cohort = cohort_heatmap({name: s.get("structures", []) for name, s in self.cases.items()}, self.class_names)
         others, size = report_size(self.output_dir), 0
         for _ in range(5):  # the page states the folder's size, its own bytes included: find the fixed point
-            html = pages.index_page(self.title, index, size)
+            html = pages.index_page(self.title, index, size, cohort)
             if others + len(html.encode("utf-8")) == size:
                 break
             size = others + len(html.encode("utf-8"))
@@ -358,6 +364,12 @@ def write_epochs_index(root: str | os.PathLike, title: str = "Seg-CAM review rep
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as stream:
         stream.write(pages.epochs_page(f"{title}: epochs", epochs))
     return path
+
+
+def _structure_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A structure row as the report keeps it (JSON: strings and floats)."""
+    names = ("layer", "method", "class", "structure")
+    return {**{key: str(row[key]) for key in names}, "share": float(row["share"]), "density": float(row["density"])}
 
 
 def _encoded(values: np.ndarray, grid: Grid, kind: str) -> dict[str, Any]:

@@ -59,7 +59,8 @@ def test_failed_case_leaves_nothing(cli_runs):
     assert "cannot read image" in lines[0] and "1 of 2 case(s) failed" in lines[-1]
     assert sorted(p.name for p in output.iterdir() if p.is_dir()) == ["case_01_T1"]
     assert {p.name for p in (output / "case_01_T1").iterdir()} == {
-        "case_01_T1_seg.nii.gz", "case_01_T1_cam_hirescam_pre_head_class1.nii.gz", "case_01_T1_segcam.json"
+        "case_01_T1_seg.nii.gz", "case_01_T1_cam_hirescam_pre_head_class1.nii.gz", "case_01_T1_segcam.json",
+        "case_01_T1_structures.csv",
     }  # fmt: skip
     with open(output / "segcam_stats.csv", newline="") as stream:  # the failed case is recorded, the batch went on
         rows = {row["case"]: row for row in csv.DictReader(stream)}

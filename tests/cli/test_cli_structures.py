@@ -40,7 +40,7 @@ def _check_case(folder, name: str, labels: np.ndarray, names: dict[int, str]) ->
             assert (row["layer"], row["method"]) == ("pre_head", "hirescam")
             assert float(row["share"]) == pytest.approx(share, abs=1e-4)
             assert float(row["density"]) == pytest.approx(density, abs=1e-4, rel=1e-4)
-    summary = json.loads((folder / f"{name}_segcam.json").read_text())
+    summary = json.loads((folder / f"{name}_segcam.json").read_text(encoding="utf-8"))
     assert {"file": f"{name}_structures.csv", "kind": "structures"}.items() <= next(
         entry for entry in summary["files"] if entry["kind"] == "structures"
     ).items()

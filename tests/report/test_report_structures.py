@@ -90,6 +90,6 @@ def test_report_without_structures_has_no_heatmap(tmp_path):
     case = planted_case(0.0)
     report.add_case("only", case["image"], case["segmentation"], case["cams"])
     report.write()
-    assert "table class=\"structures\"" not in (tmp_path / "index.html").read_text()
-    assert "table class=\"structures\"" not in (tmp_path / "cases" / "only.html").read_text()
+    assert "table class=\"structures\"" not in (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "table class=\"structures\"" not in (tmp_path / "cases" / "only.html").read_text(encoding="utf-8")
     assert SHAPE  # the planted grid

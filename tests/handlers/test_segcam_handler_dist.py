@@ -38,7 +38,7 @@ def _explain_my_cases(folder: str, rank: int) -> None:
     sampler = DistributedSampler(dataset, shuffle=False)  # 3 cases on 2 ranks: case_0 is repeated on rank 1
     loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=0)
     net = torch.nn.parallel.DistributedDataParallel(make_net())
-    handler = SegCAMHandler(classes=1, output_dir=os.path.join(folder, "cams"), on_error="skip")
+    handler = SegCAMHandler(classes=1, output_dir=os.path.join(folder, "cams"), on_error="skip", structures=True)
     # a second handler whose only case lives on rank 0: rank 1 has no rows to send
     only = SegCAMHandler(classes=1, cam_key="cam2", output_dir=os.path.join(folder, "only"), cases=["case_2"])
     report = SegCAMReportHandler(os.path.join(folder, "report"), handler, max_size=16)  # rank 0 writes every page
@@ -103,7 +103,19 @@ def test_each_rank_explains_its_cases_rank0_writes_the_csv(tmp_path):
     assert sorted(name for name in os.listdir(out) if name.endswith(".nii.gz")) == [
         f"case_{i}_cam_hirescam_pre_head_class1.nii.gz" for i in range(3)
     ]
-    assert sorted(name for name in os.listdir(out) if name.endswith(".csv")) == ["segcam_stats.csv"]
+    assert sorted(name for name in os.listdir(out) if name.endswith(".csv")) == [
+        *(f"case_{i}_structures.csv" for i in range(3)), "segcam_stats.csv", "segcam_structures.csv"
+    ]
+    with open(out / "segcam_structures.csv", newline="", encoding="utf-8") as stream:
+        cohort = list(csv.DictReader(stream))  # every rank's cases, the padding duplicate dropped
+    per_case = {}
+    for i in range(3):
+        with open(out / f"case_{i}_structures.csv", newline="", encoding="utf-8") as stream:
+            per_case[i] = {row["structure"]: float(row["share"]) for row in csv.DictReader(stream)}
+    for line in cohort:
+        shares = [rows[line["structure"]] for rows in per_case.values() if line["structure"] in rows]
+        assert int(line["n"]) == len(shares) and float(line["share_mean"]) == pytest.approx(sum(shares) / len(shares))
+    assert max(int(line["n"]) for line in cohort) == 3
     with open(out / "segcam_stats.csv", newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     assert [row["case"] for row in rows] == ["case_0", "case_1", "case_2", "mean", "std"]  # padding duplicate dropped

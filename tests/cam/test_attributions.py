@@ -219,3 +219,49 @@ def test_bad_options_are_rejected():
         SegCAM(net, method="smoothgrad", noise_level=-1.0)
     with pytest.raises(ValueError, match="median"):
         SegCAM(net, method="integrated_gradients", baseline="median")
+
+
+def test_contrast_equals_autograd_with_the_difference_cotangent_for_a_cam_an_input_attribution_and_occlusion():
+    """``contrast=c2`` explains ``S = sum_M (y_c - y_c2)``: the cotangent ``T_c - T_c2`` on the region of ``c``."""
+    from monai_segcam.perturbation import SegOcclusion
+
+    net = unet()
+    x = torch.randn(1, 2, 24, 20, 16, dtype=torch.float64)
+    mask = region_mask(net, x, 1, "gaussian")
+    kwargs = {"relu": False, "overlap": OVERLAP, "mode": "gaussian"}
+    # an input attribution
+    grad = autograd_gradient(stitched_score(net, mask, 1, "gaussian", contrast=2), x)
+    result = SlidingWindowSegCAM(net, ROI, method="input_x_gradient", **kwargs)(x, classes=1, contrast=2)
+    close(result["input"][:, 0], (x * grad).sum(1))
+    plain = SlidingWindowSegCAM(net, ROI, method="input_x_gradient", **kwargs)(x, classes=1)
+    assert not torch.allclose(plain["input"], result["input"])
+    # a CAM: HiResCAM of the network input is input x gradient, with any contrast
+    hires = SlidingWindowSegCAM(net, ROI, layers="input", method="hirescam", **kwargs)(x, classes=1, contrast=2)
+    close(hires["input"][:, 0], (x * grad).sum(1))
+    # a global-weight CAM of a hidden layer is linear in the cotangent: T_1 - T_2 on the region of class 1
+    cam = SlidingWindowSegCAM(net, ROI, layers="model.1.submodule.0", method="gradcam", **kwargs)
+    got = cam(x, classes=1, contrast=2).map
+    own = SlidingWindowSegCAM(net, ROI, layers="model.1.submodule.0", method="gradcam", **kwargs)(x, classes=1).map
+    minus = SlidingWindowSegCAM(net, ROI, layers="model.1.submodule.0", method="gradcam", **kwargs)
+    other = minus(x, classes=2, region=mask).map
+    close(got, own.as_tensor() - other.as_tensor(), 1e-7)
+    # occlusion: the drop of the contrast score of every occluded image
+    occlusion = SegOcclusion(net, ROI, mask_size=8, overlap=OVERLAP, mode="gaussian", relu=False)
+    drops = occlusion(x, classes=1, region=mask, contrast=2)["input"]
+    score = stitched_score(net, mask, 1, "gaussian", contrast=2)
+    with torch.no_grad():
+        clean = score(x)
+        for box in ((slice(0, 8), slice(0, 8), slice(0, 8)), (slice(16, 24), slice(0, 8), slice(8, 16))):  # covered once
+            occluded = x.clone()
+            occluded[(..., *box)] = 0
+            expected = clean - score(occluded)
+            torch.testing.assert_close(drops[(0, 0, *box)], expected.expand(8, 8, 8), rtol=1e-8, atol=1e-10)
+
+
+def test_contrast_with_an_explained_class_or_out_of_range_is_rejected():
+    net = unet()
+    x = torch.randn(1, 2, 16, 16, 12, dtype=torch.float64)
+    with pytest.raises(ValueError, match="also explained"):
+        SegCAM(net, method="gradient")(x, classes=[1, 2], contrast=2)
+    with pytest.raises(ValueError, match="out of range"):
+        SegCAM(net, method="hirescam")(x, classes=1, contrast=5)

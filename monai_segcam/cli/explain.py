@@ -39,7 +39,7 @@ def _pipeline(model: LoadedModel, args: Namespace, device: torch.device) -> File
     from monai.inferers import SlidingWindowInferer
     from monai.transforms import Compose, NormalizeIntensity, ScaleIntensityRange
 
-    from monai_segcam.cam.factory import make_segcam
+    from monai_segcam.cam.factory import make_segcam, result_layers
 
     inferer = model.inferer if isinstance(model.inferer, SlidingWindowInferer) else SlidingWindowInferer(roi_size=-1)
     overrides = {"roi_size": one_or_all(args.roi_size), "overlap": args.overlap, "sw_batch_size": args.sw_batch_size}
@@ -53,7 +53,8 @@ def _pipeline(model: LoadedModel, args: Namespace, device: torch.device) -> File
         **{k: v for k, v in overrides.items() if v is not None},
     }
     engines = {}
-    predict_only = [] if any(method != OCCLUSION for method in args.method) else ["hirescam"]  # for its predict()
+    layered = [m for m in args.method if result_layers(m, list(args.layers)) == list(args.layers)]  # CAMs of --layers
+    predict_only = [] if layered else ["hirescam"]  # for its predict() and its layers
     for method in [*args.method, *predict_only]:
         options = occlusion_options(args) if method == OCCLUSION else cam_options(args)
         try:
@@ -61,7 +62,7 @@ def _pipeline(model: LoadedModel, args: Namespace, device: torch.device) -> File
                                           **options)  # fmt: skip
         except (TypeError, ValueError) as exc:
             raise CLIError(str(exc)) from exc
-    predictor = next(engine for method, engine in engines.items() if method != OCCLUSION)
+    predictor = engines[(layered or predict_only)[0]]
     intensity: list[Any] = []
     if args.intensity_range is not None:
         a_min, a_max = args.intensity_range
@@ -103,7 +104,7 @@ def run_explain(args: Namespace) -> int:
     namer = CaseNamer()  # the handlers' names: one input, one name by every front door
 
     def explain(name: str, path: str, label: str | None) -> ExplainedCase:
-        return files(path, label, args.classes, args.region, name)
+        return files(path, label, args.classes, args.region, name, getattr(args, "contrast", None))
 
     cases = [(namer(path), path, label) for path, label in zip(args.images, labels)]
     layers = [layer.key for layer in predictor.layers]

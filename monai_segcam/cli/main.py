@@ -95,6 +95,8 @@ def _cam_arguments(parser: argparse.ArgumentParser) -> None:
         help="explained region: pred (default), all, empty, label, fp, fn (these three need --label), component[:N], "
         "voxel:I,J,K or box:I0,J0,K0:I1,J1,K1 (voxel indices of the input file; box corners included)",
     )  # fmt: skip
+    cam.add_argument("--contrast", type=int, metavar="C2",
+                     help="explain 'why each class here and not C2': the score sum_M (y_c - y_C2)")  # fmt: skip
     cam.add_argument("--label", nargs="+", metavar="FILE", help="ground-truth label map(s), one per image")
     cam.add_argument("--target", default="logits", choices=("logits", "probabilities"), help="explained score")
     cam.add_argument(

@@ -67,7 +67,7 @@ class FileSegCAM:
 
     def __call__(
         self, path: str, label: str | None = None, classes: list[int] | None = None, region: Any = "pred",
-        name: str | None = None,
+        name: str | None = None, contrast: int | None = None,
     ) -> ExplainedCase:  # fmt: skip
         """Explain the image file ``path``.
 
@@ -78,6 +78,7 @@ class FileSegCAM:
             region: a region string (:py:func:`~monai_segcam.cam.regions.parse_region`), a voxel or box in voxel
                 indices of the file; or a :py:class:`~monai_segcam.cam.regions.Region` or mask on the network grid.
             name: the case name; default: the file's name (:py:func:`~monai_segcam.outputs.safe_case_name`).
+            contrast: a class ``c2``: every engine explains ``sum_M (y_c - y_c2)`` (see ``Explainer.__call__``).
 
         Raises:
             FileNotFoundError: a file does not exist.
@@ -89,10 +90,12 @@ class FileSegCAM:
         logits = self.predictor.predict(x).cpu()
         channels = logits.shape[1]
         default = list(range(channels)) if self.model.multi_label else (list(range(1, channels)) or [0])
+        default = [c for c in default if c != contrast]  # the contrast class is not explained against itself
         classes = list(default if classes is None else classes)
         to_grid = lambda points: voxels_to_grid(points, original.affine, image.affine)  # noqa: E731
         placed, region_summary = place_region(region, original.shape[1:], image.shape[1:], to_grid)
         call = {"classes": classes, "region": placed, "pred": logits, "label": truth}
+        call.update({} if contrast is None else {"contrast": int(contrast)})
         maps, rows, modules, explained = self._explain(x, call, name, path, image)
         keys = {f"cam{i}": key for i, key in enumerate(maps)}
         grid = self._to_file_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, path, original)

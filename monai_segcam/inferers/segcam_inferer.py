@@ -38,7 +38,7 @@ class SegCAMInferer(Inferer):
 
     Args:
         inferer: the inferer making the prediction: ``SimpleInferer`` (default) or ``SlidingWindowInferer``.
-        layers, method, classes, region, cam_kwargs: as for :py:class:`~monai_segcam.transforms.ComputeSegCAM`.
+        layers, method, classes, region, contrast, cam_kwargs: as for :py:class:`~monai_segcam.transforms.ComputeSegCAM`.
 
     Example:
         .. code-block:: python
@@ -56,9 +56,11 @@ class SegCAMInferer(Inferer):
         method: str = "hirescam",
         classes: int | Sequence[int] = 1,
         region: str | Region | torch.Tensor = "pred",
+        contrast: int | None = None,
         **cam_kwargs: Any,
     ) -> None:
         Inferer.__init__(self)
+        self.contrast: dict[str, Any] = {} if contrast is None else {"contrast": int(contrast)}
         self.inferer = SimpleInferer() if inferer is None else inferer
         self.cam_kwargs = {"layers": result_layers(method, layers), "method": method, **cam_kwargs}
         self.classes = classes
@@ -98,5 +100,5 @@ class SegCAMInferer(Inferer):
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)
         source = region_source(pred, bool(self.cam_kwargs.get("multi_label", False)))
-        self.last_cam = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source)
+        self.last_cam = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source, **self.contrast)
         return pred

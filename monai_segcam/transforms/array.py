@@ -40,6 +40,7 @@ class ComputeSegCAM(Transform):
         device: the device the image, prediction and label are moved to for the computation; the result comes back
             on the image's device. Defaults to leaving them where they are (``SegCAM`` moves the image to the
             network's device).
+        contrast: a class ``c2``: explain ``sum_M (y_c - y_c2)`` ("why ``c`` here and not ``c2``"), for every method.
         cam_kwargs: further options of the CAM engine (``target``, ``relu``, ``multi_label``, ``output_selector``...).
 
     Example:
@@ -59,9 +60,11 @@ class ComputeSegCAM(Transform):
         region: str | Region | torch.Tensor = "pred",
         inferer: Inferer | None = None,
         device: torch.device | str | None = None,
+        contrast: int | None = None,
         **cam_kwargs: Any,
     ) -> None:
         self.engine = make_segcam(network, inferer, layers=layers, method=method, **cam_kwargs)
+        self.contrast: dict[str, Any] = {} if contrast is None else {"contrast": int(contrast)}  # only when asked
         self.layers = result_layers(method, layers)
         self.method = method if isinstance(method, str) else type(method).__name__
         self.classes = tuple(int(c) for c in ensure_tuple(classes))
@@ -107,7 +110,7 @@ class ComputeSegCAM(Transform):
         device = torch.device(self.device) if self.device is not None else img.device
         source = region_source(pred[None].to(device) if pred is not None else None, self.multi_label)
         truth = torch.as_tensor(label)[None].to(device) if label is not None else None
-        forward = {"classes": self.classes, **(prompt or {})}
+        forward = {"classes": self.classes, **(prompt or {}), **self.contrast}
         result = self.engine(img[None].to(device), region=self.region, pred=source, label=truth, **forward)
         maps = {layer: as_image_map(cam.as_tensor()[0].detach().to(img.device), img) for layer, cam in result.items()}
         return maps, result.region[0].cpu() > 0, tuple(result.classes)

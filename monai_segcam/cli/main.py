@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -247,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:  # library deprecation notices are not the user's business
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # MONAI's DICOM reader logs that nvImageCodec (a GPU decoder) is missing on every read once pydicom is installed
+        logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     if getattr(args, "method", None):
         args.method = list(dict.fromkeys(args.method))
     try:

@@ -19,11 +19,13 @@ from monai.utils import ensure_tuple, optional_import
 from ..cam.factory import result_layers
 from ..cam.regions import LABEL_REGIONS, parse_region
 from ..outputs import (
+    STATS_CSV,
     STRUCTURES_CSV,
     CAMWriter,
     ExplainedCase,
     cohort_structure_rows,
     merge_rows,
+    summary_file_name,
     table_rows,
     write_case_folder,
     write_cohort_structures,
@@ -126,13 +128,13 @@ def run_cases(
             for message in dict.fromkeys(str(w.message) for w in caught if args.debug or "monai_segcam" in w.filename):
                 _print(f"warning: {name}: {message}", error=True)
             _print(f"{name}: {len(case.summary['files']) + 1} files in {os.path.join(output, name)}")
-    write_table(os.path.join(output, "segcam_stats.csv"), merge_rows(rows))
+    write_table(os.path.join(output, STATS_CSV), merge_rows(rows))
     if structure_rows:
         write_cohort_structures(os.path.join(output, STRUCTURES_CSV), cohort_structure_rows(structure_rows))
     if getattr(args, "report", False):
         from monai_segcam.report.explain_output import report_from_explain_output
 
-        reported = [n for n, _, _ in cases if os.path.isfile(os.path.join(output, n, f"{n}_segcam.json"))]
+        reported = [n for n, _, _ in cases if os.path.isfile(os.path.join(output, n, summary_file_name(n)))]
         index = report_from_explain_output(output, reported)
         if not args.quiet:
             _print(f"review report: {index}")

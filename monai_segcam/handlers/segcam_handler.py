@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from ..outputs import STATS_CSV
 from .compute import Engine, SegCAMComputeHandler
 from .saver import SegCAMSaver
 from .statistics import SegCAMStatsHandler
@@ -93,7 +94,7 @@ class SegCAMHandler(SegCAMComputeHandler):
         save_nifti: bool = True,
         save_png: bool = False,
         save_dicom: bool = False,
-        csv_name: str | None = "segcam_stats.csv",
+        csv_name: str | None = STATS_CSV,
         epoch_subdir: bool = False,
         summary_writer: Any | None = None,
         tensorboard_dir: str | os.PathLike | None = None,

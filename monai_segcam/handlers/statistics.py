@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from ..outputs import (
+    STATS_CSV,
     STRUCTURES_CSV,
     StatsTable,
     case_rows,
@@ -54,7 +55,7 @@ class SegCAMStatsHandler:
         self,
         compute: SegCAMComputeHandler,
         output_dir: str | os.PathLike | None = None,
-        csv_name: str | None = "segcam_stats.csv",
+        csv_name: str | None = STATS_CSV,
         epoch_subdir: bool = False,
         save_rank: int = 0,
     ) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..metrics.statistics import STAT_COLUMNS
-from .names import segmentation_file_name
+from .names import channel_table_file_name, segmentation_file_name, summary_file_name
 from .structures import structure_rows, structures_file_name, write_structures
 from .writer import CAMWriter, write_text
 
@@ -119,7 +119,7 @@ def write_case_folder(
         **(described or {}),
     }
     text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
-    writer.record(write_text(text, os.path.join(writer.output_dir, f"{case.name}_segcam.json")))
+    writer.record(write_text(text, os.path.join(writer.output_dir, summary_file_name(case.name))))
     return summary
 
 
@@ -180,7 +180,7 @@ def _write_channel_table(writer: CAMWriter, case: ExplainedCase) -> list[dict]:
         return []
     from monai_segcam.perturbation import write_channel_table
 
-    file_name, table = f"{case.name}_channels.csv", case.channel_table
+    file_name, table = channel_table_file_name(case.name), case.channel_table
     writer.record(write_channel_table(table["rows"], os.path.join(writer.output_dir, file_name)))
     return [{"file": file_name, "kind": "channel_table", "channels": table["channels"], "steps": table["steps"]}]
 

@@ -18,11 +18,17 @@ __all__ = [
     "cam_file_name",
     "panel_file_name",
     "segmentation_file_name",
+    "summary_file_name",
+    "channel_table_file_name",
+    "STATS_CSV",
     "epoch_folder",
     "source_meta",
     "cam_output_keys",
     "cam_keys",
 ]
+
+STATS_CSV = "segcam_stats.csv"
+"""The statistics table's file name in an output folder (the handlers', the command line's)."""
 
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gz", ".npy", ".npz", ".png")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -136,6 +142,28 @@ def segmentation_file_name(case: str, extension: str = ".nii.gz") -> str:
             segmentation_file_name("spleen_12")  # 'spleen_12_seg.nii.gz'
     """
     return f"{case}_seg{extension}"
+
+
+def summary_file_name(case: str) -> str:
+    """The file name of a case's JSON summary: ``{case}_segcam.json``.
+
+    Example:
+        .. code-block:: python
+
+            summary_file_name("spleen_12")  # 'spleen_12_segcam.json'
+    """
+    return f"{case}_segcam.json"
+
+
+def channel_table_file_name(case: str) -> str:
+    """The file name of a case's input-channel table: ``{case}_channels.csv``.
+
+    Example:
+        .. code-block:: python
+
+            channel_table_file_name("brats_1")  # 'brats_1_channels.csv'
+    """
+    return f"{case}_channels.csv"
 
 
 def epoch_folder(output_dir: str | os.PathLike, epoch: int, epoch_subdir: bool = True) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..metrics.statistics import STAT_COLUMNS, cam_statistics, label_masks
 from .files import safe_path
+from .names import STATS_CSV
 from .writer import write_text
 
 __all__ = [
@@ -202,7 +203,7 @@ class StatsTable:
             table.write(merge_rows(rows, previous), epoch=1)
     """
 
-    def __init__(self, folder: str | os.PathLike, csv_name: str = "segcam_stats.csv") -> None:
+    def __init__(self, folder: str | os.PathLike, csv_name: str = STATS_CSV) -> None:
         self.folder, self.csv_name = os.fspath(folder), csv_name
 
     @property

@@ -15,6 +15,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import optional_import
 
+from ..visualize.figures import save_figure
 from .dicom import dicom_series, write_dicom_seg, write_parametric_map
 from .files import atomic_output, safe_path
 from .names import cam_file_name, panel_file_name, segmentation_file_name
@@ -91,9 +92,7 @@ def write_png(figure: Figure, path: str | os.PathLike, dpi: float = 100) -> str:
 
             write_png(plot_orthogonal_slices(image, cam), "out/case1_cam.png")
     """
-    with atomic_output(path, suffix=".png") as tmp:
-        figure.savefig(tmp, format="png", dpi=dpi)
-    return os.fspath(path)
+    return save_figure(figure, path, dpi)  # the one atomic figure writer
 
 
 def write_text(text: str, path: str | os.PathLike) -> str:

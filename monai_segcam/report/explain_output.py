@@ -17,7 +17,7 @@ from typing import Any
 
 from ..files.reading import read_image
 from ..metrics.statistics import STAT_COLUMNS
-from ..outputs import read_structures
+from ..outputs import read_structures, summary_file_name
 from .writer import SegCAMReport
 
 __all__ = ["report_from_explain_output"]
@@ -55,10 +55,10 @@ def report_from_explain_output(
     output_dir = os.fspath(output_dir)
     if cases is None:
         folders = sorted(os.listdir(output_dir))
-        cases = [n for n in folders if os.path.isfile(os.path.join(output_dir, n, f"{n}_segcam.json"))]
+        cases = [n for n in folders if os.path.isfile(os.path.join(output_dir, n, summary_file_name(n)))]
     summaries = []
     for name in cases:
-        with open(os.path.join(output_dir, name, f"{name}_segcam.json"), encoding="utf-8") as stream:
+        with open(os.path.join(output_dir, name, summary_file_name(name)), encoding="utf-8") as stream:
             summaries.append(json.load(stream))
     multi_label = any(bool(s.get("model", {}).get("multi_label")) for s in summaries)
     names = {int(c): n for s in summaries for c, n in s.get("classes", {}).items() if n}

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
 from monai.utils import optional_import
+
+from ..utils.atomic import atomic_output
 
 FigureCanvasAgg, _ = optional_import("matplotlib.backends.backend_agg", name="FigureCanvasAgg")
 
@@ -21,8 +22,10 @@ __all__ = ["save_figure", "figure_to_array"]
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = 100) -> str:
     """Write ``fig`` as a PNG of ``figsize * dpi`` pixels, atomically.
 
-    The picture is written to a temporary file in the destination folder (created if needed) and moved over
-    ``path`` with ``os.replace``, so readers never see a partial file. The file gets mode ``0o644``.
+    Written by the package's one atomic writer (:py:func:`~monai_segcam.utils.atomic.atomic_output`): a temporary
+    file in the destination folder (created if needed), moved over ``path``, so readers never see a partial file and
+    a resumed run's clean-up (:py:func:`~monai_segcam.utils.atomic.remove_stale_temporaries`) recognises a killed
+    write's temporary. The file gets mode ``0o644``.
 
     Args:
         fig: a matplotlib figure.
@@ -36,19 +39,9 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = 100) -> str:
 
         save_figure(plot_orthogonal_slices(image, cam), "out/case1_cam.png", dpi=150)
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            fig.savefig(stream, format="png", dpi=dpi)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    with atomic_output(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return os.fspath(path)
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:

@@ -35,6 +35,25 @@ def test_save_figure_cleans_up_on_failure(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_killed_figure_write_leaves_a_temporary_the_resume_clean_up_removes(tmp_path):
+    """One atomic writer: a figure's temporary is named like every other file's, so a resumed run removes it once its
+    writing process is gone (here: the write stopped, its temporary kept and given a dead process id)."""
+    from monai_segcam.outputs import remove_stale_temporaries
+
+    class Killed:
+        def savefig(self, path, **kwargs):
+            left = os.path.join(tmp_path, os.path.basename(path).replace(f"_{os.getpid()}_", "_999999999_"))
+            with open(left, "wb") as stream:
+                stream.write(b"partial")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(Killed(), tmp_path / "x.png")
+    (left,) = os.listdir(tmp_path)
+    assert left.startswith(".tmp_") and left.endswith(".png")
+    assert remove_stale_temporaries(tmp_path) == [left] and os.listdir(tmp_path) == []
+
+
 def test_figure_to_array(volumes):
     image, cam, _ = volumes
     fig = plot_orthogonal_slices(image, cam, figsize=(6.0, 2.5))

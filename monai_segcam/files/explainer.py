@@ -5,7 +5,6 @@ applied, the engines run on the network input, and the maps taken back with MONA
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from ..outputs import ExplainedCase, case_rows, region_on_grid, safe_case_name
+from ..outputs import CaseSummary, ExplainedCase, case_rows, region_on_grid, safe_case_name
 from ..utils.loading import LoadedModel, first_line
 from .grids import place_region, voxels_to_grid
 from .reading import read_image
@@ -101,19 +100,10 @@ class FileSegCAM:
         grid = self._to_file_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, path, original)
         segmentation = grid["pred"] > 0 if self.model.multi_label else grid["pred"].argmax(0)
         masks = segmentation if self.model.multi_label else np.stack([segmentation == c for c in range(channels)])
-        summary = {
-            "input": {
-                "path": os.path.abspath(path),
-                "shape": list(original.shape[1:]),
-                "channels": int(original.shape[0]),
-                "affine": np.asarray(original.affine, dtype=np.float64).tolist(),
-                "label": None if label is None else os.path.abspath(label),
-            },
-            "network_input_shape": list(image.shape),
-            "network_input_affine": np.asarray(image.affine, dtype=np.float64).tolist(),
-            "region_on_network_grid": region_summary,
-            "predicted_voxels": {str(c): int(mask.sum()) for c, mask in enumerate(masks)},
-        }
+        summary = CaseSummary(
+            [path], original.shape[1:], int(original.shape[0]), original.affine, image.shape, region_summary,
+            {str(c): int(mask.sum()) for c, mask in enumerate(masks)}, label, image.affine,
+        ).as_json()  # fmt: skip
         inverted = {key: grid[tag] for tag, key in keys.items()}
         table = None if self.channels is None else self._channel_table(x, call, name)
         drawn = region_on_grid(explained, image.affine, original.affine, original.shape[1:])

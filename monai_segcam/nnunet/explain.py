@@ -26,7 +26,7 @@ from ..cam.result import CAMResult
 from ..cam.sliding_window import SlidingWindowSegCAM
 from ..files.grids import place_region
 from ..files.reading import file_affine, read_image
-from ..outputs import CAMWriter, ExplainedCase, case_rows, safe_case_name
+from ..outputs import CAMWriter, CaseSummary, ExplainedCase, case_rows, safe_case_name
 from ..utils.loading import first_line
 from .model import NNUNetCase, NNUNetModel, nnunet_layer_presets
 
@@ -173,7 +173,8 @@ def explain_nnunet_case(
 ) -> ExplainedCase:  # fmt: skip
     """Preprocess, predict and explain one case (one file per channel) with every method's engine, on the input
     file's grid, ready for :py:func:`~monai_segcam.outputs.write_case_folder` (the nnU-Net counterpart of
-    :py:class:`~monai_segcam.files.FileSegCAM`); the statistics rows on the input's grid.
+    :py:class:`~monai_segcam.files.FileSegCAM`, with the same :py:class:`~monai_segcam.outputs.CaseSummary`); the
+    statistics rows on the network (preprocessed) grid with the label there, as every other front door's.
 
     Args:
         cams: method name -> :py:class:`NNUNetSegCAM` of one model.
@@ -205,18 +206,15 @@ def explain_nnunet_case(
             explanations[method] = explained = cam.explain(case, classes, placed, logits)
         except ValueError as exc:
             raise ValueError(f"{files[0]}: {exc}") from exc
-        rows += case_rows(name, method, explained.maps, classes, explained.region)[0]
+        on_grid = {layer: cam[0] for layer, cam in explained.result.items()}  # the network grid, as FileSegCAM's
+        rows += case_rows(name, method, on_grid, classes, explained.result.region[0] > 0, case.label, case.data)[0]
     first = next(iter(explanations.values()))
     maps = {(layer, m): cam for m, explained in explanations.items() for layer, cam in explained.maps.items()}
     modules = {k: v for explained in explanations.values() for k, v in explained.result.modules.items()}
     seg = first.segmentation
-    inputs = {"path": os.path.abspath(files[0]), "files": [os.path.abspath(f) for f in files]}
-    summary = {
-        "input": {**inputs, "label": None if label is None else os.path.abspath(label)},
-        "shape": list(seg.shape),
-        "affine": first.affine.tolist(),
-        "network_input_shape": list(case.data.shape),
-        "region_on_network_grid": region_summary,
-        "predicted_voxels": {str(c): int((seg == c).sum()) for c in np.unique(seg).tolist()},
-    }
-    return ExplainedCase(name, read_image(files[0]), maps, first.region, seg, rows, classes, modules, summary)
+    original = read_image(files[0])
+    summary = CaseSummary(
+        files, seg.shape, len(files), first.affine, case.data.shape, region_summary,
+        {str(c): int((seg == c).sum()) for c in np.unique(seg).tolist()}, label,
+    ).as_json()  # fmt: skip
+    return ExplainedCase(name, original, maps, first.region, seg, rows, classes, modules, summary)

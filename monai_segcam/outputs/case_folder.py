@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,64 @@ from .names import channel_table_file_name, segmentation_file_name, summary_file
 from .structures import structure_rows, structures_file_name, write_structures
 from .writer import CAMWriter, write_text
 
-__all__ = ["ExplainedCase", "write_case_folder"]
+__all__ = ["CaseSummary", "ExplainedCase", "write_case_folder"]
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """The file pipeline's part of ``<case>_segcam.json``, one layout for every pipeline (MONAI bundles and networks,
+    :py:class:`~monai_segcam.files.FileSegCAM`; nnU-Net, :py:func:`~monai_segcam.nnunet.explain_nnunet_case`): the
+    input (its files, voxel grid and label), the network input's grid, the region placed on it and the predicted
+    voxels per class (:py:meth:`as_json`).
+
+    Attributes:
+        files: the input files (one per channel for nnU-Net; the first is the case's ``path``).
+        shape: the input's spatial shape, the grid of every map written.
+        channels: the input's channels.
+        affine: the input's voxel-to-world (RAS) affine, 4x4.
+        network_input_shape: the network input ``(C, *grid)``.
+        region_on_network_grid: what :py:func:`~monai_segcam.files.grids.place_region` reports.
+        predicted_voxels: class -> predicted voxels on the input's grid.
+        label: the ground-truth file, or ``None``.
+        network_input_affine: the network grid's voxel-to-world affine, or ``None`` where it has none (nnU-Net's
+            cropped and resampled grid).
+
+    Example:
+        >>> summary = CaseSummary(["ct.nii.gz"], (4, 4, 4), 1, np.eye(4), (1, 4, 4, 4), {"kind": "pred"}, {"1": 9})
+        >>> sorted(summary.as_json()["input"])
+        ['affine', 'channels', 'files', 'label', 'path', 'shape']
+    """
+
+    files: Sequence[str]
+    shape: Sequence[int]
+    channels: int
+    affine: Any
+    network_input_shape: Sequence[int]
+    region_on_network_grid: Mapping[str, Any]
+    predicted_voxels: Mapping[str, int]
+    label: str | None = None
+    network_input_affine: Any = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON entries (absolute paths, lists): ``input`` (``path``, ``files``, ``shape``, ``channels``,
+        ``affine``, ``label``), ``network_input_shape``, ``network_input_affine``, ``region_on_network_grid``,
+        ``predicted_voxels``."""
+        files = [os.path.abspath(os.fspath(f)) for f in self.files]
+        network_affine = self.network_input_affine
+        return {
+            "input": {
+                "path": files[0],
+                "files": files,
+                "shape": [int(s) for s in self.shape],
+                "channels": int(self.channels),
+                "affine": np.asarray(self.affine, dtype=np.float64).tolist(),
+                "label": None if self.label is None else os.path.abspath(os.fspath(self.label)),
+            },
+            "network_input_shape": [int(s) for s in self.network_input_shape],
+            "network_input_affine": None if network_affine is None else np.asarray(network_affine, np.float64).tolist(),
+            "region_on_network_grid": dict(self.region_on_network_grid),
+            "predicted_voxels": {str(c): int(n) for c, n in self.predicted_voxels.items()},
+        }
 
 
 @dataclass
@@ -36,7 +93,8 @@ class ExplainedCase:
         rows: the case's statistics rows (:py:func:`~monai_segcam.outputs.case_rows`).
         classes: the explained classes.
         modules: layer key -> the network module it names (``None`` for occlusion's ``"input"``).
-        summary: the pipeline's entries of the JSON summary (input, grids, region, predicted voxels).
+        summary: the pipeline's entries of the JSON summary (:py:meth:`CaseSummary.as_json`: input, grids, region,
+            predicted voxels).
         files: the JSON entries of files written besides the segmentation, the maps and the channel table.
         channel_table: the input channels' attributions, written as ``<case>_channels.csv``: their ``rows``
             (:py:meth:`~monai_segcam.perturbation.ChannelAttributionResult.rows`), the ``channels``' names and the

@@ -248,8 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:  # library deprecation notices are not the user's business
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        # MONAI's DICOM reader logs that nvImageCodec (a GPU decoder) is missing on every read once pydicom is installed
+        # MONAI's DICOM reader says that nvImageCodec (a GPU decoder) is missing whenever it is built, pydicom installed
         logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", "NvImgCodecPydicomReader", UserWarning)
     if getattr(args, "method", None):
         args.method = list(dict.fromkeys(args.method))
     try:

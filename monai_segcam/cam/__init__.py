@@ -19,7 +19,7 @@ from .layers import (
 )
 from .methods import CAMRule, get_rule, method_names, register_method
 from .normalize import normalize_cam
-from .prompts import PromptedVista3D, Vista3DSegCAM, is_vista3d, point_windows
+from .prompts import PromptedVista3D, Vista3DSegCAM, is_vista3d, parse_prompt, point_windows
 from .regions import *  # noqa: F403 (the names of regions.__all__, exported below)
 from .result import CAMResult
 from .roles import LayerDiscoveryError, LayerRoles, discover_roles
@@ -53,6 +53,7 @@ __all__ = [
     "PromptedVista3D",
     "point_windows",
     "is_vista3d",
+    "parse_prompt",
     "make_segcam",
     "result_layers",
     "WindowGrid",

@@ -35,12 +35,10 @@ from torch import nn
 from .base import Explainer
 from .layers import unwrap_network
 from .result import CAMResult
-from .segcam import SegCAM
 from .sliding_window import SlidingWindowSegCAM
-from .terms import Terms
 from .windows import GridFactory, WindowGrid
 
-__all__ = ["PromptedVista3D", "point_windows", "Vista3DSegCAM", "is_vista3d"]
+__all__ = ["PromptedVista3D", "point_windows", "Vista3DSegCAM", "is_vista3d", "parse_prompt"]
 
 KINDS = ("classes", "points")
 
@@ -270,13 +268,14 @@ class Vista3DSegCAM(Explainer[CAMResult]):
             if cam_kwargs.get(name) is not None:
                 raise ValueError(f"{name}= is not supported with VISTA3D prompts (the prompts are placed on the grid).")
         self.network = network
-        self.layers, self.method = layers, method
-        self.roi_size = None if roi_size is None else tuple(int(r) for r in roi_size)
+        self.requested_layers, self.method = layers, method
+        self.window_size = _window_size(roi_size)
         self.sw_batch_size, self.use_point_window = sw_batch_size, use_point_window
         self.label_names = {int(k): str(v) for k, v in (label_names or {}).items()}
         self.cam_kwargs = cam_kwargs
         self.multi_label = True  # sigmoid outputs: a prompt segments where its logit is positive
-        self._engines: dict[str, tuple[PromptedVista3D, SegCAM | SlidingWindowSegCAM]] = {}
+        self.kind = "classes"  # the prompt kind of the last call
+        self._engines: dict[str, tuple[PromptedVista3D, SlidingWindowSegCAM]] = {}
 
     @classmethod
     def from_inferer(cls, inferer: Any, network: nn.Module, **kwargs: Any) -> Vista3DSegCAM:
@@ -306,11 +305,36 @@ class Vista3DSegCAM(Explainer[CAMResult]):
         """The CAM method's name (e.g. ``"hirescam"``)."""
         return self.engine("classes")[1].rule.method_name
 
-    @property
-    def terms(self) -> Terms:
-        """The explained terms (of the class-prompt engine, or of the engine built first)."""
-        built = next(iter(self._engines.values()), None)
-        return (built or self.engine("classes"))[1].terms
+    def __getattr__(self, name: str) -> Any:
+        """The engine settings and state of the last call's prompt kind (``layers``, ``terms``, ``roi_size``,
+        ``overlap``, ``activation_budget``...; the layer keys are those requested, for either kind)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.engine(self.kind)[1], name)
+
+    def predict(
+        self, image: torch.Tensor, classes: Any = None, points: Any = None, point_labels: Any = None
+    ) -> torch.Tensor:
+        """The prompts' logits ``(B, n_prompts, *spatial)`` with this explainer's windows (0 outside the point
+        windows, where MONAI's point inferer gives NaN).
+
+        Example:
+            .. code-block:: python
+
+                logits = Vista3DSegCAM(vista, roi_size=(128, 128, 128)).predict(ct, classes=[3, 5])  # (1, 2, ...)
+        """
+        engine = self._prompted(classes, points, point_labels)[1]
+        return engine.predict(image)
+
+    def _prompted(self, classes: Any, points: Any, point_labels: Any) -> tuple[int, SlidingWindowSegCAM]:
+        """Set the prompt on its kind's engine (and the point windows): the number of prompts and the engine."""
+        self.kind = "points" if points is not None else "classes"
+        prompted, engine = self.engine(self.kind)
+        n = prompted.set_prompt(classes, points, point_labels)
+        if self.kind == "points" and self.window_size is not None and self.use_point_window:
+            assert isinstance(engine, SlidingWindowSegCAM)
+            engine.window_grid = point_windows(torch.as_tensor(prompted.prompt["point_coords"]), self.window_size)
+        return n, engine
 
     def prompt_arguments(self, output: Any, index: int) -> dict[str, Any]:
         """The prompt of batch item ``index`` in an evaluator's output, as the bundle's ``Vista3dEvaluator`` puts it
@@ -334,15 +358,15 @@ class Vista3DSegCAM(Explainer[CAMResult]):
             return {"classes": classes, "points": points.reshape(-1, 3), "point_labels": flat_labels}
         return {} if classes is None else {"classes": classes}
 
-    def engine(self, kind: str) -> tuple[PromptedVista3D, SegCAM | SlidingWindowSegCAM]:
+    def engine(self, kind: str) -> tuple[PromptedVista3D, SlidingWindowSegCAM]:
         """The prompted network and the CAM engine of a prompt kind (built once; role discovery traces the branch)."""
         if kind not in self._engines:
-            roi = self.roi_size
+            roi = self.window_size
             prompted = PromptedVista3D(self.network, kind, patch_coords=roi is not None)
-            common = {"layers": self.layers, "method": self.method, "multi_label": True, **self.cam_kwargs}
-            engine: SegCAM | SlidingWindowSegCAM
-            if roi is None:
-                engine = SegCAM(prompted, **common)
+            common = {"layers": self.requested_layers, "method": self.method, "multi_label": True, **self.cam_kwargs}
+            engine: SlidingWindowSegCAM
+            if roi is None:  # one window: the whole volume (as SegCAM, with the window settings a door may pass)
+                engine = SlidingWindowSegCAM(prompted, -1, **common)
             elif kind == "points" and self.use_point_window:
                 engine = SlidingWindowSegCAM(prompted, roi, sw_batch_size=1, overlap=0.0, **common)
             else:  # SlidingWindowInfererAdapt's defaults: overlap 0.25, constant blending
@@ -366,12 +390,8 @@ class Vista3DSegCAM(Explainer[CAMResult]):
         *spatial)`` (each image's windows run apart: VISTA3D takes batch 1).
         ``label`` is a label map of VISTA3D ids (``"label"``, ``"fp"``, ``"fn"`` regions; for a point prompt without
         a class, its foreground); ``pred`` the prompts' logits ``(1, n_prompts, *spatial)``."""
-        kind = "points" if points is not None else "classes"
-        prompted, engine = self.engine(kind)
-        n = prompted.set_prompt(classes, points, point_labels)
-        if kind == "points" and self.roi_size is not None and self.use_point_window:
-            assert isinstance(engine, SlidingWindowSegCAM)
-            engine.window_grid = point_windows(torch.as_tensor(prompted.prompt["point_coords"]), self.roi_size)
+        n, engine = self._prompted(classes, points, point_labels)
+        kind = self.kind
         ids = tuple(int(c) for c in ensure_tuple(classes)) if classes is not None else (0,)
         if label is not None:
             label = _prompt_label(torch.as_tensor(label), ids, kind == "points" and classes is None)
@@ -379,6 +399,53 @@ class Vista3DSegCAM(Explainer[CAMResult]):
             pred = torch.nan_to_num(torch.as_tensor(pred), nan=0.0)
         result = engine(image, list(range(n)), region, pred, label)
         return dataclasses.replace(result, classes=ids)
+
+
+def _window_size(roi_size: Any) -> tuple[int, ...] | None:
+    """The window size, ``None`` (the whole volume) when none is given or every component is non-positive (an
+    inferer's "image size")."""
+    if roi_size is None:
+        return None
+    roi = tuple(int(r) for r in ensure_tuple(roi_size))
+    if all(r <= 0 for r in roi):
+        return None
+    if any(r <= 0 for r in roi) or len(roi) not in (1, 3):
+        raise ValueError(f"VISTA3D windows need a positive 3D roi_size, got {roi_size}.")
+    return roi * 3 if len(roi) == 1 else roi
+
+
+def parse_prompt(texts: Sequence[str] | None) -> dict[str, Any]:
+    """The prompt of ``--prompt`` strings as explainer arguments: ``class:N[,M...]`` (VISTA3D label ids) and
+    ``point:I,J,K[:label]`` (a click, label 1 by default; repeat it for several clicks on one object). Clicks with
+    one class give the point head that class.
+
+    Example:
+        >>> parse_prompt(["class:3,5"])
+        {'classes': [3, 5]}
+        >>> parse_prompt(["point:10,20,5", "point:12,22,5:0"])
+        {'points': [[10.0, 20.0, 5.0], [12.0, 22.0, 5.0]], 'point_labels': [1, 0]}
+    """
+    prompt: dict[str, Any] = {}
+    for text in texts or []:
+        kind, _, value = str(text).partition(":")
+        try:
+            if kind == "class":
+                prompt.setdefault("classes", []).extend(int(c) for c in value.split(","))
+            elif kind == "point":
+                coords, _, label = value.partition(":")
+                point = [float(c) for c in coords.split(",")]
+                if len(point) != 3:
+                    raise ValueError
+                prompt.setdefault("points", []).append(point)
+                prompt.setdefault("point_labels", []).append(int(label) if label else 1)
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"Cannot read the prompt {text!r}: give class:N[,M] (label ids) or point:I,J,K[:label] (a voxel, label "
+                "1 foreground or 0 background)."
+            ) from None
+    return prompt
 
 
 def _prompt_label(label: torch.Tensor, ids: Sequence[int], foreground: bool) -> torch.Tensor:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cam.prompts import parse_prompt
 from ..files import FileSegCAM
 from ..outputs import CaseNamer, ExplainedCase
 from ..utils.loading import LoadedModel
@@ -103,8 +104,15 @@ def run_explain(args: Namespace) -> int:
     described = {"model": model.description, "settings": _settings(args, predictor, device)}
     namer = CaseNamer()  # the handlers' names: one input, one name by every front door
 
+    try:
+        prompt = parse_prompt(getattr(args, "prompt", None))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    if prompt and not hasattr(predictor, "prompt_arguments"):
+        raise CLIError(f"--prompt needs a promptable network (VISTA3D); {type(model.network).__name__} takes none")
+
     def explain(name: str, path: str, label: str | None) -> ExplainedCase:
-        return files(path, label, args.classes, args.region, name, getattr(args, "contrast", None))
+        return files(path, label, args.classes, args.region, name, getattr(args, "contrast", None), prompt)
 
     cases = [(namer(path), path, label) for path, label in zip(args.images, labels)]
     layers = [layer.key for layer in predictor.layers]

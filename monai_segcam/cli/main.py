@@ -98,6 +98,11 @@ def _cam_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     cam.add_argument("--contrast", type=int, metavar="C2",
                      help="explain 'why each class here and not C2': the score sum_M (y_c - y_C2)")  # fmt: skip
+    cam.add_argument(
+        "--prompt", action="append", metavar="P",
+        help="a promptable model's prompt (VISTA3D): class:N[,M] (label ids, one map each) or point:I,J,K[:label] "
+        "(a click in voxels of the input file, label 1 foreground (default) or 0 background; repeat for more clicks)",
+    )  # fmt: skip
     cam.add_argument("--label", nargs="+", metavar="FILE", help="ground-truth label map(s), one per image")
     cam.add_argument("--target", default="logits", choices=("logits", "probabilities"), help="explained score")
     cam.add_argument(

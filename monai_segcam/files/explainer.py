@@ -66,7 +66,7 @@ class FileSegCAM:
 
     def __call__(
         self, path: str, label: str | None = None, classes: list[int] | None = None, region: Any = "pred",
-        name: str | None = None, contrast: int | None = None,
+        name: str | None = None, contrast: int | None = None, prompt: Mapping[str, Any] | None = None,
     ) -> ExplainedCase:  # fmt: skip
         """Explain the image file ``path``.
 
@@ -78,6 +78,9 @@ class FileSegCAM:
                 indices of the file; or a :py:class:`~monai_segcam.cam.regions.Region` or mask on the network grid.
             name: the case name; default: the file's name (:py:func:`~monai_segcam.outputs.safe_case_name`).
             contrast: a class ``c2``: every engine explains ``sum_M (y_c - y_c2)`` (see ``Explainer.__call__``).
+            prompt: a promptable model's prompt (:py:func:`~monai_segcam.cam.prompts.parse_prompt`: ``classes``
+                label ids, ``points`` voxels of the file with ``point_labels``): the explained channels are the
+                prompts (the points moved onto the network grid), named by the explainer's classes.
 
         Raises:
             FileNotFoundError: a file does not exist.
@@ -86,20 +89,22 @@ class FileSegCAM:
         name = name or safe_case_name(path)
         original, image, truth = self._load(path, label)
         x = torch.as_tensor(image).float()[None]
-        logits = self.predictor.predict(x).cpu()
+        to_grid = lambda points: voxels_to_grid(points, original.affine, image.affine)  # noqa: E731
+        forward = self._prompt_on_grid(prompt, to_grid)
+        logits = self.predictor.predict(x, **forward).cpu()
         channels = logits.shape[1]
-        default = list(range(channels)) if self.model.multi_label else (list(range(1, channels)) or [0])
+        multi_label = bool(getattr(self.predictor, "multi_label", self.model.multi_label))
+        default = list(range(channels)) if multi_label else (list(range(1, channels)) or [0])
         default = [c for c in default if c != contrast]  # the contrast class is not explained against itself
         classes = list(default if classes is None else classes)
-        to_grid = lambda points: voxels_to_grid(points, original.affine, image.affine)  # noqa: E731
         placed, region_summary = place_region(region, original.shape[1:], image.shape[1:], to_grid)
-        call = {"classes": classes, "region": placed, "pred": logits, "label": truth}
+        call = {"classes": classes, "region": placed, "pred": logits, "label": truth, **forward}
         call.update({} if contrast is None else {"contrast": int(contrast)})
-        maps, rows, modules, explained = self._explain(x, call, name, path, image)
+        maps, rows, modules, explained, classes = self._explain(x, call, name, path, image)
         keys = {f"cam{i}": key for i, key in enumerate(maps)}
         grid = self._to_file_grid({"pred": logits[0], **{k: maps[v] for k, v in keys.items()}}, image, path, original)
-        segmentation = grid["pred"] > 0 if self.model.multi_label else grid["pred"].argmax(0)
-        masks = segmentation if self.model.multi_label else np.stack([segmentation == c for c in range(channels)])
+        segmentation = grid["pred"] > 0 if multi_label else grid["pred"].argmax(0)
+        masks = segmentation if multi_label else np.stack([segmentation == c for c in range(channels)])
         summary = CaseSummary(
             [path], original.shape[1:], int(original.shape[0]), original.affine, image.shape, region_summary,
             {str(c): int(mask.sum()) for c, mask in enumerate(masks)}, label, image.affine,
@@ -110,11 +115,20 @@ class FileSegCAM:
         return ExplainedCase(name, original, inverted, drawn, segmentation, rows, classes, modules, summary,
                              channel_table=table)  # fmt: skip
 
+    @staticmethod
+    def _prompt_on_grid(prompt: Mapping[str, Any] | None, to_grid: Callable[[np.ndarray], np.ndarray]) -> dict:
+        """The prompt's forward arguments, its ``points`` (voxels of the file) moved onto the network grid."""
+        forward = dict(prompt or {})
+        if forward.get("points") is not None:
+            forward["points"] = to_grid(np.asarray(forward["points"], dtype=np.float64))
+        return forward
+
     def _explain(
         self, x: torch.Tensor, call: dict[str, Any], name: str, path: str, image: Any
-    ) -> tuple[dict[tuple[str, str], torch.Tensor], list[dict[str, Any]], dict[str, str], torch.Tensor]:
+    ) -> tuple[dict[tuple[str, str], torch.Tensor], list[dict[str, Any]], dict[str, str], torch.Tensor, list[int]]:
         """Every engine's maps ``(n_classes, *grid)`` by ``(layer, method)``, their statistics rows on the network
-        grid, the module behind each layer key and the explained region ``(n_classes, *grid)``."""
+        grid, the module behind each layer key, the explained region ``(n_classes, *grid)`` and the classes explained
+        (a promptable explainer's prompts)."""
         maps, rows, modules = {}, [], {}
         truth = None if call["label"] is None else call["label"][0]
         for method, engine in self.engines.items():
@@ -125,8 +139,8 @@ class FileSegCAM:
             by_layer = {layer: cam.as_tensor()[0] for layer, cam in result.items()}
             maps.update({(layer, method): cam for layer, cam in by_layer.items()})
             modules.update(result.modules)
-            rows += case_rows(name, method, by_layer, call["classes"], result.region[0] > 0, truth, image)[0]
-        return maps, rows, modules, result.region[0] > 0
+            rows += case_rows(name, method, by_layer, result.classes, result.region[0] > 0, truth, image)[0]
+        return maps, rows, modules, result.region[0] > 0, list(result.classes)
 
     def _channel_table(self, x: torch.Tensor, call: dict[str, Any], name: str) -> dict[str, Any]:
         from monai_segcam.perturbation import channel_names

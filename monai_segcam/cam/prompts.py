@@ -382,6 +382,7 @@ class Vista3DSegCAM(Explainer[CAMResult]):
         region: Any = "pred",
         pred: torch.Tensor | None = None,
         label: torch.Tensor | None = None,
+        contrast: int | None = None,
         points: Any = None,
         point_labels: Any = None,
     ) -> CAMResult:
@@ -390,6 +391,8 @@ class Vista3DSegCAM(Explainer[CAMResult]):
         *spatial)`` (each image's windows run apart: VISTA3D takes batch 1).
         ``label`` is a label map of VISTA3D ids (``"label"``, ``"fp"``, ``"fn"`` regions; for a point prompt without
         a class, its foreground); ``pred`` the prompts' logits ``(1, n_prompts, *spatial)``."""
+        if contrast is not None:
+            raise ValueError("contrast= is not supported with VISTA3D prompts: explain each prompt on its own.")
         n, engine = self._prompted(classes, points, point_labels)
         kind = self.kind
         ids = tuple(int(c) for c in ensure_tuple(classes)) if classes is not None else (0,)

@@ -100,6 +100,7 @@ class CAMRule:
         needs_gradients: the rule uses ``G``; gradient-free rules are called with ``grads=None``.
         needs_activation_sum: :py:meth:`statistics` also takes ``activation_sum``, ``sum_u A`` per batch item and
             channel over the whole explained input (every window), as Grad-CAM++'s ``alpha`` does.
+        class_specific: the map depends on the explained class (Eigen-CAM's does not: it takes no ``contrast``).
         layer: the one layer the rule explains whatever the engine's ``layers`` (``"input"`` for the input
             attributions of :py:mod:`monai_segcam.cam.attributions`); ``None``: the engine's layers.
 
@@ -121,6 +122,7 @@ class CAMRule:
     needs_gradients: bool = True
     needs_activation_sum: bool = False
     layer: str | None = None
+    class_specific: bool = True
 
     @property
     def method_name(self) -> str:
@@ -392,6 +394,7 @@ class EigenCAMRule(CAMRule):
     """
 
     needs_gradients = False
+    class_specific = False
 
     def statistics(self, acts, grads):
         flat = acts.flatten(2).double()

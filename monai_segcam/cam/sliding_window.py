@@ -191,6 +191,8 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
         num_channels = source.shape[1] if source is not None and source.shape[1] > 1 else windows.probe_channels()
         classes = check_classes(classes, num_channels)
         windows.contrast = check_contrast(contrast, classes, num_channels)
+        if contrast is not None and not self.rule.class_specific:
+            raise ValueError(f"{self.rule.method_name} is class-agnostic: a contrast class does not change its map.")
         with record_function("segcam::region"):
             weights = region_weights(region, source, classes, spatial, x.shape[0], label, self.multi_label, device)
         windows.set_region(weights, stitched, classes)
@@ -765,8 +767,8 @@ class _WindowPass:
 
     def masked_scores(self, masks: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """The region's mean (or, ``reduction="sum"``, summed) score ``(B, k, n)`` of the stitched prediction of the
-        input masked by each of ``masks`` ``(B, k, *padded)``; the padding keeps ``cval``, as MONAI pads a masked
-        image."""
+        input masked by each of ``masks`` ``(B, k, *padded)`` (of ``t_c - t_c2`` with a contrast class); the padding
+        keeps ``cval``, as MONAI pads a masked image."""
         k, spatial = masks.shape[1], masks.shape[2:]
         masked = self.x.to(self.device)[:, None] * masks[:, :, None]
         if self.grid.padded:
@@ -774,7 +776,8 @@ class _WindowPass:
             inside[(slice(None), *self.crop)] = True
             masked = torch.where(inside, masked, self.grid.cval)
         logits_only = self.cam.target != CAMTarget.PROBABILITIES
-        picked = list(self.classes) if logits_only else slice(None)  # softmax and sigmoid need every channel
+        explained = list(self.classes) + ([] if self.contrast is None else [self.contrast])
+        picked = explained if logits_only else slice(None)  # softmax and sigmoid need every channel
         stitched = None
         with torch.no_grad(), self.cam.terms.capture(differentiable=False, with_layers=False) as run:
             for group in self.groups(only_touching=True, desc=None):
@@ -791,7 +794,9 @@ class _WindowPass:
         stitched = stitched / self.count[:, None]
         if not logits_only:
             stitched = torch.sigmoid(stitched) if self.cam.multi_label else torch.softmax(stitched, dim=2)
-            stitched = stitched[:, :, list(self.classes)]
+            stitched = stitched[:, :, explained]
+        if self.contrast is not None:  # the score of t_c - t_c2
+            stitched = stitched[:, :, :-1] - stitched[:, :, -1:]
         region = self.weights.to(self.device)
         summed = (stitched * region[:, None]).flatten(3).sum(-1)
         return summed if reduction == "sum" else summed / region.flatten(2).sum(-1).clamp_min(1e-12)[:, None]

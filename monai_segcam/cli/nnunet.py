@@ -57,6 +57,8 @@ def _description(model: Any, args: Namespace, device: torch.device, engine: Any)
 
 def run_explain_nnunet(args: Namespace) -> int:
     """Run ``monai-segcam explain --nnunet``; returns the exit status (1 when a case failed)."""
+    if getattr(args, "contrast", None) is not None:
+        raise CLIError("--contrast is not available with --nnunet yet: explain the case with --bundle or --network")
     from monai_segcam.nnunet import NNUNetSegCAM, explain_nnunet_case
 
     given = [f"--{name.replace('_', '-')}" for name in _NOT_FOR_NNUNET if getattr(args, name, None) is not None]

@@ -120,3 +120,12 @@ def test_cli_input_attributions_beside_a_cam_with_a_contrast(tmp_path):
         saved = nib.load(folder / f"one_cam_gradient_input_class{c}.nii.gz")
         np.testing.assert_allclose(saved.get_fdata(), expected[i].numpy(), rtol=1e-4, atol=1e-6)
         assert (folder / f"one_cam_hirescam_pre_head_class{c}.nii.gz").exists()
+
+
+def test_cli_contrast_with_nnunet_is_refused_with_a_clear_message(tmp_path, capsys):
+    from monai_segcam.cli import main
+
+    args = ["explain", str(tmp_path / "case_0000.nii.gz"), "--nnunet", str(tmp_path), "--contrast", "0", "--output",
+            str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 1
+    assert "--contrast is not available with --nnunet" in capsys.readouterr().err

@@ -265,3 +265,32 @@ def test_contrast_with_an_explained_class_or_out_of_range_is_rejected():
         SegCAM(net, method="gradient")(x, classes=[1, 2], contrast=2)
     with pytest.raises(ValueError, match="out of range"):
         SegCAM(net, method="hirescam")(x, classes=1, contrast=5)
+
+
+@pytest.mark.parametrize("target", ["logits", "probabilities"])
+def test_scorecam_contrast_scores_the_difference_and_eigencam_takes_none(target):
+    """Score-CAM's masked scores of ``t_1 - t_2``: its channel weights are differences, so the map equals a Score-CAM
+    whose network outputs ``t_1 - t_2`` in channel 1 (logits: exactly that network's)."""
+    net = unet()
+    x = torch.randn(1, 2, 24, 20, 16, dtype=torch.float64)
+    mask = region_mask(net, x, 1)
+    kwargs = {"layers": "model.1.submodule.0", "method": "scorecam", "target": target, "overlap": OVERLAP}
+    got = SlidingWindowSegCAM(net, ROI, **kwargs)(x, classes=1, region=mask, contrast=2).map
+    plain = SlidingWindowSegCAM(net, ROI, **kwargs)(x, classes=1, region=mask).map
+    assert not torch.allclose(got, plain)
+    if target == "logits":
+
+        class Difference(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = net
+
+            def forward(self, window):
+                y = self.net(window)
+                return torch.cat([y[:, :1], y[:, 1:2] - y[:, 2:3], y[:, 2:3]], 1)
+
+        kwargs["layers"] = "net.model.1.submodule.0"
+        expected = SlidingWindowSegCAM(Difference(), ROI, **kwargs)(x, classes=1, region=mask).map
+        close(got, expected.as_tensor())
+    with pytest.raises(ValueError, match="class-agnostic"):
+        SlidingWindowSegCAM(net, ROI, layers="model.1.submodule.0", method="eigencam")(x, classes=1, contrast=2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.apps.vista3d import inferer as point_inferer
 from monai.apps.vista3d.inferer import point_based_window_inferer
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import SegResNetDS2
@@ -196,3 +197,39 @@ def test_bad_prompts_are_refused(vista):
         explainer(x, points=[[1.0, 2.0, 3.0]], point_labels=[1], classes=[1, 2])
     with pytest.raises(TypeError, match="VISTA3D"):
         Vista3DSegCAM(torch.nn.Conv3d(1, 2, 1))
+
+
+@pytest.mark.parametrize("kind", ["classes", "points"])
+def test_input_gradient_of_a_prompt_equals_autograd(vista, kind, monkeypatch):
+    """Input attributions explain prompts too: ``gradient`` (signed, ``relu=False``) equals autograd's dS/dx through
+    MONAI's inferer of the prompted forward (class prompts: sliding windows; a click: its point window, whose
+    ``copy.deepcopy`` of the input, which would cut the graph, is made the identity here)."""
+    x, roi = _image((48, 32, 32), seed=6), (32, 32, 32)
+    points, labels = torch.tensor([[[20.0, 14.0, 12.0]]]), torch.tensor([[1]])
+    explainer = Vista3DSegCAM(vista, method="gradient", relu=False, roi_size=roi)
+    if kind == "classes":
+        result = explainer(x, classes=[7])
+
+        def forward(image):
+            def predictor(window, coords):
+                return vista(window, patch_coords=coords, class_vector=torch.tensor([[7]]), transpose=True)
+
+            return sliding_window_inference(image, roi, 1, predictor, overlap=0.25, mode="constant", with_coord=True)
+    else:
+        result = explainer(x, points=points[0], point_labels=labels[0])
+        monkeypatch.setattr(point_inferer.copy, "deepcopy", lambda value: value)
+
+        def forward(image):
+            default = torch.get_default_dtype()
+            torch.set_default_dtype(torch.float64)
+            try:
+                return torch.as_tensor(point_based_window_inferer(image, roi, vista, points, labels, transpose=True))
+            finally:
+                torch.set_default_dtype(default)
+
+    image = x.clone().requires_grad_()
+    logits = forward(image)[:, 0]
+    score = torch.where(logits > 0, logits, torch.zeros_like(logits)).sum()  # NaN outside the windows: not > 0
+    (expected,) = torch.autograd.grad(score, image)
+    assert float(expected.abs().max()) > 0
+    torch.testing.assert_close(result["input"].as_tensor(), expected, rtol=0, atol=1e-6 * float(expected.abs().max()))

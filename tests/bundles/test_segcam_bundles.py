@@ -279,6 +279,19 @@ def test_overlay_on_spleen_like_bundle(spleen_like, tmp_path):
 
 
 @pytest.mark.slow
+def test_overlay_with_an_input_attribution_and_a_contrast(spleen_like, tmp_path):
+    """``cam_method`` takes an input attribution (its key ``input``, inverted like the CAMs) and ``cam_contrast``."""
+    out = tmp_path / "eval"
+    _spleen_run(spleen_like, out, "--cam_method", "gradient", "--cam_contrast", "0", "--cam_save_png", "false")
+    for i in range(2):
+        image = spleen_like / "data" / "imagesTs" / f"spleen_{i}.nii.gz"
+        cam = assert_on_original_grid(out / f"spleen_{i}_cam_gradient_input_class1.nii.gz", image)
+        assert np.isfinite(cam).all() and cam.max() > 0
+    rows = [row for row in read_csv(out / "segcam_stats.csv") if row["status"] == "ok"]
+    assert [(row["layer"], row["method"]) for row in rows] == [("input", "gradient")] * 2
+
+
+@pytest.mark.slow
 def test_overlay_planted_peak_lands_at_its_world_position(spleen_like, tmp_path):
     """Explain one voxel of the preprocessed (RAS, 1.5 x 1.5 x 2 mm) grid at the network output layer: the raw
     HiResCAM there is the logit at that voxel and zero elsewhere, so after Invertd the saved map's peak must lie within

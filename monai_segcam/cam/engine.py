@@ -48,12 +48,20 @@ def check_image(image: torch.Tensor, spatial_dims: int | None = None) -> torch.T
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a torch.Tensor (B, C, *spatial), got {type(image).__name__}.")
     if image.ndim < 3 or (spatial_dims is not None and image.ndim != spatial_dims + 2):
-        expected = "(B, C, *spatial)" if spatial_dims is None else f"(B, C) + {spatial_dims} spatial dims"
-        raise ValueError(f"image must be batch-first {expected}, got shape {tuple(image.shape)}.")
+        if spatial_dims is None:
+            raise ValueError(f"image must be batch-first (B, C, *spatial), got shape {tuple(image.shape)}.")
+        raise ValueError(
+            f"this network is {spatial_dims}D: give a {spatial_dims}D volume, batch-first (B, C) + {spatial_dims} "
+            f"spatial dims; got shape {tuple(image.shape)} ({image.ndim - 2} spatial dims)."
+        )
     image = image.as_tensor() if isinstance(image, MetaTensor) else image
     image = image.detach()
     if not all_finite(image):
-        raise ValueError("image contains NaN or Inf values; a CAM of a non-finite input is meaningless.")
+        bad = int((~torch.isfinite(image)).sum())
+        raise ValueError(
+            f"image contains NaN or Inf values ({bad}); a CAM of a non-finite input is meaningless: replace them "
+            "(e.g. torch.nan_to_num) first."
+        )
     return image if image.is_floating_point() else image.float()
 
 
@@ -64,7 +72,10 @@ def check_classes(classes: int | Sequence[int], num_channels: int) -> tuple[int,
         raise ValueError("classes is empty: request at least one class index.")
     bad = [c for c in classes if not 0 <= c < num_channels]
     if bad:
-        raise ValueError(f"Class index {bad} out of range: the network has {num_channels} output channels.")
+        raise ValueError(
+            f"Class index {bad} out of range: the network has {num_channels} output channels (valid classes "
+            f"0-{num_channels - 1})."
+        )
     if len(set(classes)) != len(classes):
         raise ValueError(f"classes {list(classes)} has duplicates.")
     return classes

@@ -39,6 +39,7 @@ __all__ = [
     "layer_presets",
     "resolve_layers",
     "list_layers",
+    "UnknownLayerError",
 ]
 
 INPUT_LAYER = "input"
@@ -122,6 +123,29 @@ def _strip_wrapper_prefixes(name: str) -> str:
     return name
 
 
+_LIST_LAYERS_HINT = (
+    " Use monai_segcam.list_layers(network, input_shape) to see every layer with its role and output shape."
+)
+
+
+class UnknownLayerError(ValueError):
+    """A layer name or role the network does not have; ``reason`` is the message without the hint to
+    :py:func:`list_layers` (a command line points to its own ``layers`` command instead).
+
+    Example:
+        .. code-block:: python
+
+            try:
+                resolve_layers(net, "model.9")
+            except UnknownLayerError as error:
+                print(error.reason)  # Unknown layer 'model.9' for UNet. Closest names: [...]
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason + _LIST_LAYERS_HINT)
+        self.reason = reason
+
+
 def _roles_hint(net: nn.Module, example_input_shape: Sequence[int] | None) -> str:
     try:
         return f" Roles of this network: {list(discover_roles(net, example_input_shape).roles)}."
@@ -134,10 +158,10 @@ def _role(net: nn.Module, role: str, example_input_shape: Sequence[int] | None) 
     if role in roles.roles:
         return roles.roles[role]
     reason = roles.missing.get(role if role in ("bottleneck", "pre_head") else f"{role.split('.')[0]}.N")
-    raise ValueError(
+    raise UnknownLayerError(
         f"Layer role {role!r} does not exist in {type(net).__name__}: "
         + (reason if reason else f"the discovered roles are {list(roles.roles)}")
-        + ". Use monai_segcam.list_layers(network, input_shape) to see every layer with its role and output shape."
+        + "."
     )
 
 
@@ -179,9 +203,8 @@ def resolve_layers(
             candidates = [n for n in modules if n] + ["bottleneck", "pre_head", "encoder.0", "decoder.0"]
             close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
             hint = f" Closest names: {close}." if close else ""
-            raise ValueError(
+            raise UnknownLayerError(
                 f"Unknown layer {key!r} for {type(net).__name__}.{hint}{_roles_hint(net, example_input_shape)}"
-                " Use monai_segcam.list_layers(network, input_shape) to see every layer with its output shape."
             )
         resolved.append(ResolvedLayer(key=str(key), module_name=name, module=modules[name], selector=selector))
     if len({(r.module_name, r.selector) for r in resolved}) != len(resolved):

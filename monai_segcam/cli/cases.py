@@ -31,7 +31,7 @@ from ..outputs import (
     write_cohort_structures,
     write_table,
 )
-from .io import CLIError, check_exists
+from .io import CLIError
 from .structures import set_case_structures, structure_source
 
 __all__ = ["cam_settings", "case_labels", "check_formats", "output_folder", "run_cases"]
@@ -48,14 +48,13 @@ def cam_settings(args: Namespace, engine: Any, device: torch.device) -> dict[str
 
 
 def case_labels(args: Namespace, count: int) -> list[str | None]:
-    """The ``--label`` file of each of ``count`` cases (``None`` without labels), checked."""
+    """The ``--label`` file of each of ``count`` cases (``None`` without labels), one per case."""
     labels: list[str | None] = list(args.label) if args.label is not None else [None] * count
     if args.label is None and parse_region(args.region)[0] in LABEL_REGIONS:
         raise CLIError(f"--region {args.region} needs the ground truth: give --label FILE")
     if len(labels) != count:
         raise CLIError(f"--label got {len(labels)} file(s) for {count} case(s): give one label per case")
-    check_exists([p for p in labels if p is not None], "label")
-    return labels
+    return labels  # a missing file fails its own case (recorded), the batch goes on
 
 
 def check_formats(args: Namespace, inputs: Sequence[Any]) -> None:
@@ -100,7 +99,19 @@ def run_cases(
     (it raises when it is the only case, or with ``--debug``)."""
     check_formats(args, [inputs for _, inputs, _ in cases])
     structures = structure_source(args, [label for _, _, label in cases])
+    created = not os.path.exists(os.path.abspath(args.output))
     output = output_folder(args)
+    try:
+        return _run_cases(cases, explain, layers, args, output, described or {}, class_names or {}, structures)
+    finally:  # a command that wrote nothing leaves no empty --output folder behind
+        if created and os.path.isdir(output) and not os.listdir(output):
+            os.rmdir(output)
+
+
+def _run_cases(
+    cases: Sequence[tuple[str, Any, str | None]], explain: ExplainCase, layers: Sequence[str], args: Namespace,
+    output: str, described: dict[str, Any], class_names: dict[int, str], structures: Any,
+) -> int:  # fmt: skip
     failed, rows, structure_rows = 0, [], []
     shown = tqdm(cases, desc="cases", unit="case") if has_tqdm and len(cases) > 1 and not args.quiet else cases
     for name, inputs, label in shown:
@@ -109,12 +120,11 @@ def run_cases(
             if not args.debug:  # nor third-party deprecations (an "always" here would also print ITK's at exit)
                 warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                case = _write_case(name, inputs, label, explain, output, args, described or {}, class_names or {},
-                                   structures)  # fmt: skip
+                case = _write_case(name, inputs, label, explain, output, args, described, class_names, structures)
                 rows += case.rows
                 structure_rows += [{"case": name, **row} for row in case.structure_rows]
             except Exception as exc:  # one failed case leaves nothing behind, is recorded and does not stop the others
-                if len(cases) == 1 or args.debug or not isinstance(exc, (CLIError, RuntimeError)):
+                if len(cases) == 1 or args.debug:
                     raise
                 failed += 1
                 source = inputs if isinstance(inputs, str) else inputs[0]

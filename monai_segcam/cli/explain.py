@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cam.layers import UnknownLayerError
 from ..cam.prompts import parse_prompt
 from ..files import FileSegCAM
 from ..outputs import CaseNamer, ExplainedCase
 from ..utils.loading import LoadedModel
 from .cases import cam_settings, case_labels, run_cases
-from .io import CLIError, check_exists
-from .model import load_model, resolve_device
+from .io import CLIError
+from .model import layers_command, load_model, resolve_device
 from .perturbation import OCCLUSION, channel_engine, occlusion_options, one_or_all
 
 __all__ = ["cam_options", "run_explain"]
@@ -61,6 +62,9 @@ def _pipeline(model: LoadedModel, args: Namespace, device: torch.device) -> File
         try:
             engines[method] = make_segcam(model.network, inferer, layers=list(args.layers), method=method, **common,
                                           **options)  # fmt: skip
+        except UnknownLayerError as exc:
+            raise CLIError(f"{exc.reason} Run `{layers_command(args)}` to see every layer with its role and output "
+                           "shape.") from exc  # fmt: skip
         except (TypeError, ValueError) as exc:
             raise CLIError(str(exc)) from exc
     predictor = engines[(layered or predict_only)[0]]
@@ -95,11 +99,14 @@ def _settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, A
 def run_explain(args: Namespace) -> int:
     """Run ``monai-segcam explain``; returns the exit status (1 when a case failed)."""
     labels = case_labels(args, len(args.images))
-    check_exists(args.images, "image")
     device = resolve_device(args.device)
     model = load_model(args, checkpoint_required=True)
     model.network.to(device)
     files = _pipeline(model, args, device)
+    try:  # before any prediction, and once for the whole batch (missing files are the cases' own failures)
+        files.check_classes(args.classes)
+    except ValueError as exc:
+        raise CLIError(f"--classes {' '.join(map(str, args.classes))}: {exc}") from exc
     predictor: Any = files.predictor
     described = {"model": model.description, "settings": _settings(args, predictor, device)}
     namer = CaseNamer()  # the handlers' names: one input, one name by every front door

@@ -15,7 +15,7 @@ import torch
 from ..utils.loading import LoadedModel, load_bundle, load_checkpoint, load_network
 from .io import CLIError
 
-__all__ = ["load_model", "resolve_device"]
+__all__ = ["layers_command", "load_model", "resolve_device"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -33,6 +33,15 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise CLIError(f"--device {name} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return device
+
+
+def layers_command(args: Namespace) -> str:
+    """The ``monai-segcam layers`` command listing the layers of the model a command names (for error messages)."""
+    if getattr(args, "nnunet", None):
+        return f"monai-segcam layers --nnunet {args.nnunet}"
+    if args.bundle is not None:
+        return f"monai-segcam layers --bundle {args.bundle}"
+    return f"monai-segcam layers --network {args.network} --network-args '{args.network_args}'"
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ applied, the engines run on the network input, and the maps taken back with MONA
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,6 +16,14 @@ from monai.data import MetaTensor
 
 from ..outputs import CaseSummary, ExplainedCase, case_rows, region_on_grid, safe_case_name
 from ..utils.loading import LoadedModel, first_line
+from .checks import (
+    check_classes_of,
+    check_label_values,
+    check_network_input,
+    check_volume,
+    network_minimum,
+    output_classes,
+)
 from .grids import place_region, voxels_to_grid
 from .reading import read_image
 
@@ -63,6 +72,23 @@ class FileSegCAM:
         self.predictor: Any = predictor or next((e for e in self.engines.values() if hasattr(e, "predict")), None)
         if self.predictor is None:
             raise ValueError("FileSegCAM needs an engine that predicts: give a CAM engine or `predictor=`.")
+        self.num_classes = output_classes(model.network, model.class_names)  # None: checked after the prediction
+
+    @functools.cached_property
+    def minimum(self) -> tuple[int, ...] | None:
+        """The fewest voxels per axis of a network input (:py:func:`~monai_segcam.files.checks.network_minimum`)."""
+        return network_minimum(self.model.network)
+
+    def check_classes(self, classes: Sequence[int] | None) -> None:
+        """Refuse classes that are no output of the network (when its number of outputs is known without running it),
+        listing the valid ones with their names.
+
+        Example:
+            .. code-block:: python
+
+                explainer.check_classes([5])  # ValueError: class 5 is not an output of this network: its classes ...
+        """
+        check_classes_of(classes, self.num_classes, self.model.class_names)
 
     def __call__(
         self, path: str, label: str | None = None, classes: list[int] | None = None, region: Any = "pred",
@@ -87,6 +113,7 @@ class FileSegCAM:
             ValueError: a file cannot be read or preprocessed, or does not fit the network or the region.
         """
         name = name or safe_case_name(path)
+        self.check_classes(classes)
         original, image, truth = self._load(path, label)
         x = torch.as_tensor(image).float()[None]
         to_grid = lambda points: voxels_to_grid(points, original.affine, image.affine)  # noqa: E731
@@ -155,6 +182,7 @@ class FileSegCAM:
     def _load(self, path: str, label: str | None) -> tuple[Any, Any, Any]:
         """The input as read, the network input ``(C, *spatial)`` and the label on its grid (or ``None``)."""
         original = read_image(path)
+        check_volume(original, path, self.model.network)
         if self.model.preprocessing is not None:
             try:
                 image = self.model.preprocessing({"image": path})["image"]
@@ -162,10 +190,11 @@ class FileSegCAM:
                 raise ValueError(f"the bundle's preprocessing failed on {path}: {first_line(exc)}") from exc
         else:
             image = original.float() if self.intensity is None else self.intensity(original.float())
-        expected = self.model.in_channels
-        if expected is not None and image.shape[0] != expected:
-            raise ValueError(f"{path} gives {image.shape[0]} channel(s) but the network expects {expected} (in_channels)")
-        return original, image, None if label is None else _label_on_grid(label, image)
+        check_network_input(image, path, self.model.in_channels, self.minimum, original)
+        if label is None:
+            return original, image, None
+        classes = None if self.model.multi_label else self.num_classes  # a multi-label map's values are no indices
+        return original, image, _label_on_grid(label, image, classes)
 
     def _to_file_grid(
         self, outputs: dict[str, torch.Tensor], image: Any, path: str, original: Any
@@ -187,13 +216,15 @@ class FileSegCAM:
         return arrays
 
 
-def _label_on_grid(path: str, image: Any) -> torch.Tensor:
-    """The label map read from ``path``, resampled (nearest) onto the network input's grid ``(1, 1, *spatial)``."""
+def _label_on_grid(path: str, image: Any, num_classes: int | None) -> torch.Tensor:
+    """The label map read from ``path``, its values checked against the network's classes, resampled (nearest) onto
+    the network input's grid ``(1, 1, *spatial)``."""
     from monai.transforms import ResampleToMatch
 
     label = read_image(path, "label")
     if label.shape[0] != 1:
         raise ValueError(f"label {path} has {label.shape[0]} channels; give a single-channel label map")
+    check_label_values(label, path, num_classes)
     if tuple(label.shape[1:]) != tuple(image.shape[1:]) or not torch.allclose(label.affine, image.affine, atol=1e-4):
         label = ResampleToMatch(mode="nearest")(label, image)
     return torch.as_tensor(label).round().long()[None]

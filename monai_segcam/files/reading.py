@@ -4,10 +4,13 @@ file's voxel-to-world (RAS) affine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from monai.utils import optional_import
 
 from ..utils.loading import first_line
 
@@ -37,11 +40,37 @@ def read_image(path: str | os.PathLike, what: str = "image") -> Any:
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path} (check the path)")
+    if os.path.isdir(path) and not os.listdir(path):
+        raise ValueError(f"cannot read {what} {path}: the folder is empty; give a DICOM series folder or an image file")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ValueError(f"cannot read {what} {path}: the file is empty (0 bytes); copy or export it again")
     try:
-        return LoadImage(image_only=True, ensure_channel_first=True)(path)
+        with _quiet_itk(os.path.isdir(path)):
+            return LoadImage(image_only=True, ensure_channel_first=True)(path)
     except Exception as exc:  # readers raise many types; the user needs the file name and the first reason
-        raise ValueError(f"cannot read {what} {path}: {first_line(exc)}") from exc
+        hint = (
+            "; a folder must hold one DICOM series"
+            if os.path.isdir(path)
+            else ("; it may be truncated or not an image: copy or export it again")
+        )
+        raise ValueError(f"cannot read {what} {path}: {first_line(exc).rstrip('.')}{hint}") from exc
+
+
+@contextlib.contextmanager
+def _quiet_itk(folder: bool) -> Iterator[None]:
+    """ITK's warnings off while a folder is read (GDCM's "No Series were found" goes straight to the terminal; the
+    error raised says it in words), restored afterwards."""
+    itk, has_itk = optional_import("itk")
+    if not folder or not has_itk:
+        yield
+        return
+    shown = itk.ProcessObject.GetGlobalWarningDisplay()
+    itk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        itk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def file_affine(path: str | os.PathLike) -> np.ndarray:

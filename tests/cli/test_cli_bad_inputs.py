@@ -140,7 +140,7 @@ def test_a_bad_file_alone(capfd, inputs, name):
 def _check_complete(folder: Path) -> None:
     """The case's maps, segmentation and summary are there, and no temporary file of the writer."""
     names = {p.name for p in folder.iterdir()}
-    assert GOOD_FILES <= names and not any(name.startswith(".") or "tmp" in name for name in names), names
+    assert names >= GOOD_FILES and not any(name.startswith(".") or "tmp" in name for name in names), names
 
 
 def _table(output: Path) -> dict[str, dict[str, str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from . import regions
 from .base import CAMEngine, Explainer
 from .capture import ActivationCapture
-from .factory import make_segcam, result_layers
+from .factory import make_segcam, method_name, result_layers
 from .layers import (
     INPUT_LAYER,
     LayerInfo,
@@ -57,6 +57,7 @@ __all__ = [
     "parse_prompt",
     "make_segcam",
     "result_layers",
+    "method_name",
     "WindowGrid",
     "GridFactory",
     "WindowSettings",

@@ -18,7 +18,7 @@ from .windows import inferer_window_settings
 if TYPE_CHECKING:
     from ..perturbation import SegOcclusion
 
-__all__ = ["make_segcam", "result_layers"]
+__all__ = ["make_segcam", "result_layers", "method_name"]
 
 
 def make_segcam(
@@ -79,3 +79,20 @@ def result_layers(method: Any, layers: str | Sequence[str]) -> str | Sequence[st
         return "input"
     rule = registered_rule(method) if isinstance(method, str) and method in method_names() else method
     return getattr(rule, "layer", None) or layers
+
+
+def method_name(method: Any) -> str:
+    """The method name a result and its files carry for a requested ``method``, by the one rule every front door
+    follows: a name as given; a rule or explainer its own ``method_name`` (:py:attr:`CAMRule.method_name
+    <monai_segcam.cam.methods.CAMRule.method_name>`: the registered name, else the class name); anything else its
+    class name.
+
+    Example:
+        >>> from monai_segcam.cam.methods import SegHiResCAMRule
+        >>> method_name("gradcam"), method_name(SegHiResCAMRule())
+        ('gradcam', 'hirescam')
+    """
+    if isinstance(method, str):
+        return method
+    name = getattr(method, "method_name", None)
+    return name if isinstance(name, str) and name else type(method).__name__

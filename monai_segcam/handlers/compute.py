@@ -17,7 +17,7 @@ from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_v
 from torch import nn
 
 from ..cam import Region
-from ..cam.factory import result_layers
+from ..cam.factory import method_name, result_layers
 from ..cam.result import as_image_map
 from ..outputs import CaseNamer, cam_output_keys, source_meta
 from ..transforms.array import ComputeSegCAM
@@ -151,7 +151,7 @@ class SegCAMComputeHandler:
         self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
         self.output_keys = cam_output_keys(cam_key, result_layers(method, layers))
         self.layers = list(self.output_keys)
-        self.method = method if isinstance(method, str) else type(method).__name__
+        self.method = method_name(method)
         self.classes = tuple(int(c) for c in ensure_tuple(classes))
         self.region = region
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key

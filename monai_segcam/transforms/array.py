@@ -14,7 +14,7 @@ from monai.utils import TransformBackends, ensure_tuple, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
-from ..cam.factory import make_segcam, result_layers
+from ..cam.factory import make_segcam, method_name, result_layers
 from ..cam.regions import region_source
 from ..cam.result import as_image_map
 
@@ -66,7 +66,7 @@ class ComputeSegCAM(Transform):
         self.engine = make_segcam(network, inferer, layers=layers, method=method, **cam_kwargs)
         self.contrast: dict[str, Any] = {} if contrast is None else {"contrast": int(contrast)}  # only when asked
         self.layers = result_layers(method, layers)
-        self.method = method if isinstance(method, str) else type(method).__name__
+        self.method = method_name(method)
         self.classes = tuple(int(c) for c in ensure_tuple(classes))
         self.region = region
         self.device = device

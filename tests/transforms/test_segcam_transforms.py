@@ -167,3 +167,19 @@ def test_normalize(tmp_path):
     assert not isinstance(clipped, MetaTensor) and clipped.min() == 0.0 and clipped.max() == 1.0
     with pytest.raises(ValueError):
         NormalizeSegCAMd("cam", mode="zscore")
+
+
+def test_a_rule_instance_names_results_and_files_by_one_rule():
+    """The method name of a rule given as an object is the rule's own (``CAMRule.method_name``) in the transform, the
+    handlers and the result alike, not its class name in one door and its name in another."""
+    from monai_segcam.cam.methods import SegHiResCAMRule
+    from monai_segcam.handlers import SegCAMComputeHandler
+
+    class Sharper(SegHiResCAMRule):
+        name = "sharper"
+
+    net = UNet(3, 1, 3, (4, 8), (2,), num_res_units=0).eval()
+    item = MetaTensor(torch.rand(1, 8, 8, 8))
+    transform = ComputeSegCAM(net, layers="pre_head", method=Sharper(), classes=1)
+    result = transform.engine(item[None], classes=(1,))
+    assert transform.method == SegCAMComputeHandler(method=Sharper()).method == result.method == "sharper"

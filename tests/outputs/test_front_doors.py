@@ -24,7 +24,7 @@ from monai_segcam.files import FileSegCAM
 from monai_segcam.handlers import SegCAMHandler
 from monai_segcam.inferers import make_segcam
 from monai_segcam.metrics import STAT_COLUMNS
-from monai_segcam.outputs import CAMWriter, read_table, write_case_folder
+from monai_segcam.outputs import CAMWriter, CaseSummary, read_table, write_case_folder
 from monai_segcam.transforms import SaveSegCAMd, SegCAMd
 from monai_segcam.utils.loading import load_bundle, load_checkpoint
 
@@ -90,6 +90,7 @@ def by_command_line(case, out) -> tuple[dict, dict]:
                    "--device", "cpu", "--quiet", "--output", str(out)])  # fmt: skip
     assert status == 0
     files = {p.name: p for p in (out / "case_7").glob("*_cam_*")}
+    by_command_line.summary = json.loads((out / "case_7" / "case_7_segcam.json").read_text())
     return files, read_table(out / "segcam_stats.csv")
 
 
@@ -125,8 +126,19 @@ def by_python(case, out) -> tuple[dict, list[dict]]:
     explained = explainer(str(case / "case 7.nii.gz"), str(case / "case 7_seg.nii.gz"), classes=CLASSES)
     writer = CAMWriter(out / explained.name, png=True)
     with writer.all_or_nothing():
-        write_case_folder(writer, explained)
+        by_python.summary = write_case_folder(writer, explained)
     return {p.name: p for p in (out / explained.name).glob("*_cam_*")}, explained.rows
+
+
+def assert_same_summary(summary, reference):
+    """One case summary: the pipeline's part of ``<case>_segcam.json`` in :py:class:`CaseSummary`'s layout, equal
+    between the doors, and the same files listed."""
+    layout = CaseSummary(["x"], (1, 1, 1), 1, np.eye(4), (1, 1, 1, 1), {}, {}).as_json()
+    for found in (summary, reference):
+        assert set(layout) <= set(found) and set(found["input"]) == set(layout["input"]), sorted(found)
+    assert {key: summary[key] for key in layout} == {key: reference[key] for key in layout}
+    listed = [{(f["file"], f["kind"], f.get("layer"), f.get("class")) for f in s["files"]} for s in (summary, reference)]
+    assert listed[0] == listed[1]
 
 
 def assert_same_picture(path, reference):
@@ -148,6 +160,7 @@ def test_every_front_door_gives_the_same_files_and_statistics(case, tmp_path):
     pictures = {name.replace(".nii.gz", ".png") for name in names}
     assert set(transform_files) == names
     assert set(cli_files) == set(handler_files) == set(python_files) == names | pictures
+    assert_same_summary(by_command_line.summary, by_python.summary)
     for name in pictures:  # one picture convention: the same PNG by every door that draws one
         assert_same_picture(cli_files[name], handler_files[name])
         assert_same_picture(python_files[name], handler_files[name])

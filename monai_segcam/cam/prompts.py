@@ -263,6 +263,11 @@ class Vista3DSegCAM(Explainer[CAMResult]):
     ) -> None:
         if not is_vista3d(network):
             raise TypeError(f"Vista3DSegCAM needs a VISTA3D network, got {type(unwrap_network(network)).__name__}.")
+        if method == "occlusion":
+            raise ValueError(
+                "occlusion is not supported with VISTA3D prompts (its windows get no patch_coords): use a CAM method "
+                "or an input attribution (gradient, integrated_gradients, ...)."
+            )
         cam_kwargs.pop("multi_label", None)
         for name in ("flips", "window_grid"):
             if cam_kwargs.get(name) is not None:

@@ -197,6 +197,10 @@ def test_bad_prompts_are_refused(vista):
         explainer(x, points=[[1.0, 2.0, 3.0]], point_labels=[1], classes=[1, 2])
     with pytest.raises(TypeError, match="VISTA3D"):
         Vista3DSegCAM(torch.nn.Conv3d(1, 2, 1))
+    with pytest.raises(ValueError, match="occlusion is not supported"):
+        Vista3DSegCAM(vista, method="occlusion")
+    with pytest.raises(ValueError, match="contrast"):
+        explainer(x, classes=[1, 2], contrast=2)
 
 
 @pytest.mark.parametrize("kind", ["classes", "points"])

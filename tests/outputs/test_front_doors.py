@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -183,3 +187,49 @@ def test_every_front_door_gives_the_same_files_and_statistics(case, tmp_path):
             expected = float(row[column])
             for other in (cli_rows[key], transform_rows[key], python_rows[key]):
                 assert math.isclose(float(other[column]), expected, rel_tol=1e-4, abs_tol=1e-6), (column, other, row)
+
+
+def by_bundle_overlay(case, out) -> dict:
+    """``bundles/segcam.json`` over a bundle's own inference workflow (its Invertd of the prediction), run as users
+    run it: ``python -m monai.bundle run``."""
+    repo = Path(__file__).resolve().parents[2]
+    bundle = case / "bundle"
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    config.update({
+        "output_dir": str(out),
+        "device": "cpu",
+        "network": "$@network_def",
+        "dataset": {"_target_": "Dataset", "data": [{"image": str(case / "case 7.nii.gz")}], "transform": "@preprocessing"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "num_workers": 0},
+        "postprocessing": {"_target_": "Compose", "transforms": [{
+            "_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
+            "nearest_interp": False}]},
+        "handlers": [{"_target_": "CheckpointLoader", "load_path": str(bundle / "models" / "model.pt"),
+                      "load_dict": {"model": "@network"}, "map_location": "cpu"}],
+        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
+                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
+                      "val_handlers": "@handlers"},
+        "run": ["$@evaluator.run()"],
+    })  # fmt: skip
+    (bundle / "configs" / "overlaid.json").write_text(json.dumps(config))
+    files = f"['configs/overlaid.json',{str(repo / 'bundles' / 'segcam.json')!r}]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--cam_layers", LAYER,
+           "--cam_classes", json.dumps(CLASSES)]  # fmt: skip
+    path = os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    result = subprocess.run(cmd, cwd=bundle, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    return {p.name: p for p in out.glob("*_cam_*")}
+
+
+@pytest.mark.slow
+def test_the_bundle_overlay_draws_the_command_lines_picture(case, tmp_path):
+    """The measured bug: the demo bundle and ``monai-segcam explain`` drew the same map rotated by 180 degrees,
+    through another slice, with another grey window. On a grid stored with permuted and flipped axes, the overlay's
+    PNG (drawn by the handler after the bundle's Invertd) is the command line's."""
+    overlay = by_bundle_overlay(case, tmp_path / "overlay")
+    cli, _ = by_command_line(case, tmp_path / "cli")
+    pictures = {f"case_7_cam_hirescam_{LAYER}_class{c}.png" for c in CLASSES}
+    assert pictures <= set(overlay) and pictures <= set(cli)
+    for name in pictures:
+        assert_same_picture(overlay[name], cli[name])

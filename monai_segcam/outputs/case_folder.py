@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..metrics.statistics import STAT_COLUMNS
-from .names import channel_table_file_name, segmentation_file_name, summary_file_name
-from .structures import structure_rows, structures_file_name, write_structures
+from .names import channel_table_file_name, segmentation_file_name, structures_file_name, summary_file_name
+from .structures import structure_rows, write_structures
 from .writer import CAMWriter, write_text
 
 __all__ = ["CaseSummary", "ExplainedCase", "write_case_folder"]

@@ -20,7 +20,9 @@ __all__ = [
     "segmentation_file_name",
     "summary_file_name",
     "channel_table_file_name",
+    "structures_file_name",
     "STATS_CSV",
+    "STRUCTURES_CSV",
     "epoch_folder",
     "source_meta",
     "cam_output_keys",
@@ -29,6 +31,8 @@ __all__ = [
 
 STATS_CSV = "segcam_stats.csv"
 """The statistics table's file name in an output folder (the handlers', the command line's)."""
+STRUCTURES_CSV = "segcam_structures.csv"
+"""The data set's structure table's file name in an output folder (the handlers', the command line's)."""
 
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gz", ".npy", ".npz", ".png")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -164,6 +168,17 @@ def channel_table_file_name(case: str) -> str:
             channel_table_file_name("brats_1")  # 'brats_1_channels.csv'
     """
     return f"{case}_channels.csv"
+
+
+def structures_file_name(case: str) -> str:
+    """The file name of a case's structure table: ``{case}_structures.csv``.
+
+    Example:
+        .. code-block:: python
+
+            structures_file_name("case1")  # 'case1_structures.csv'
+    """
+    return f"{case}_structures.csv"
 
 
 def epoch_folder(output_dir: str | os.PathLike, epoch: int, epoch_subdir: bool = True) -> str:

@@ -2,7 +2,7 @@
 """The structure tables: per case ``<case>_structures.csv`` (:py:data:`STRUCTURE_COLUMNS`, one row per layer, method,
 class and structure: :py:func:`~monai_segcam.metrics.structure_scores` of the map in each structure of a label map)
 and across a data set ``segcam_structures.csv`` (:py:data:`COHORT_STRUCTURE_COLUMNS`: mean and spread per layer,
-method, class and structure over the cases)."""
+method, class and structure over the cases); their file names are spelled in :py:mod:`.names`."""
 
 from __future__ import annotations
 
@@ -22,8 +22,6 @@ from .writer import write_text
 __all__ = [
     "STRUCTURE_COLUMNS",
     "COHORT_STRUCTURE_COLUMNS",
-    "STRUCTURES_CSV",
-    "structures_file_name",
     "label_structures",
     "structure_rows",
     "cohort_structure_rows",
@@ -35,19 +33,8 @@ __all__ = [
 STRUCTURE_COLUMNS = ("layer", "method", "class", "structure", "share", "density")
 COHORT_STRUCTURE_COLUMNS = ("layer", "method", "class", "structure", "n", "share_mean", "share_std", "density_mean",
                             "density_std")  # fmt: skip
-STRUCTURES_CSV = "segcam_structures.csv"
 
 Row = dict[str, Any]
-
-
-def structures_file_name(case: str) -> str:
-    """``<case>_structures.csv``.
-
-    Example:
-        >>> structures_file_name("case1")
-        'case1_structures.csv'
-    """
-    return f"{case}_structures.csv"
 
 
 def label_structures(

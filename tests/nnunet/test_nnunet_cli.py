@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ pytest.importorskip("nnunetv2", reason="nnU-Net v2 is an optional dependency (pi
 
 from monai_segcam.cli import main
 from monai_segcam.nnunet import NNUNetModel, NNUNetSegCAM, explain_nnunet_case
+from monai_segcam.outputs import CaseSummary, read_table
 
 pytestmark = pytest.mark.slow  # the session fixture trains a tiny nnU-Net (about 30 s)
 
@@ -46,6 +48,10 @@ def test_explain_two_folds_mirrored(nnunet_folder, nnunet_case, tmp_path, capsys
         ("pre_head", "hirescam"), ("encoder.1", "hirescam"), ("pre_head", "gradcam"), ("encoder.1", "gradcam")
     }  # fmt: skip
     assert all(0 < f["stats"]["relevance_mass_region"] <= 1 for f in cams)  # cam_statistics, as every front door
+    layout = CaseSummary(["x"], (1, 1, 1), 1, np.eye(4), (1, 1, 1, 1), {}, {}).as_json()  # FileSegCAM's layout too
+    assert set(layout) <= set(summary) and set(summary["input"]) == set(layout["input"])
+    assert summary["input"]["files"] == [os.path.abspath(f) for f in files] and summary["input"]["channels"] == 2
+    assert summary["input"]["shape"] == list(seg.shape) and np.allclose(summary["input"]["affine"], affine)
     assert (case / "case_cam_gradcam_pre_head_class1.png").is_file()
     python = explain_nnunet_case({"hirescam": engine}, files)  # the Python API of the command's pipeline
     assert python.name == "case" and python.summary["predicted_voxels"] == summary["predicted_voxels"]
@@ -81,6 +87,8 @@ def test_explain_regions_without_mirroring(nnunet_folder, nnunet_case, tmp_path)
         cam, _ = load(out / "ball" / "ball_cam_hirescam_pre_head_class1.nii.gz")
         stats = next(f["stats"] for f in summary["files"] if f["kind"] == "cam")
         assert cam.shape == label.shape and np.isfinite(cam).all() and stats["region_voxels"] > 0
+    rows = read_table(tmp_path / "label" / "segcam_stats.csv")
+    assert all(row["relevance_mass_label"] not in ("", None) for row in rows.values())  # the label's columns, filled
     with_label = model.preprocess([folder / "ball_0000.nii.gz", folder / "ball_0001.nii.gz"], nnunet_case["label"])
     assert stats["region_voxels"] == int((with_label.label == 1).sum())  # the rows on the network grid, as every door's
 

@@ -25,6 +25,10 @@ background value; positive drops), and the gradient maps of
 ``integrated_gradients`` (16 steps from the zero image), signed. Each gets the same metrics on the same region.
 ``--perturbation-only`` runs just these rows (and ``random``) and rewrites just their table.
 
+Option variants (``--variants``, their own table between the ``planted-variants`` markers): Score-CAM with the
+region's mean and summed score (``scorecam[mean]``, ``scorecam[sum]``) and Grad-CAM++ on the activations and on
+``ReLU(A)`` (``gradcampp``, ``gradcampp_relu``), see :py:data:`VARIANTS`.
+
 Run: ``python benchmarks/planted_evidence/run.py`` (about 4 minutes on 2 cores, one process per task). It prints
 the results and writes them between the ``planted-evidence`` markers of ``docs/planted_evidence.md`` (the prose
 around them is kept) and the panels ``docs/figures/planted_<task>.png``.
@@ -64,9 +68,16 @@ from monai_segcam.metrics import (
 )
 from monai_segcam.perturbation import ChannelAttribution, SegOcclusion
 
-__all__ = ["METHODS", "PERTURBATION", "LAYERS", "METRICS", "select_cases", "run_task", "format_table", "write_doc"]
+__all__ = ["METHODS", "VARIANTS", "PERTURBATION", "LAYERS", "METRICS", "select_cases", "run_task", "format_table", "write_doc"]
 
 METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "xgradcam", "layercam", "eigencam", "scorecam")
+# the options compared in their own table (--variants): Score-CAM's score reduction, Grad-CAM++ on A or on ReLU(A)
+VARIANTS = {
+    "scorecam[mean]": ("scorecam", {"score_reduction": "mean"}),
+    "scorecam[sum]": ("scorecam", {"score_reduction": "sum"}),
+    "gradcampp": ("gradcampp", {}),
+    "gradcampp_relu": ("gradcampp_relu", {}),
+}
 PERTURBATION = ("occlusion", "input_x_gradient", "integrated_gradients")  # maps on the input: layer "input"
 OCCLUSION = {"mask_size": 8, "stride": 4, "baseline": 0.0, "batch_size": 16}
 IG_STEPS = 16
@@ -88,6 +99,7 @@ SURVIVES = 0.5
 ZONE = 2  # dilation (voxels) of the evidence masks: the CAMs come from grids 2x to 8x coarser than the image
 BEGIN, END = "<!-- planted-evidence:begin -->", "<!-- planted-evidence:end -->"
 PERTURBATION_MARKERS = ("<!-- planted-perturbation:begin -->", "<!-- planted-perturbation:end -->")
+VARIANT_MARKERS = ("<!-- planted-variants:begin -->", "<!-- planted-variants:end -->")
 DOC = os.path.join("docs", "planted_evidence.md")
 
 
@@ -229,7 +241,8 @@ def run_task(
             figure = {"image": case["image"][0], "region": _figure_region(task, case), "view": _view(task, case),
                       "cams": {}}
         for method in methods:
-            cams = SegCAM(net, layers=list(layers), method=method)(x, classes=cls, region=weights)
+            name, options = VARIANTS.get(method, (method, {}))
+            cams = SegCAM(net, layers=list(layers), method=name, **options)(x, classes=cls, region=weights)
             for layer in layers:
                 cam = cams[layer].as_tensor()
                 row = {"case": index, "method": method, "layer": layer, "zero": not bool(cam.any())}
@@ -263,8 +276,10 @@ def perturbation_map(method: str, net, x: torch.Tensor, weights: torch.Tensor, c
 
 
 def _randomization(net, x, weights, cls, method, layer) -> float:
+    name, options = VARIANTS.get(method, (method, {}))
+
     def cam_fn(network):
-        return SegCAM(network, layers=layer, method=method)(x, classes=cls, region=weights).map.as_tensor()
+        return SegCAM(network, layers=layer, method=name, **options)(x, classes=cls, region=weights).map.as_tensor()
 
     return cascading_randomization(cam_fn, net, layers=CASCADE, seed=0)[-1].spearman
 
@@ -418,10 +433,15 @@ def main() -> None:
                         help="perturbation rows (none: skip them)")  # fmt: skip
     parser.add_argument("--perturbation-only", action="store_true",
                         help="run only the perturbation rows (and random); rewrite only their table")  # fmt: skip
+    parser.add_argument("--variants", action="store_true",
+                        help="run only the option variants (VARIANTS: Score-CAM's score reduction, Grad-CAM++ on A or "
+                             "ReLU(A)) and random; rewrite only their table")  # fmt: skip
     parser.add_argument("--doc", default=DOC, help="Markdown file with the planted-evidence markers ('' to skip)")
     parser.add_argument("--figures", default=os.path.join("docs", "figures"), help="figure folder ('' to skip)")
     args = parser.parse_args()
-    methods = [] if args.perturbation_only else args.methods
+    methods = [] if args.perturbation_only else list(VARIANTS) if args.variants else args.methods
+    if args.variants:
+        args.perturbation = []
     kwargs = {"num": args.num, "steps": args.steps, "randomize_cases": args.randomize_cases, "methods": methods,
               "layers": args.layers, "perturbation": args.perturbation}
     start = time.perf_counter()
@@ -435,7 +455,7 @@ def main() -> None:
             cam_sections.append(report(task, cam_rows, info))
         if args.perturbation:
             perturbation_sections.append(report(task, perturbation_rows, info))
-        if args.figures and methods:
+        if args.figures and methods and not args.variants:
             os.makedirs(args.figures, exist_ok=True)
             save_panel(task, figure, os.path.join(args.figures, f"planted_{task}.png"))
     command = "python benchmarks/planted_evidence/run.py " + " ".join(sys.argv[1:])
@@ -443,7 +463,8 @@ def main() -> None:
         f"Generated by `{command.strip()}` ({args.num} cases per task, {args.steps}-step curves, "
         f"torch {torch.__version__}, {time.perf_counter() - start:.0f} s wall).\n"
     )
-    for sections, markers in ((cam_sections, (BEGIN, END)), (perturbation_sections, PERTURBATION_MARKERS)):
+    cam_markers = VARIANT_MARKERS if args.variants else (BEGIN, END)
+    for sections, markers in ((cam_sections, cam_markers), (perturbation_sections, PERTURBATION_MARKERS)):
         if not sections:
             continue
         section = header + "\n" + "\n".join(sections)

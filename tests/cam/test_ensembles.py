@@ -168,7 +168,7 @@ def reference_scorecam(nets, flips, layer, x, cls, region, mode):
         with torch.no_grad():
             scores = torch.stack([
                 (sliding_window_inference(x * masks[:, k : k + 1], ROI, 1, predict, OVERLAP, mode)[:, cls] * region[:, 0])
-                .sum() / region.sum()
+                .sum()  # the region's summed score (score_reduction="sum", the default)
                 for k in range(acts.shape[1])
             ])  # fmt: skip
         total = total + torch.einsum("k,bk...->b...", torch.softmax(scores, 0), acts)[:, None]

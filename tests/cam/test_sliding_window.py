@@ -180,7 +180,7 @@ def test_progress_bar(capsys):
 def reference_scorecam(net, layer, x, roi, overlap, mode, classes, mask, target, cval):
     """Score-CAM stitched by MONAI itself: the layer's activations upsampled per window and blended by
     ``sliding_window_inference``, min-max normalised, one ``sliding_window_inference`` per masked input, softmax of the
-    region's mean scores over channels, weighted sum of the blended activations, ReLU."""
+    region's summed scores (the default score_reduction) over channels, weighted sum of the blended activations, ReLU."""
     module = dict(net.named_modules())[layer]
     store = {}
     handle = module.register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out))
@@ -200,7 +200,7 @@ def reference_scorecam(net, layer, x, roi, overlap, mode, classes, mask, target,
         with torch.no_grad():
             y = sliding_window_inference(x * masks[:, k : k + 1], roi, 1, net, overlap, mode, cval=cval)
         t = torch.softmax(y, 1) if target == "probabilities" else y
-        scores.append(torch.stack([(t[:, c] * mask[:, 0]).sum((1, 2, 3)) / mask.sum() for c in classes], -1))
+        scores.append(torch.stack([(t[:, c] * mask[:, 0]).sum((1, 2, 3)) for c in classes], -1))
     weights = torch.softmax(torch.stack(scores, 1), 1)  # (B, K, n)
     return torch.relu(torch.einsum("bkn,bk...->bn...", weights, acts))
 

@@ -103,3 +103,19 @@ def test_benchmark_perturbation_rows(tmp_path):
     run.write_doc(run.report("marker", rows, info), str(doc), run.PERTURBATION_MARKERS)
     text = doc.read_text(encoding="utf-8")
     assert "cam table" in text and "old" not in text and "| input_x_gradient | input |" in text
+
+
+def test_benchmark_variant_rows_use_their_options():
+    """The option variants (Score-CAM's reduction, Grad-CAM++ on ReLU(A)) run with their options: the two
+    Score-CAM reductions give different maps."""
+    sys.path.insert(0, os.path.abspath(BENCH))
+    try:
+        import run
+    finally:
+        sys.path.pop(0)
+    rows, _, figure = run.run_task("two_objects", num=1, methods=("scorecam[mean]", "scorecam[sum]"),
+                                   layers=("decoder.0",), steps=2, randomize_cases=0)  # fmt: skip
+    assert [r["method"] for r in rows] == ["random", "scorecam[mean]", "scorecam[sum]"]
+    maps = figure["cams"]["decoder.0"]
+    assert not np.allclose(maps["scorecam[mean]"], maps["scorecam[sum]"])
+    assert run.VARIANTS["scorecam[sum]"] == ("scorecam", {"score_reduction": "sum"})

@@ -63,7 +63,7 @@ def _stub(name: str, **names) -> None:
 def _stub_pytorch_grad_cam_imports() -> None:
     """Stand-ins for what pytorch-grad-cam imports only for 2D images and detection (OpenCV, torchvision), when they
     cannot be imported; its 3D CAMs use neither."""
-    if importlib.util.find_spec("cv2") is None:
+    if "cv2" not in sys.modules and importlib.util.find_spec("cv2") is None:
         _stub("cv2")
     try:
         importlib.import_module("torchvision.transforms")
@@ -144,11 +144,13 @@ class _Scored(torch.nn.Module):
         return _score(self.mask)(self.net(x))[:, None]
 
 
-def compare(dtype: torch.dtype, size: int = 32) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    """``{(method, peer): [(relative difference, correlation), ...]}`` over networks and layers."""
+def compare(dtype: torch.dtype, size: int = 32) -> dict[tuple[str, str], list[tuple[float, float, str]]]:
+    """``{(method, peer): [(relative difference, correlation, where), ...]}`` over networks and layers; maps we
+    return as exact zeros (float round-off, see monai_segcam.cam.roundoff) are listed with ``where`` ending in
+    ``"(ours: zero map)"``."""
     peers = {"captum": _optional("captum.attr") and _optional("captum"), "pytorch-grad-cam": _optional("pytorch_grad_cam"),
              "torchcam": _optional("torchcam.methods") and _optional("torchcam")}  # fmt: skip
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
     for net_name, build in NETWORKS.items():
         torch.manual_seed(0)
         net = build().to(dtype).eval()
@@ -177,7 +179,8 @@ def compare(dtype: torch.dtype, size: int = 32) -> dict[tuple[str, str], list[tu
                     scale = float(theirs.abs().max())
                     diff = float((ours_map - theirs).abs().max()) / scale if scale > 0 else float("nan")
                     corr = float(torch.corrcoef(torch.stack([ours_map.flatten(), theirs.flatten()]).double())[0, 1])
-                    results.setdefault((method, peer), []).append((diff, corr))
+                    where = f"{net_name} {role}" + (" (ours: zero map)" if not ours_map.any() else "")
+                    results.setdefault((method, peer), []).append((diff, corr, where))
                     print(f"{dtype} {net_name:9s} {role:10s} {method:9s} {peer:16s} rel. diff {diff:.1e} corr {corr:+.4f}")
     return results
 
@@ -188,12 +191,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     table = {dtype: compare(dtype, args.size) for dtype in (torch.float64, torch.float32)}
-    print("\n| method | peer | max rel. diff float64 | max rel. diff float32 | min corr. float64 |")
-    print("|---|---|---|---|---|")
-    for key in sorted(table[torch.float64]):
-        f64, f32 = table[torch.float64][key], table[torch.float32].get(key, [])
-        print(f"| {key[0]} | {key[1]} | {max(d for d, _ in f64):.1e} | "
-              f"{max(d for d, _ in f32):.1e} | {min(c for _, c in f64):+.3f} |" if f32 else "")  # fmt: skip
+    print("\n| method | peer | max rel. diff float64 | max rel. diff float32 | min corr. float64 | ours: zero map |")
+    print("|---|---|---|---|---|---|")
+    for key in sorted(set(table[torch.float64]) | set(table[torch.float32])):
+        cells, zeros = [], []
+        for dtype in (torch.float64, torch.float32):
+            rows = table[dtype].get(key, [])
+            real = [r for r in rows if not r[2].endswith("(ours: zero map)")]
+            zeros += [f"{r[2][:-17]} {str(dtype)[6:]}" for r in rows if r not in real]
+            cells.append(f"{max(r[0] for r in real):.1e}" if real else "n/a")
+        f64 = [r for r in table[torch.float64].get(key, []) if not r[2].endswith("(ours: zero map)")]
+        corr = f"{min(r[1] for r in f64):+.3f}" if f64 else "n/a"
+        print(f"| {key[0]} | {key[1]} | {cells[0]} | {cells[1]} | {corr} | {', '.join(zeros) or '-'} |")
 
 
 if __name__ == "__main__":

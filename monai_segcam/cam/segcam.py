@@ -30,8 +30,8 @@ class SegCAM(SlidingWindowSegCAM):
             several (an ensemble whose logits are averaged).
         layers: a layer name (``named_modules()`` name, optionally with a ``[index]`` selector for tuple outputs) or
             a role (``"pre_head"``, ``"bottleneck"``, ``"encoder.N"``, ``"decoder.N"``), or a list of them.
-        method: ``"gradcam"``, ``"hirescam"``, ``"xrescam"``, ``"gradcampp"``, ``"xgradcam"``, ``"layercam"``,
-            ``"eigencam"``, ``"scorecam"``, or a :py:class:`~monai_segcam.cam.methods.CAMRule`.
+        method: ``"gradcam"``, ``"hirescam"``, ``"xrescam"``, ``"gradcampp"``, ``"gradcampp_relu"``, ``"xgradcam"``,
+            ``"layercam"``, ``"eigencam"``, ``"scorecam"``, or a :py:class:`~monai_segcam.cam.methods.CAMRule`.
         target: explain the ``"logits"`` or the ``"probabilities"`` (softmax; sigmoid with ``multi_label``).
         relu: apply ReLU to the upsampled map (keep positive evidence). Defaults to True.
         multi_label: the network has independent sigmoid outputs (prediction = logit > 0).
@@ -40,7 +40,8 @@ class SegCAM(SlidingWindowSegCAM):
         flips: test-time flips, sets of spatial axes (see :py:class:`SlidingWindowSegCAM`).
         activation_budget: bytes of activations and graph kept between the passes of global-weight methods.
         amp, amp_dtype: mixed precision, see :py:class:`SlidingWindowSegCAM`.
-        method_kwargs: options of the method, e.g. ``pool_size=2, pool_mode="max"`` for ``"xrescam"``.
+        method_kwargs: options of the method, e.g. ``pool_size=2, pool_mode="max"`` for ``"xrescam"``,
+            ``score_reduction="mean"`` for ``"scorecam"``, ``activation="relu"`` for ``"gradcampp"``.
 
     Returns (when called):
         a :py:class:`~monai_segcam.CAMResult` ``{layer: MetaTensor (B, len(classes), *spatial)}`` on the input's voxel

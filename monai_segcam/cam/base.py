@@ -7,10 +7,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import torch
-from monai.utils import ensure_tuple, look_up_option
+from monai.utils import look_up_option
 from torch import nn
 
 from ..utils.enums import CAMTarget
+from .engine import requested_classes
 from .methods import CAMRule, get_rule
 from .result import CAMResult, as_image_map
 from .terms import Terms
@@ -43,7 +44,7 @@ class Explainer(Generic[R]):
     def __call__(
         self,
         image: torch.Tensor,
-        classes: int | Sequence[int] = 1,
+        classes: int | Sequence[int] | str = 1,
         region: Any = "pred",
         pred: torch.Tensor | None = None,
         label: torch.Tensor | None = None,
@@ -53,7 +54,8 @@ class Explainer(Generic[R]):
 
         Args:
             image: the network input, batch first (a ``MetaTensor`` keeps its metadata on the output).
-            classes: one class index or several; all come from the same forward pass(es).
+            classes: one class index or several, or ``"all"`` (every output channel); all come from the same forward
+                pass(es), and several classes share batched backward passes.
             region: the explained region M per class, on the whole volume (see :py:mod:`monai_segcam.cam.regions`).
             pred: an existing prediction defining prediction-based regions: logits ``(B, C, *spatial)`` (stitched, for
                 sliding windows) or a label map ``(B, 1, *spatial)``; it saves the prediction pass of sliding windows.
@@ -68,7 +70,7 @@ class Explainer(Generic[R]):
         return self._call(image, classes, region, pred, label, **extra)
 
     def _call(
-        self, image: torch.Tensor, classes: int | Sequence[int], region: Any, pred: torch.Tensor | None,
+        self, image: torch.Tensor, classes: int | Sequence[int] | str, region: Any, pred: torch.Tensor | None,
         label: torch.Tensor | None, contrast: int | None = None,
     ) -> R:  # fmt: skip
         raise NotImplementedError
@@ -135,7 +137,8 @@ class CAMEngine(Explainer[CAMResult]):
                 channels[key] = as_image_map(value.relu() if self.relu else value, image)
                 value = value.sum(2)
             out[key] = as_image_map(value.relu() if self.relu else value, image)
-        classes = tuple(int(c) for c in ensure_tuple(classes))
+        requested = requested_classes(classes)
+        classes = tuple(range(weights.shape[1])) if isinstance(requested, str) else requested
         modules = {layer.key: layer.module_name for layer in self.layers}
         return CAMResult(out, classes, self.rule.method_name, weights, prediction, modules, channels)
 

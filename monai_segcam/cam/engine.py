@@ -20,6 +20,7 @@ __all__ = [
     "check_image",
     "check_classes",
     "check_contrast",
+    "requested_classes",
     "tensor_sum",
     "upsample",
     "check_activations",
@@ -65,9 +66,29 @@ def check_image(image: torch.Tensor, spatial_dims: int | None = None) -> torch.T
     return image if image.is_floating_point() else image.float()
 
 
-def check_classes(classes: int | Sequence[int], num_channels: int) -> tuple[int, ...]:
-    """Requested classes as a tuple, each checked against the network's output channels."""
-    classes = tuple(int(c) for c in ensure_tuple(classes))
+def requested_classes(classes: int | Sequence[int] | str) -> tuple[int, ...] | str:
+    """The classes a front door was given: ``"all"`` (every output channel, known once the network ran) or a tuple of
+    class indices.
+
+    Example:
+        >>> requested_classes("all"), requested_classes(2), requested_classes([1, 3])
+        ('all', (2,), (1, 3))
+    """
+    given = ensure_tuple(classes)
+    if "all" in given:
+        if len(given) > 1:
+            raise ValueError(f"classes={list(given)}: 'all' (every output channel) stands alone.")
+        return "all"
+    if any(isinstance(c, str) for c in given):
+        raise ValueError(f"classes={list(given)}: give class indices or 'all' (every output channel).")
+    return tuple(int(c) for c in given)
+
+
+def check_classes(classes: int | Sequence[int] | str, num_channels: int) -> tuple[int, ...]:
+    """Requested classes as a tuple (``"all"``: every output channel), each checked against the network's output
+    channels."""
+    requested = requested_classes(classes)
+    classes = tuple(range(num_channels)) if isinstance(requested, str) else requested
     if not classes:
         raise ValueError("classes is empty: request at least one class index.")
     bad = [c for c in classes if not 0 <= c < num_channels]

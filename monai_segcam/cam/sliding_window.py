@@ -53,6 +53,7 @@ from .engine import (
     tensor_sum,
     upsample,
 )
+from .heads import class_chunks, class_gradients
 from .methods import CAMRule
 from .regions import Region, as_region, region_cotangent, region_weights, warn_empty_regions
 from .roundoff import zero_roundoff_maps
@@ -99,6 +100,10 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
             statistics accumulate in the image's precision.
         amp_dtype: the autocast type; defaults to float16 on CUDA and bfloat16 on CPU.
 
+    Attributes:
+        batch_classes: the gradients of several classes from one batched backward (one einsum at a per-voxel linear
+            head, see :py:mod:`~monai_segcam.cam.heads`); ``False``: one backward per class. Defaults to True.
+
     Example:
         .. code-block:: python
 
@@ -107,6 +112,8 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
             # or reuse a bundle's inferer settings:
             sw_cam = SlidingWindowSegCAM.from_inferer(inferer, net, layers="pre_head", method="hirescam")
     """
+
+    batch_classes = True
 
     def __init__(
         self,
@@ -218,6 +225,7 @@ class _Cached:
     graph_acts: dict[str, list[torch.Tensor]] | None = None
     acts_bytes: int = 0
     graph_bytes: int = 0
+    heads: list | None = None
 
 
 def _bounding_box(mask: torch.Tensor) -> tuple[slice, ...] | None:
@@ -395,8 +403,9 @@ class _WindowPass:
             return
         self.budget_left -= acts_bytes + graph_bytes
         self.cache[group] = _Cached(
-            acts, logits if graph else None, dict(run.activations) if graph else None, acts_bytes, graph_bytes
-        )
+            acts, logits if graph else None, dict(run.activations) if graph else None, acts_bytes, graph_bytes,
+            list(run.heads) if graph else None,
+        )  # fmt: skip
 
     def drop_graph(self, group: tuple[int, ...]) -> None:
         """Forget the group's kept graph (its backward ran or is not needed), keeping its activations."""
@@ -589,9 +598,10 @@ class _WindowPass:
         column = self.scales[key][:, i]
         column.scatter_reduce_(0, items, peaks, reduce="amax")
 
-    def cotangent(self, group: Sequence[int], logits: torch.Tensor, i: int) -> torch.Tensor:
+    def cotangent(self, group: Sequence[int], logits: torch.Tensor, i: int, compact: bool = False) -> torch.Tensor:
         """Region cotangent of class ``i`` (minus the contrast class's) for the group's windows, times each window's
-        blending weight (and an input attribution's point weight)."""
+        blending weight (and an input attribution's point weight); ``compact`` (``target="logits"``, no contrast): its
+        one non-zero channel ``(n, 1, *roi)``, the class's."""
         parts = []
         target, multi_label = self.cam.target, self.cam.multi_label
         with record_function("segcam::cotangent"):
@@ -603,8 +613,35 @@ class _WindowPass:
                 beta = self.importance / self.count[(slice(None), slice(None), *window)].to(self.sw_device)
                 if self.points is not None:
                     beta = beta * self.points.weights[e % self.num_points]
-                parts.append(region_cotangent(source, weights * beta, self.classes[i], target, multi_label, self.contrast))
+                if compact:
+                    parts.append((weights * beta).to(source.dtype))
+                else:
+                    parts.append(region_cotangent(source, weights * beta, self.classes[i], target, multi_label, self.contrast))
             return torch.cat(parts)
+
+    def class_gradients(
+        self, group: tuple[int, ...], logits: torch.Tensor, acts: dict, run: TermCapture, todo: Sequence[int]
+    ) -> Iterator[tuple[int, dict[str, list[torch.Tensor]]]]:
+        """``(i, {layer: [G of each term]})`` for each class ``i`` of ``todo``: chunks of classes through one batched
+        backward (one einsum at a per-voxel linear head, :py:mod:`~monai_segcam.cam.heads`), or class by class
+        without ``batch_classes``."""
+        terms = self.cam.terms
+        if not self.cam.batch_classes:
+            for n, i in enumerate(todo):
+                yield i, term_gradients(logits, acts, self.cotangent(group, logits, i), n != len(todo) - 1, terms.amp)
+            return
+        cached = self.cache.get(group)
+        heads = cached.heads if cached is not None and cached.heads is not None else run.heads
+        compact = self.cam.target == CAMTarget.LOGITS and self.contrast is None
+        size = logits.element_size()
+        cotangent = logits.numel() // logits.shape[1] if compact else logits.numel()
+        per_class = size * (2 * sum(a.numel() for per_term in acts.values() for a in per_term) + cotangent)
+        for chunk in class_chunks(len(todo), per_class):
+            picked = [todo[n] for n in chunk]
+            cotangents = torch.stack([self.cotangent(group, logits, i, compact) for i in picked])
+            channels = [self.classes[i] for i in picked] if compact else None
+            grads = class_gradients(logits, acts, heads, cotangents, channels, terms.flip, terms.amp)
+            yield from zip(picked, grads)
 
     def add(self, key: str, group: Sequence[int], i: int, window_maps: torch.Tensor) -> None:
         """Accumulate per-window maps ``(n, m, *roi)`` of class ``i`` into the volume (``m`` channels per class: 1, or
@@ -625,9 +662,7 @@ class _WindowPass:
         todo = self.classes_touched(group)
         if todo:
             logits, acts, detached = self.fetch(group, run, need_graph=True)
-        for i in todo:
-            cotangent = self.cotangent(group, logits, i)
-            grads = term_gradients(logits, acts, cotangent, i != todo[-1], scaled=terms.amp)
+        for i, grads in self.class_gradients(group, logits, acts, run, todo) if todo else ():
             with record_function("segcam::maps"):
                 for key, per_term in grads.items():
                     pairs = [(a, g.to(a.dtype)) for a, g in zip(detached[key], per_term)]
@@ -656,8 +691,7 @@ class _WindowPass:
         gradients = self.rule.needs_gradients
         todo = self.classes_touched(group) if gradients else []
         logits, acts, detached = self.fetch(group, run, need_graph=bool(todo), keep=True)
-        grads = {i: term_gradients(logits, acts, self.cotangent(group, logits, i), i != todo[-1],
-                                   scaled=self.cam.terms.amp) for i in todo}  # fmt: skip
+        grads = dict(self.class_gradients(group, logits, acts, run, todo)) if todo else {}
         for i in range(len(self.classes)) if gradients else [0]:
             self.accumulate(stats, group, i, detached, grads.get(i), sums)
         self.drop_graph(group)  # its graph is no longer needed

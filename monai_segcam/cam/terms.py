@@ -24,6 +24,7 @@ from torch.profiler import record_function
 
 from .capture import ActivationCapture
 from .engine import check_activations, check_output
+from .heads import HeadProbe, LinearHead
 from .layers import ResolvedLayer, resolve_layers, unwrap_network
 from .selection import select_logits
 
@@ -148,12 +149,16 @@ class TermCapture:
             ActivationCapture(net, layers, differentiable) for net, layers in zip(terms.networks, self.layers)
         ]
         self.activations: dict[str, list[torch.Tensor]] = {}
+        self.probes = [HeadProbe(unwrap_network(net)) for net in terms.networks] if differentiable and with_layers else []
+        self.heads: list[LinearHead | None] = []
         self._stack = ExitStack()
 
     def __enter__(self) -> TermCapture:
         with ExitStack() as stack:
             for capture in self.captures:
                 stack.enter_context(capture)
+            for probe in self.probes:  # after the captures: it sees the outputs their hooks hand on
+                stack.enter_context(probe)
             self._stack = stack.pop_all()
         return self
 
@@ -162,13 +167,15 @@ class TermCapture:
         self._stack.close()
 
     def __call__(self, x: torch.Tensor, windows: WindowPlace | None = None) -> torch.Tensor:
-        """The mean logits of all terms on ``x``; :py:attr:`activations` holds ``{layer: [A of each term]}``.
+        """The mean logits of all terms on ``x``; :py:attr:`activations` holds ``{layer: [A of each term]}`` and
+        :py:attr:`heads` each term's per-voxel linear head (``None`` where it has none or nothing is differentiated).
 
         ``windows``: where the batch ``x`` lies, ``(slices, pad)``: each window's spatial slices in the padded grid and
         the grid's padding (``torch.nn.functional.pad`` order). A network with a ``window_arguments(slices, pad)``
         method gets the keyword arguments it returns in its forward (:py:func:`window_arguments`)."""
         terms = self.terms
         self.activations = {layer.key: [] for layer in self.layers[0]}
+        self.heads = []
         total: torch.Tensor | None = None
         for t in range(terms.num_terms):
             m = terms.member(t)
@@ -179,6 +186,7 @@ class TermCapture:
                 network = unwrap_network(terms.networks[m])
                 output = network(terms.flip(x, t), **window_arguments(network, windows))
                 out = select_logits(output, terms.output_selector, x.shape[2:])
+            self.heads.append(self.probes[m].head(out, capture.activations) if self.probes else None)
             out = terms.flip(out.to(x.dtype) if terms.amp else out, t)
             check_activations(capture, layers)
             check_output(out, layers)

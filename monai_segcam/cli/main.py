@@ -35,6 +35,15 @@ METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "gradcampp_relu", "xgr
            "gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", OCCLUSION)  # fmt: skip
 
 
+def _classes(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid class {text!r}: use output channel numbers or all") from None
+
+
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model (a MONAI bundle, or a network class with its arguments)")
     source = group.add_mutually_exclusive_group(required=True)
@@ -89,8 +98,9 @@ def _cam_arguments(parser: argparse.ArgumentParser) -> None:
     cam.add_argument("--method", nargs="+", default=["hirescam"], choices=METHODS, metavar="M",
                      help=", ".join(METHODS))  # fmt: skip
     cam.add_argument(
-        "--classes", nargs="+", type=int, metavar="C", help="output channels to explain (default: all but 0)"
-    )
+        "--classes", nargs="+", type=_classes, metavar="C",
+        help="output channels to explain, or all (every channel, 0 included); default: all but 0",
+    )  # fmt: skip
     cam.add_argument(
         "--region", default="pred",
         help="explained region: pred (default), all, empty, label, fp, fn (these three need --label), component[:N], "
@@ -250,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_region(parser, args)
+    if getattr(args, "classes", None) and "all" in args.classes and len(args.classes) > 1:
+        parser.error("argument --classes: all stands alone (every output channel)")
     if not args.debug:  # library deprecation notices are not the user's business
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)

@@ -99,7 +99,8 @@ class FileSegCAM:
         Args:
             path: the image file or DICOM series folder.
             label: the ground-truth label map file (for the ``label``, ``fp`` and ``fn`` regions, and the statistics).
-            classes: the output channels explained; default: all (multi-label), else all but 0.
+            classes: the output channels explained, ``["all"]`` for every channel; default: all (multi-label), else
+                all but 0.
             region: a region string (:py:func:`~monai_segcam.cam.regions.parse_region`), a voxel or box in voxel
                 indices of the file; or a :py:class:`~monai_segcam.cam.regions.Region` or mask on the network grid.
             name: the case name; default: the file's name (:py:func:`~monai_segcam.outputs.safe_case_name`).
@@ -123,7 +124,7 @@ class FileSegCAM:
         multi_label = bool(getattr(self.predictor, "multi_label", self.model.multi_label))
         default = list(range(channels)) if multi_label else (list(range(1, channels)) or [0])
         default = [c for c in default if c != contrast]  # the contrast class is not explained against itself
-        classes = list(default if classes is None else classes)
+        classes = list(default if classes is None else range(channels) if list(classes) == ["all"] else classes)
         placed, region_summary = place_region(region, original.shape[1:], image.shape[1:], to_grid)
         call = {"classes": classes, "region": placed, "pred": logits, "label": truth, **forward}
         call.update({} if contrast is None else {"contrast": int(contrast)})

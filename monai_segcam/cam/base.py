@@ -44,7 +44,7 @@ class Explainer(Generic[R]):
     def __call__(
         self,
         image: torch.Tensor,
-        classes: int | Sequence[int] | str = 1,
+        classes: int | Sequence[int] = 1,  # or "all" (see below)
         region: Any = "pred",
         pred: torch.Tensor | None = None,
         label: torch.Tensor | None = None,

@@ -36,13 +36,14 @@ if TYPE_CHECKING:
         normalize_cam,
         resolve_layers,
     )
+    from .explainers import ExplainerKind, ExplainRequest, make_segcam, register_explainer
     from .handlers import SegCAMHandler
     from .inferers import SegCAMInferer
     from .perturbation import ChannelAttribution, SegOcclusion
     from .transforms import ComputeSegCAM, NormalizeSegCAMd, SegCAMd
     from .visualize.notebook import show
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "SegCAM",
@@ -65,15 +66,20 @@ __all__ = [
     "SegCAMInferer",
     "SegCAMHandler",
     "show",
+    "ExplainRequest",
+    "make_segcam",
+    "ExplainerKind",
+    "register_explainer",
 ]
 
 # the package imports its subpackages (and so torch and MONAI) on first use of a name, as MONAI and SciPy do, so that
 # ``monai-segcam --help`` answers at once; ``from monai_segcam import SegCAM`` and ``monai_segcam.cam`` work as before
-_SUBPACKAGES = {"cam", "cli", "data", "files", "handlers", "inferers", "metrics", "nnunet", "outputs", "perturbation"}
+_SUBPACKAGES = {"cam", "cli", "data", "explainers", "files", "handlers", "inferers", "metrics", "nnunet", "outputs", "perturbation"}
 _SUBPACKAGES |= {"report", "transforms", "utils", "visualize"}
 _HOMES = {"SegCAMHandler": "handlers", "SegCAMInferer": "inferers", "ChannelAttribution": "perturbation"}
 _HOMES |= {"SegOcclusion": "perturbation", "ComputeSegCAM": "transforms", "SegCAMd": "transforms"}
 _HOMES |= {"NormalizeSegCAMd": "transforms", "show": "visualize.notebook"}  # every other name: one of monai_segcam.cam
+_HOMES |= dict.fromkeys(["ExplainRequest", "make_segcam", "ExplainerKind", "register_explainer"], "explainers")
 
 
 def __getattr__(name: str) -> Any:

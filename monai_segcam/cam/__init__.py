@@ -6,7 +6,6 @@ from __future__ import annotations
 from . import regions
 from .base import CAMEngine, Explainer
 from .capture import ActivationCapture
-from .factory import make_segcam, method_name, result_layers
 from .layers import (
     INPUT_LAYER,
     LayerInfo,
@@ -55,9 +54,6 @@ __all__ = [
     "point_windows",
     "is_vista3d",
     "parse_prompt",
-    "make_segcam",
-    "result_layers",
-    "method_name",
     "WindowGrid",
     "GridFactory",
     "WindowSettings",

@@ -22,11 +22,13 @@ R = TypeVar("R")
 
 
 class Explainer(Generic[R]):
-    """What every explainer's call shares: ``explainer(image, classes, region, pred, label)`` outside
-    ``torch.inference_mode`` (CAMs and input gradients need autograd; MONAI evaluators predict in inference mode).
+    """The explainer protocol: called as ``explainer(image, classes, region, pred, label)`` (outside
+    ``torch.inference_mode``: CAMs and input gradients need autograd; MONAI evaluators predict in inference mode), it
+    says the keys of its result (:py:attr:`result_keys`), its :py:attr:`method_name` and its :py:meth:`settings`, which
+    is all a front door needs to know of it.
 
     Subclasses implement ``_call(image, classes, region, pred, label, contrast=None) -> R`` (their result type;
-    ``contrast`` is passed only when given).
+    ``contrast`` is passed only when given) and the three descriptions.
 
     Example:
         .. code-block:: python
@@ -73,6 +75,20 @@ class Explainer(Generic[R]):
         self, image: torch.Tensor, classes: int | Sequence[int] | str, region: Any, pred: torch.Tensor | None,
         label: torch.Tensor | None, contrast: int | None = None,
     ) -> R:  # fmt: skip
+        raise NotImplementedError
+
+    @property
+    def result_keys(self) -> tuple[str, ...]:
+        """The keys of the result's maps (the layer keys, or ``("input",)`` for maps of the input)."""
+        raise NotImplementedError
+
+    @property
+    def method_name(self) -> str:
+        """The method's name in results, file names and the statistics."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The explainer's settings as JSON values (what a case summary records)."""
         raise NotImplementedError
 
 
@@ -141,6 +157,21 @@ class CAMEngine(Explainer[CAMResult]):
         classes = tuple(range(weights.shape[1])) if isinstance(requested, str) else requested
         modules = {layer.key: layer.module_name for layer in self.layers}
         return CAMResult(out, classes, self.rule.method_name, weights, prediction, modules, channels)
+
+    @property
+    def result_keys(self) -> tuple[str, ...]:
+        """The requested layers' keys, in order."""
+        return tuple(layer.key for layer in self.layers)
+
+    @property
+    def method_name(self) -> str:
+        """The rule's name (:py:attr:`~monai_segcam.cam.CAMRule.method_name`)."""
+        return self.rule.method_name
+
+    def settings(self) -> dict[str, Any]:
+        """The method, the layers (key -> module name), the target, ReLU and mixed precision."""
+        return {"method": self.method_name, "layers": {layer.key: layer.module_name for layer in self.layers},
+                "target": str(self.target), "relu": self.relu, "amp": self.terms.amp}  # fmt: skip
 
     def _explain(
         self, image, classes, region, pred, label, contrast=None

@@ -156,6 +156,10 @@ class SlidingWindowSegCAM(CAMEngine, WindowedEngine):
         self.scorecam_batch_size = scorecam_batch_size
         self.activation_budget = activation_budget
 
+    def settings(self) -> dict[str, Any]:
+        """The CAM settings, the window layout and the ``activation_budget``."""
+        return {**super().settings(), **self.window.describe(), "activation_budget": self.activation_budget}
+
     def predict(self, image: torch.Tensor) -> torch.Tensor:
         """The stitched logits ``(B, C, *spatial)`` on ``device``, exactly as MONAI's ``sliding_window_inference``
         with this object's settings (mean over the ensemble and flips; networks in ``eval()`` mode, restored); a

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
 import torch
 import torch.nn.functional as F
 from monai.data.utils import compute_importance_map, dense_patch_slices, get_valid_patch_size
-from monai.utils import BlendMode, PytorchPadMode, ensure_tuple_rep, fall_back_tuple, look_up_option
+from monai.utils import BlendMode, PytorchPadMode, ensure_tuple, ensure_tuple_rep, fall_back_tuple, look_up_option
 from torch import nn
 
 if TYPE_CHECKING:
@@ -216,6 +216,13 @@ class WindowSettings:
     def as_kwargs(self) -> dict[str, Any]:
         """The settings as keyword arguments of every sliding-window engine's constructor."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def describe(self) -> dict[str, Any]:
+        """The window layout as JSON values: ``roi_size`` (a list, ``[-1]`` for the whole image), ``overlap``,
+        ``sw_batch_size`` and ``mode``."""
+        roi = [-1] if self.roi_size is None else [int(r) for r in ensure_tuple(self.roi_size)]
+        overlap = self.overlap if isinstance(self.overlap, (int, float)) else list(self.overlap)
+        return {"roi_size": roi, "overlap": overlap, "sw_batch_size": self.sw_batch_size, "mode": str(self.mode)}
 
     def grid(
         self, spatial_shape: Sequence[int], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32

@@ -10,13 +10,12 @@ import sys
 import time
 import warnings
 from argparse import Namespace
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.utils import ensure_tuple, optional_import
+from monai.utils import optional_import
 
-from ..cam.factory import result_layers
 from ..cam.regions import LABEL_REGIONS, parse_region
 from ..outputs import (
     STATS_CSV,
@@ -40,9 +39,10 @@ tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 ExplainCase = Callable[[str, Any, "str | None"], ExplainedCase]
 
 
-def cam_settings(args: Namespace, engine: Any, device: torch.device) -> dict[str, Any]:
-    """The JSON's settings every front door records; ``amp`` and ``activation_budget`` as the CAM ``engine`` runs."""
-    amp, budget = engine.terms.amp, engine.activation_budget
+def cam_settings(args: Namespace, settings: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """The JSON's settings every front door records; ``amp`` and ``activation_budget`` as the first explainer runs
+    (its :py:meth:`~monai_segcam.cam.base.Explainer.settings`; no budget for explainers without one)."""
+    amp, budget = settings.get("amp", False), settings.get("activation_budget")
     return {"methods": list(args.method), "region": args.region, "target": args.target, "amp": amp,
             "activation_budget": budget, "device": str(device)}  # fmt: skip
 
@@ -87,14 +87,15 @@ def output_folder(args: Namespace) -> str:
 def run_cases(
     cases: Sequence[tuple[str, Any, str | None]],
     explain: ExplainCase,
-    layers: Sequence[str],
+    keys: Mapping[str, Sequence[str]],
     args: Namespace,
     described: dict[str, Any] | None = None,
     class_names: dict[int, str] | None = None,
 ) -> int:
     """Explain every case ``(name, inputs, label file)`` with ``explain(name, inputs, label)`` (returns its
     :py:class:`~monai_segcam.outputs.ExplainedCase`) and write its folder in ``--output``, its JSON with
-    ``described`` (model and settings), then the CSV and ``--report``; returns the exit
+    ``described`` (model and settings), then the CSV and ``--report``; ``keys``: each method's result keys (the
+    rows of a failed case); returns the exit
     status (1 when a case failed). One failed case leaves nothing behind, is recorded and does not stop the others
     (it raises when it is the only case, or with ``--debug``)."""
     check_formats(args, [inputs for _, inputs, _ in cases])
@@ -102,14 +103,15 @@ def run_cases(
     created = not os.path.exists(os.path.abspath(args.output))
     output = output_folder(args)
     try:
-        return _run_cases(cases, explain, layers, args, output, described or {}, class_names or {}, structures)
+        return _run_cases(cases, explain, keys, args, output, described or {}, class_names or {}, structures)
     finally:  # a command that wrote nothing leaves no empty --output folder behind
         if created and os.path.isdir(output) and not os.listdir(output):
             os.rmdir(output)
 
 
 def _run_cases(
-    cases: Sequence[tuple[str, Any, str | None]], explain: ExplainCase, layers: Sequence[str], args: Namespace,
+    cases: Sequence[tuple[str, Any, str | None]], explain: ExplainCase, keys: Mapping[str, Sequence[str]],
+    args: Namespace,
     output: str, described: dict[str, Any], class_names: dict[int, str], structures: Any,
 ) -> int:  # fmt: skip
     failed, rows, structure_rows = 0, [], []
@@ -129,8 +131,8 @@ def _run_cases(
                 failed += 1
                 source = inputs if isinstance(inputs, str) else inputs[0]
                 reason = (str(exc) if isinstance(exc, CLIError) else f"{source}: {type(exc).__name__}: {exc}").strip()
-                for method in args.method:  # occlusion's map is of the input, not of a layer
-                    for layer in ensure_tuple(result_layers(method, list(layers))):
+                for method, result_keys in keys.items():  # each explainer's result keys (method -> keys)
+                    for layer in result_keys:
                         rows += table_rows(name, method, layer, args.classes or [""], status="failed", error=reason)
                 _print(f"monai-segcam: error: {reason.splitlines()[0]}", error=True)
                 continue

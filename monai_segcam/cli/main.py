@@ -8,10 +8,8 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 from .io import CLIError
-from .perturbation import OCCLUSION
 from .perturbation import add_arguments as add_perturbation_arguments
 
 __all__ = ["build_parser", "main"]
@@ -29,10 +27,19 @@ _EPILOG = """examples:
 """
 
 
-# the registry's method names (monai_segcam.cam.method_names() and occlusion), here so that `--help` and argument
-# errors need neither torch nor MONAI; tests/cli/test_cli_startup.py checks that they are the registry's
+# the built-in method names of the registry (monai_segcam.explainers.explainer_methods()), here so that `--help` and
+# argument errors need neither torch nor MONAI; tests/cli/test_cli_startup.py checks that they are the registry's
 METHODS = ("gradcam", "hirescam", "xrescam", "gradcampp", "gradcampp_relu", "xgradcam", "layercam", "eigencam", "scorecam",
-           "gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", OCCLUSION)  # fmt: skip
+           "gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", "occlusion")  # fmt: skip
+ENTRY_POINT_GROUP = "monai_segcam.explainers"  # monai_segcam.explainers.ENTRY_POINT_GROUP: the kinds of other packages
+
+
+def methods() -> list[str]:
+    """The ``--method`` choices: the built-in methods and those of installed packages (their entry points' names,
+    read from the packages' metadata without importing them)."""
+    from importlib import metadata
+
+    return [*METHODS, *(entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP))]
 
 
 def _classes(text: str) -> int | str:
@@ -95,8 +102,8 @@ def _cam_arguments(parser: argparse.ArgumentParser) -> None:
         "--layers", nargs="+", default=["pre_head"], metavar="L",
         help="layer names or roles (bottleneck, pre_head, encoder.N, decoder.N); see `monai-segcam layers`",
     )  # fmt: skip
-    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=METHODS, metavar="M",
-                     help=", ".join(METHODS))  # fmt: skip
+    cam.add_argument("--method", nargs="+", default=["hirescam"], choices=methods(), metavar="M",
+                     help=", ".join(methods()))  # fmt: skip
     cam.add_argument(
         "--classes", nargs="+", type=_classes, metavar="C",
         help="output channels to explain, or all (every channel, 0 included); default: all but 0",
@@ -199,29 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def show_layers(network: Any, shape: Sequence[int], quiet: bool, presets: dict[str, str] | None = None) -> int:
-    """Print the :py:func:`~monai_segcam.cam.list_layers` table of ``network`` on a random probe of ``shape`` and its
-    roles (``presets``, else those discovered); a network failing on the probe gives a :py:class:`CLIError` naming
-    the shape."""
-    from monai_segcam.cam import list_layers
-    from monai_segcam.utils.loading import first_line
-
-    try:
-        table = list_layers(network, shape)
-    except Exception as exc:
-        reason = f"the network failed on a random probe input of shape {tuple(shape)} (set --input-shape)"
-        raise CLIError(f"{reason}: {first_line(exc)}") from exc
-    if not quiet:
-        print(table)
-        name = type(network).__name__
-        roles = presets if presets is not None else table.roles.roles if table.roles else {}
-        heading = f"presets ({name})" if presets is not None else f"roles ({name}, discovered on {tuple(shape)})"
-        print(f"\n{heading}:" if roles else f"\nno roles for {name}: use layer names")
-        for role, layer in roles.items():
-            print(f"  {role:<12} -> {layer}")
-    return 0
-
-
 def run_layers(args: argparse.Namespace) -> int:
     """Run ``monai-segcam layers``: print the layer table and the discovered roles."""
     from monai.inferers import SlidingWindowInferer
@@ -234,6 +218,8 @@ def run_layers(args: argparse.Namespace) -> int:
     if shape is None:
         roi = model.inferer.roi_size if isinstance(model.inferer, SlidingWindowInferer) else 96
         shape = [1, model.in_channels or 1, *(r if r > 0 else 96 for r in ((roi,) * 3 if isinstance(roi, int) else roi))]
+    from .layers import show_layers
+
     return show_layers(network, shape, args.quiet)
 
 

@@ -51,7 +51,7 @@ def _description(model: Any, args: Namespace, device: torch.device, engine: Any)
         "patch_size": list(model.patch_size),
         "tile_step_size": model.tile_step_size,
         "layers": list(args.layers),
-        **cam_settings(args, engine, device),
+        **cam_settings(args, engine.settings(), device),
     }
 
 
@@ -86,14 +86,15 @@ def run_explain_nnunet(args: Namespace) -> int:
         return explain_nnunet_case(cams, files, label, args.classes, args.region, name)
 
     cases = [(safe_token(name, "case"), files, label) for (name, files), label in zip(grouped, labels)]
-    return run_cases(cases, explain, list(args.layers), args, {"settings": settings}, model.class_names)
+    keys = {method: cam.engine.result_keys for method, cam in cams.items()}
+    return run_cases(cases, explain, keys, args, {"settings": settings}, model.class_names)
 
 
 def run_layers_nnunet(args: Namespace) -> int:
     """Run ``monai-segcam layers --nnunet``: the layer table of the model's network and its role presets."""
     from monai_segcam.nnunet import nnunet_layer_presets
 
-    from .main import show_layers
+    from .layers import show_layers
 
     model = _load(args, resolve_device(args.device), folds=args.folds[:1] if args.folds else None)
     shape = args.input_shape or [1, model.num_input_channels, *model.patch_size]

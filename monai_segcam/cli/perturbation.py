@@ -9,9 +9,7 @@ from typing import Any
 
 from .io import CLIError
 
-__all__ = ["OCCLUSION", "add_arguments", "one_or_all", "occlusion_options", "channel_engine"]
-
-OCCLUSION = "occlusion"  # monai_segcam.perturbation.occlusion.METHOD, without importing torch for `--help`
+__all__ = ["add_arguments", "one_or_all", "occlusion_options", "channel_engine"]
 
 
 def _baseline(text: str) -> float | str:

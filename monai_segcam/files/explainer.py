@@ -38,7 +38,7 @@ class FileSegCAM:
         model: the network (weights loaded, on its device), the bundle's image preprocessing (``None``: the image as
             read, through ``intensity``) and whether its outputs are independent sigmoid channels
             (:py:func:`~monai_segcam.utils.loading.load_bundle`).
-        engines: method name -> engine on ``model.network``, e.g. from :py:func:`~monai_segcam.inferers.make_segcam`
+        engines: method name -> engine on ``model.network``, e.g. from :py:func:`~monai_segcam.explainers.make_segcam`
             with the bundle's inferer; every engine explains the same prediction.
         predictor: the engine whose ``predict`` gives the prediction; default: the first of ``engines`` that has one.
         intensity: without preprocessing, a transform of the image as read (e.g. ``ScaleIntensityRange``).

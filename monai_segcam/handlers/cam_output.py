@@ -52,6 +52,6 @@ class SegCAMOutputHandler:
             raise RuntimeError("The SegCAMInferer has no CAM for this iteration: was it the engine's inferer?")
         if not isinstance(engine.state.output, dict):
             raise TypeError(f"engine.state.output is a {type(engine.state.output).__name__}, expected a dict.")
-        for layer, key in cam_output_keys(self.cam_key, inferer.cam_kwargs["layers"]).items():
+        for layer, key in cam_output_keys(self.cam_key, inferer.request.result_layers).items():
             engine.state.output[key] = cam[layer]
         inferer.last_cam = None

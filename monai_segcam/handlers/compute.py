@@ -17,8 +17,8 @@ from monai.utils import IgniteInfo, StrEnum, ensure_tuple, look_up_option, min_v
 from torch import nn
 
 from ..cam import Region
-from ..cam.factory import method_name, result_layers
 from ..cam.result import as_image_map
+from ..explainers import ExplainRequest
 from ..outputs import CaseNamer, cam_output_keys, source_meta
 from ..transforms.array import ComputeSegCAM
 
@@ -149,10 +149,11 @@ class SegCAMComputeHandler:
             raise ValueError(f"max_cases must be None or non-negative, got {max_cases}.")
         self.network, self.inferer = network, inferer
         self.cam_kwargs = {"layers": layers, "method": method, **cam_kwargs}
-        self.output_keys = cam_output_keys(cam_key, result_layers(method, layers))
+        request = ExplainRequest(method=method, layers=layers, classes=tuple(ensure_tuple(classes)), region=region)
+        self.output_keys = cam_output_keys(cam_key, request.result_layers)
         self.layers = list(self.output_keys)
-        self.method = method_name(method)
-        self.classes = tuple(int(c) for c in ensure_tuple(classes))
+        self.method = request.method_name
+        self.classes = request.classes
         self.region = region
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
         self.output_transform = output_transform or self._from_output
@@ -195,7 +196,7 @@ class SegCAMComputeHandler:
             amp = bool(getattr(engine, "amp", False)) and on_cuda
             dtype = (getattr(engine, "amp_kwargs", None) or {}).get("dtype") if amp else None
             precision = {"amp_dtype": dtype} if dtype is not None else {}
-        if self.cam is None or self.cam.engine.network is not network or self.cam.engine.terms.amp != amp:
+        if self.cam is None or self.cam.network is not network or self.cam.request.options.get("amp") != amp:
             kwargs = {"classes": self.classes, "region": self.region, "amp": amp, **precision, **self.cam_kwargs}
             self.cam = ComputeSegCAM(network, inferer=inferer, **kwargs)
 

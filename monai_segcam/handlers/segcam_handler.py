@@ -39,7 +39,7 @@ class SegCAMHandler(SegCAMComputeHandler):
     Args:
         network: the network to explain; defaults to the engine's ``network``.
         layers, method, classes, region: as for :py:class:`~monai_segcam.transforms.ComputeSegCAM`.
-        inferer: the inferer whose windows the CAM uses (see :py:func:`~monai_segcam.cam.make_segcam`);
+        inferer: the inferer whose windows the CAM uses (see :py:func:`~monai_segcam.explainers.make_segcam`);
             defaults to the engine's ``inferer``.
         cam_key: the output key of the CAM.
         image_key: the output key of the network input.

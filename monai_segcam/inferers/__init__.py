@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from ..cam.factory import make_segcam  # its home is the core; kept here for the front doors' imports
 from ..cam.regions import region_source
 from .segcam_inferer import SegCAMInferer
 
-__all__ = ["SegCAMInferer", "make_segcam", "region_source"]
+__all__ = ["SegCAMInferer", "region_source"]

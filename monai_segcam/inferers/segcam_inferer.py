@@ -14,11 +14,12 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+from monai.utils import ensure_tuple
 from torch import nn
 
 from ..cam import CAMResult, Explainer, Region
-from ..cam.factory import make_segcam, result_layers
 from ..cam.regions import region_source
+from ..explainers import ExplainRequest
 
 __all__ = ["SegCAMInferer"]
 
@@ -32,7 +33,7 @@ class SegCAMInferer(Inferer):
     :py:class:`~monai_segcam.handlers.SegCAMOutputHandler` to copy it into ``engine.state.output["cam"]`` at
     ``IterationEvents.FORWARD_COMPLETED``, ready for postprocessing (``Invertd``, ``SaveImaged``).
 
-    The CAM engine is :py:func:`~monai_segcam.cam.make_segcam`'s for the wrapped inferer. Regions that need the ground
+    The CAM engine is the one an :py:class:`~monai_segcam.explainers.ExplainRequest` builds for the wrapped inferer. Regions that need the ground
     truth (``"label"``, ``"fp"``, ``"fn"``) are not available here (the inferer never sees the label): use
     :py:class:`~monai_segcam.handlers.SegCAMHandler`.
 
@@ -62,21 +63,22 @@ class SegCAMInferer(Inferer):
         Inferer.__init__(self)
         self.contrast: dict[str, Any] = {} if contrast is None else {"contrast": int(contrast)}
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self.cam_kwargs = {"layers": result_layers(method, layers), "method": method, **cam_kwargs}
-        self.classes = classes
-        self.region = region
-        self.last_cam: CAMResult | None = None
-        self._engine: Explainer[CAMResult] | None = None
-        self._network: nn.Module | None = None
         if not isinstance(self.inferer, (SimpleInferer, SlidingWindowInferer)):
             raise TypeError(
                 f"SegCAMInferer wraps a SimpleInferer or a SlidingWindowInferer, got {type(self.inferer).__name__}."
             )
+        self.request = ExplainRequest.from_inferer(
+            self.inferer, method=method, layers=layers, classes=tuple(ensure_tuple(classes)), region=region,
+            options=cam_kwargs,
+        )
+        self.last_cam: CAMResult | None = None
+        self._engine: Explainer[CAMResult] | None = None
+        self._network: nn.Module | None = None
 
     def engine(self, network: nn.Module) -> Explainer[CAMResult]:
         """The CAM engine for ``network`` (built once per network)."""
         if self._engine is None or self._network is not network:
-            self._engine, self._network = make_segcam(network, self.inferer, **self.cam_kwargs), network
+            self._engine, self._network = self.request.build(network), network
         return self._engine
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -99,6 +101,7 @@ class SegCAMInferer(Inferer):
             )
         if isinstance(inputs, MetaTensor) and not isinstance(pred, MetaTensor):
             pred = MetaTensor(pred).copy_meta_from(inputs)
-        source = region_source(pred, bool(self.cam_kwargs.get("multi_label", False)))
-        self.last_cam = self.engine(network)(inputs, classes=self.classes, region=self.region, pred=source, **self.contrast)
+        source = region_source(pred, bool(self.request.options.get("multi_label", False)))
+        call = {"classes": self.request.classes, "region": self.request.region, **self.contrast}
+        self.last_cam = self.engine(network)(inputs, pred=source, **call)
         return pred

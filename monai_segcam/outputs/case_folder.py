@@ -17,6 +17,7 @@ import torch
 from ..metrics.statistics import STAT_COLUMNS
 from .names import channel_table_file_name, segmentation_file_name, structures_file_name, summary_file_name
 from .structures import structure_rows, write_structures
+from .table import write_channel_table
 from .writer import CAMWriter, write_text
 
 __all__ = ["CaseSummary", "ExplainedCase", "write_case_folder"]
@@ -236,7 +237,6 @@ def _write_channel_table(writer: CAMWriter, case: ExplainedCase) -> list[dict]:
     """``<case>_channels.csv`` when the case has a channel table; returns its JSON entry."""
     if case.channel_table is None:
         return []
-    from monai_segcam.perturbation import write_channel_table
 
     file_name, table = channel_table_file_name(case.name), case.channel_table
     writer.record(write_channel_table(table["rows"], os.path.join(writer.output_dir, file_name)))

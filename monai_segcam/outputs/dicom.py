@@ -25,7 +25,7 @@ _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (DICOM's patient coordinat
 
 
 def _equipment() -> dict[str, str]:
-    from monai_segcam import __version__
+    from .._version import __version__
 
     return {"manufacturer": "monai_segcam", "manufacturer_model_name": "monai_segcam",
             "software_versions": __version__, "device_serial_number": "0"}  # fmt: skip

@@ -11,6 +11,8 @@ from typing import Any
 
 from monai.utils import ensure_tuple
 
+from ..explainers import ExplainRequest
+
 __all__ = [
     "safe_token",
     "safe_case_name",
@@ -232,13 +234,17 @@ def cam_output_keys(cam_key: str, layers: str | Sequence[str]) -> dict[str, str]
     return {str(layer): f"{cam_key}_{layer}" for layer in ensure_tuple(layers)}
 
 
-def cam_keys(cam_key: str, layers: str | Sequence[str]) -> list[str]:
+def cam_keys(cam_key: str, layers: str | Sequence[str], method: str | None = None) -> list[str]:
     """The output keys of :py:func:`cam_output_keys` as a list, e.g. for ``Invertd``/``SaveImaged`` in a config:
-    ``"keys": "$monai_segcam.outputs.cam_keys(@cam_key, @cam_layers)"``.
+    ``"keys": "$monai_segcam.outputs.cam_keys(@cam_key, @cam_layers, @cam_method)"``; with ``method``, for the keys
+    its explainer's result has (occlusion's one map of the input whatever the layers).
 
     Example:
         .. code-block:: python
 
             cam_keys("cam", ["bottleneck", "pre_head"])  # ['cam_bottleneck', 'cam_pre_head']
+            cam_keys("cam", ["bottleneck", "pre_head"], "occlusion")  # ['cam']
     """
+    if method is not None:
+        layers = ExplainRequest(method=method, layers=layers if isinstance(layers, str) else tuple(layers)).result_layers
     return list(cam_output_keys(cam_key, layers).values())

@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 
 from ..metrics.statistics import STAT_COLUMNS, cam_statistics, label_masks
-from .files import safe_path
+from ..perturbation.channels import CHANNEL_COLUMNS
+from .files import atomic_output, safe_path
 from .names import STATS_CSV
 from .writer import write_text
 
 __all__ = [
     "CSV_COLUMNS",
+    "write_channel_table",
     "table_rows",
     "case_rows",
     "row_key",
@@ -257,3 +259,24 @@ def _as_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def write_channel_table(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
+    """Write channel-importance rows (e.g. :py:meth:`ChannelAttributionResult.rows`) as a CSV, atomically.
+
+    The columns are :py:data:`CHANNEL_COLUMNS`; a row missing a column leaves it empty, extra keys are ignored.
+    The file is written to a temporary file beside ``path`` and moved over it
+    (:py:func:`~monai_segcam.outputs.atomic_output`).
+
+    Example:
+        .. code-block:: python
+
+            write_channel_table(result.rows(["case1"], ["T1", "FLAIR"]), "out/channels.csv")
+    """
+    path = os.fspath(path)
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=CHANNEL_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**dict.fromkeys(CHANNEL_COLUMNS, ""), **row})
+    return path

@@ -12,7 +12,6 @@ from .channels import (
     ChannelAttributionResult,
     ChannelMethod,
     channel_names,
-    write_channel_table,
 )
 from .occlusion import SegOcclusion, occluder_boxes
 from .scoring import Perturbation, StitchedScorer
@@ -26,7 +25,6 @@ __all__ = [
     "ChannelMethod",
     "CHANNEL_COLUMNS",
     "channel_names",
-    "write_channel_table",
     "Baseline",
     "make_baseline",
     "StitchedExplainer",

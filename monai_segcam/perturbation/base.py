@@ -99,6 +99,15 @@ class StitchedExplainer(WindowedEngine, Explainer[R]):
         """No layer: perturbation maps live on the input (their layer key is ``"input"``)."""
         return []
 
+    @property
+    def result_keys(self) -> tuple[str, ...]:
+        """Perturbation maps live on the input: the one key ``"input"``."""
+        return ("input",)
+
+    def settings(self) -> dict[str, Any]:
+        """The method, the target, mixed precision and the window layout."""
+        return {"method": self.method_name, "target": str(self.target), "amp": self.terms.amp, **self.window.describe()}
+
     def _scorer(self, run: TermCapture, x: torch.Tensor, logits_budget: int) -> tuple[StitchedScorer, torch.Tensor]:
         """The stitched scorer of the checked image ``x`` (moved to the stitching device, also returned)."""
         sw_device, device = self.window.devices(x, self.terms.networks[0])

@@ -17,7 +17,6 @@ The gradients are exact through the stitched sliding window: per window a vector
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,6 @@ from typing import Any
 import torch
 from monai.utils import StrEnum, ensure_tuple, look_up_option
 
-from ..outputs import atomic_output
 from ..utils.baselines import make_baseline
 from .base import Prepared, StitchedExplainer
 from .scoring import Perturbation
@@ -39,7 +37,6 @@ __all__ = [
     "ChannelAttributionResult",
     "CHANNEL_COLUMNS",
     "channel_names",
-    "write_channel_table",
 ]
 
 CHANNEL_COLUMNS = ("case", "class", "channel", "channel_name", "drop", "input_x_gradient", "integrated_gradients")
@@ -128,7 +125,7 @@ class ChannelAttribution(StitchedExplainer[ChannelAttributionResult]):
 
             attribution = ChannelAttribution.from_inferer(inferer, net, steps=32, baseline=0.0)
             result = attribution(image, classes=[1, 2])  # image: (B, 4, *spatial), e.g. T1, T1c, T2, FLAIR
-            write_channel_table(result.rows(["case1"], ["T1", "T1c", "T2", "FLAIR"]), "out/case1_channels.csv")
+            rows = result.rows(["case1"], ["T1", "T1c", "T2", "FLAIR"])  # outputs.write_channel_table writes them
     """
 
     def __init__(
@@ -150,6 +147,11 @@ class ChannelAttribution(StitchedExplainer[ChannelAttributionResult]):
             raise ValueError(f"steps and batch_size must be positive integers, got {steps} and {batch_size}.")
         make_baseline(torch.zeros(1, 1, 1), baseline, blur_sigma)  # checks the baseline
         self.baseline, self.blur_sigma, self.steps, self.batch_size = baseline, blur_sigma, steps, batch_size
+
+    @property
+    def method_name(self) -> str:
+        """``"channels"``: importances per input channel."""
+        return "channels"
 
     def _explain(self, state: Prepared) -> ChannelAttributionResult:
         """Channel importances of the prepared call (the gradient measures enable autograd for their passes)."""
@@ -223,24 +225,3 @@ def channel_names(
             raise ValueError(f"{len(names)} channel names {names} for {num_channels} input channels.")
         named = dict(enumerate(names))
     return [named.get(j, f"channel{j}") for j in range(num_channels)]
-
-
-def write_channel_table(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
-    """Write channel-importance rows (e.g. :py:meth:`ChannelAttributionResult.rows`) as a CSV, atomically.
-
-    The columns are :py:data:`CHANNEL_COLUMNS`; a row missing a column leaves it empty, extra keys are ignored.
-    The file is written to a temporary file beside ``path`` and moved over it
-    (:py:func:`monai_segcam.outputs.atomic_output`).
-
-    Example:
-        .. code-block:: python
-
-            write_channel_table(result.rows(["case1"], ["T1", "FLAIR"]), "out/channels.csv")
-    """
-    path = os.fspath(path)
-    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.DictWriter(stream, fieldnames=CHANNEL_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**dict.fromkeys(CHANNEL_COLUMNS, ""), **row})
-    return path

@@ -112,6 +112,17 @@ class SegOcclusion(StitchedExplainer[CAMResult]):
         self.batch_size = batch_size
         self.relu = relu
 
+    @property
+    def method_name(self) -> str:
+        """``"occlusion"``."""
+        return METHOD
+
+    def settings(self) -> dict[str, Any]:
+        """The stitched explainer's settings and the occluders'."""
+        occluders = {"mask_size": self.mask_size, "stride": self.stride, "baseline": self.baseline,
+                     "batch_size": self.batch_size}  # fmt: skip
+        return {**super().settings(), **occluders}
+
     def _explain(self, state: Prepared) -> CAMResult:
         """Occlusion maps of the prepared call (one occluded pass per occluder and batch item, windows re-run only
         where they change)."""

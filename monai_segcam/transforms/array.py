@@ -14,9 +14,9 @@ from monai.utils import TransformBackends, ensure_tuple, look_up_option
 from torch import nn
 
 from ..cam import Region, normalize_cam
-from ..cam.factory import make_segcam, method_name, result_layers
 from ..cam.regions import region_source
 from ..cam.result import as_image_map
+from ..explainers import ExplainRequest
 
 __all__ = ["ComputeSegCAM", "NormalizeSegCAM"]
 
@@ -63,12 +63,13 @@ class ComputeSegCAM(Transform):
         contrast: int | None = None,
         **cam_kwargs: Any,
     ) -> None:
-        self.engine = make_segcam(network, inferer, layers=layers, method=method, **cam_kwargs)
+        self.request = ExplainRequest.from_inferer(
+            inferer, method=method, layers=layers, classes=tuple(ensure_tuple(classes)), region=region, options=cam_kwargs
+        )
+        self.network, self.engine = network, self.request.build(network)
+        self.method = self.engine.method_name
+        self.classes, self.region = self.request.classes, region
         self.contrast: dict[str, Any] = {} if contrast is None else {"contrast": int(contrast)}  # only when asked
-        self.layers = result_layers(method, layers)
-        self.method = method_name(method)
-        self.classes = tuple(int(c) for c in ensure_tuple(classes))
-        self.region = region
         self.device = device
         self.multi_label = bool(getattr(self.engine, "multi_label", cam_kwargs.get("multi_label", False)))
 
@@ -85,7 +86,7 @@ class ComputeSegCAM(Transform):
             label: the item's ground truth ``(1, *spatial)`` or one-hot, for ``"label"``, ``"fp"`` and ``"fn"``.
         """
         maps, _, _ = self.explain(img, pred, label)
-        return maps[self.layers] if isinstance(self.layers, str) else maps
+        return next(iter(maps.values())) if self.request.single else maps
 
     def explain(
         self,

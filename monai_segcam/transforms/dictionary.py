@@ -91,7 +91,7 @@ class SegCAMd(MapTransform):
         self.label_keys = ensure_tuple_rep(label_key, len(self.keys))
         self.cam_key_bases = ensure_tuple_rep(cam_key, len(self.keys))
         self.stats_key = stats_key
-        self.cam_keys = tuple(key for base in self.cam_key_bases for key in cam_keys(base, self.cam.layers))
+        self.cam_keys = tuple(key for base in self.cam_key_bases for key in cam_keys(base, self.cam.request.result_layers))
         if len(set(self.cam_keys)) != len(self.cam_keys):
             raise ValueError(f"The output keys {list(self.cam_keys)} are not unique: give one cam_key per image key.")
 
@@ -105,7 +105,7 @@ class SegCAMd(MapTransform):
             pred = d[pred_key] if pred_key is not None else None
             label = d[label_key] if label_key is not None else None
             maps, region, _ = self.cam.explain(d[key], pred=pred, label=label)
-            for layer, out_key in cam_output_keys(cam_key, self.cam.layers).items():
+            for layer, out_key in cam_output_keys(cam_key, self.cam.request.result_layers).items():
                 d[out_key] = maps[layer]
             if self.stats_key is not None:
                 case = safe_case_name(d[key].meta if isinstance(d[key], MetaTensor) else None)

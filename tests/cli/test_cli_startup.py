@@ -53,11 +53,12 @@ def test_a_malformed_region_is_still_a_usage_error():
 
 
 def test_the_method_choices_are_the_registry():
-    from monai_segcam.cam import method_names
-    from monai_segcam.cli.main import METHODS
-    from monai_segcam.perturbation.occlusion import METHOD
+    from monai_segcam.cli.main import ENTRY_POINT_GROUP, METHODS
+    from monai_segcam.explainers import ENTRY_POINT_GROUP as GROUP
+    from monai_segcam.explainers import explainer_methods
 
-    assert list(METHODS) == [*method_names(), METHOD], "register the method's name in monai_segcam/cli/main.py"
+    assert list(METHODS) == explainer_methods(), "register the method's name in monai_segcam/cli/main.py"
+    assert ENTRY_POINT_GROUP == GROUP
 
 
 def test_every_exported_name_imports_on_first_use():

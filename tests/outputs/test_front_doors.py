@@ -24,9 +24,9 @@ from monai.networks.nets import UNet
 from monai.transforms import Compose, Invertd
 
 from monai_segcam.cli import main
+from monai_segcam.explainers import make_segcam
 from monai_segcam.files import FileSegCAM
 from monai_segcam.handlers import SegCAMHandler
-from monai_segcam.inferers import make_segcam
 from monai_segcam.metrics import STAT_COLUMNS
 from monai_segcam.outputs import CAMWriter, CaseSummary, read_table, write_case_folder
 from monai_segcam.transforms import SaveSegCAMd, SegCAMd

@@ -17,12 +17,12 @@ from torch import nn
 
 from monai_segcam.cam.regions import region_weights
 from monai_segcam.data.planted import make_two_objects_case
+from monai_segcam.outputs import write_channel_table
 from monai_segcam.perturbation import (
     CHANNEL_COLUMNS,
     ChannelAttribution,
     channel_names,
     make_baseline,
-    write_channel_table,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -19,7 +19,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import UNet
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from monai_segcam.cam import make_segcam
+from monai_segcam.explainers import make_segcam
 from monai_segcam.handlers import SegCAMHandler, SegCAMOutputHandler
 from monai_segcam.inferers import SegCAMInferer
 from monai_segcam.perturbation import CHANNEL_COLUMNS, ChannelAttribution, SegOcclusion

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from importlib import import_module, metadata
 from typing import Any
 
-from monai.utils import ensure_tuple
-
 from ..cam.base import Explainer
 from ..cam.methods import CAMRule
 
@@ -31,10 +29,6 @@ CAM_KIND = "cam"  # the kind of the CAM engines: every registered CAM rule, and 
 Builder = Callable[[Any, Any], Explainer]
 
 
-def _requested_layers(request: Any) -> tuple[str, ...]:
-    return tuple(ensure_tuple(request.layers))
-
-
 @dataclass(frozen=True)
 class ExplainerKind:
     """One kind of explainer: how a request builds it and what its result holds.
@@ -44,7 +38,7 @@ class ExplainerKind:
         build: ``build(network, request) -> explainer``: the explainer of ``network`` (one module or an ensemble)
             for an :py:class:`~monai_segcam.explainers.ExplainRequest` (its ``method``, ``layers``, ``windows``:
             ``None`` for whole volumes, and ``options``).
-        result_keys: ``result_keys(request)``: the keys of the result of a request (default: its layer names).
+        result_keys: ``result_keys(request)``: the keys of the result of a request (``None``: its layer names).
         options: the names of the optional settings the kind takes from a door's common option set (e.g. occlusion's
             ``mask_size``); a door passes every option it has and each kind keeps its own (see
             :py:meth:`~monai_segcam.explainers.ExplainRequest.with_options`).
@@ -61,7 +55,7 @@ class ExplainerKind:
 
     name: str
     build: Builder
-    result_keys: Callable[[Any], tuple[str, ...]] = _requested_layers
+    result_keys: Callable[[Any], tuple[str, ...]] | None = None
     options: frozenset[str] = field(default_factory=frozenset)
     uses_layers: bool = True
     methods: Callable[[], Sequence[str]] | None = None

@@ -110,7 +110,8 @@ class ExplainRequest:
     @property
     def result_keys(self) -> tuple[str, ...]:
         """The keys of the explainer's result (the layer names, or e.g. ``("input",)`` for occlusion)."""
-        return tuple(self.kind.result_keys(self))
+        keys = self.kind.result_keys
+        return tuple(keys(self)) if keys is not None else tuple(ensure_tuple(self.layers))
 
     @property
     def single(self) -> bool:

@@ -237,3 +237,17 @@ def test_input_gradient_of_a_prompt_equals_autograd(vista, kind, monkeypatch):
     (expected,) = torch.autograd.grad(score, image)
     assert float(expected.abs().max()) > 0
     torch.testing.assert_close(result["input"].as_tensor(), expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_a_request_builds_the_prompt_explainer(vista):
+    """The explainer contract: a request for a VISTA3D network builds Vista3DSegCAM with the bundle inferer's windows,
+    and it describes itself like every explainer."""
+    from monai_segcam.explainers import ExplainRequest
+
+    class Vista3dInferer:  # the model-zoo bundle's inferer keeps these three settings
+        roi_size, sw_batch_size, use_point_window = (32, 32, 32), 2, False
+
+    explainer = ExplainRequest.from_inferer(Vista3dInferer(), method="gradcam", layers="pre_head").build(vista)
+    assert isinstance(explainer, Vista3DSegCAM) and explainer.roi_size == (32, 32, 32)
+    assert explainer.result_keys == ("pre_head",) and explainer.method_name == "gradcam"
+    assert explainer.settings()["roi_size"] == [32, 32, 32] and explainer.settings()["use_point_window"] is False

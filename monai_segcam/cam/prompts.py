@@ -310,7 +310,6 @@ class Vista3DSegCAM(Explainer[CAMResult]):
         """The CAM method's name (e.g. ``"hirescam"``)."""
         return self.engine("classes")[1].rule.method_name
 
-<<<<<<< HEAD
     def __getattr__(self, name: str) -> Any:
         """The engine settings and state of the last call's prompt kind (``layers``, ``terms``, ``roi_size``,
         ``overlap``, ``activation_budget``...; the layer keys are those requested, for either kind)."""
@@ -341,23 +340,15 @@ class Vista3DSegCAM(Explainer[CAMResult]):
             assert isinstance(engine, SlidingWindowSegCAM)
             engine.window_grid = point_windows(torch.as_tensor(prompted.prompt["point_coords"]), self.window_size)
         return n, engine
-=======
+
     @property
     def result_keys(self) -> tuple[str, ...]:
-        """The class-prompt engine's layer keys (a point prompt's are the same names on its branch)."""
-        return self.engine("classes")[1].result_keys
+        """The layer keys of the last call's prompt kind (those requested, for either kind)."""
+        return self.engine(self.kind)[1].result_keys
 
     def settings(self) -> dict[str, Any]:
-        """The class-prompt engine's settings, the window size and whether clicks get windows of their own."""
-        roi = [-1] if self.roi_size is None else list(self.roi_size)
-        return {**self.engine("classes")[1].settings(), "roi_size": roi, "use_point_window": self.use_point_window}
-
-    @property
-    def terms(self) -> Terms:
-        """The explained terms (of the class-prompt engine, or of the engine built first)."""
-        built = next(iter(self._engines.values()), None)
-        return (built or self.engine("classes"))[1].terms
->>>>>>> 1c103db (Vista3DSegCAM describes itself like every explainer (result_keys, settings); a request for a VISTA3D network builds it with the bundle inferer's windows (tested))
+        """The settings of the last call's prompt kind's engine, and whether clicks get windows of their own."""
+        return {**self.engine(self.kind)[1].settings(), "use_point_window": self.use_point_window}
 
     def prompt_arguments(self, output: Any, index: int) -> dict[str, Any]:
         """The prompt of batch item ``index`` in an evaluator's output, as the bundle's ``Vista3dEvaluator`` puts it

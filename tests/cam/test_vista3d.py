@@ -251,3 +251,4 @@ def test_a_request_builds_the_prompt_explainer(vista):
     assert isinstance(explainer, Vista3DSegCAM) and explainer.roi_size == (32, 32, 32)
     assert explainer.result_keys == ("pre_head",) and explainer.method_name == "gradcam"
     assert explainer.settings()["roi_size"] == [32, 32, 32] and explainer.settings()["use_point_window"] is False
+    assert explainer.settings()["sw_batch_size"] == 2

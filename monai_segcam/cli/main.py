@@ -35,11 +35,17 @@ ENTRY_POINT_GROUP = "monai_segcam.explainers"  # monai_segcam.explainers.ENTRY_P
 
 
 def methods() -> list[str]:
-    """The ``--method`` choices: the built-in methods and those of installed packages (their entry points' names,
-    read from the packages' metadata without importing them)."""
+    """The ``--method`` choices: the built-in methods, those of installed packages (their entry points' names, read
+    from the packages' metadata without importing them) and, when this process has loaded the registry, every name
+    registered in it (a rule or kind registered from Python before :py:func:`main` is called)."""
     from importlib import metadata
 
-    return [*METHODS, *(entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP))]
+    names = [*METHODS, *(entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP))]
+    if "monai_segcam.cam.methods" in sys.modules:  # loaded already (the CAM rules), so reading it costs nothing
+        names += sys.modules["monai_segcam.cam.methods"].method_names()
+    if "monai_segcam.explainers" in sys.modules:  # and the other kinds
+        names += sys.modules["monai_segcam.explainers"].explainer_methods()
+    return list(dict.fromkeys(names))
 
 
 def _classes(text: str) -> int | str:

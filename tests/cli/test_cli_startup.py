@@ -35,7 +35,7 @@ def imported_modules(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]
         (["layers", "--help"], 0, "--input-shape"),
         (["explain", "ct.nii.gz", "--bundle", "b", "--output", "o", "--method", "gradcm"], 2, "invalid choice: 'gradcm'"),
         (["explain", "ct.nii.gz", "--bundle", "b"], 2, "the following arguments are required: --output"),
-        (["explain", "ct.nii.gz", "--output", "o", "--bundle", "b", "--classes", "one"], 2, "invalid int value"),
+        (["explain", "ct.nii.gz", "--output", "o", "--bundle", "b", "--classes", "one"], 2, "invalid class 'one'"),
         (["layers"], 2, "one of the arguments --bundle --network --nnunet is required"),
     ],
 )
@@ -82,3 +82,12 @@ def test_every_exported_name_imports_on_first_use():
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
 
+
+
+def test_classes_all_is_parsed():
+    from monai_segcam.cli.main import build_parser
+
+    args = build_parser().parse_args(["explain", "ct.nii.gz", "--bundle", "b", "--output", "o", "--classes", "all"])
+    assert args.classes == ["all"]
+    args = build_parser().parse_args(["explain", "ct.nii.gz", "--bundle", "b", "--output", "o", "--classes", "1", "3"])
+    assert args.classes == [1, 3]

@@ -95,7 +95,8 @@ def test_every_rule_and_blending_equals_one_backward_per_class(method):
     """Each rule with one blending and network, the two blendings and networks alternating over the rules."""
     net = basic_unet() if GRADIENT_RULES.index(method) % 2 else segresnet()
     mode = ("constant", "gaussian")[GRADIENT_RULES.index(method) // 2 % 2]
-    assert_same_maps(*both_paths(net, layers=["pre_head", "bottleneck"], method=method, mode=mode))
+    seeded = {"seed": 0, "n_samples": 3} if method == "smoothgrad" else {}  # both paths draw the same noise
+    assert_same_maps(*both_paths(net, layers=["pre_head", "bottleneck"], method=method, mode=mode, **seeded))
 
 
 @pytest.mark.parametrize("region", ["pred", "component", "all"])
@@ -142,3 +143,27 @@ def test_classes_all_and_chunks():
     assert class_chunks(5, 100, budget=250) == [range(2), range(2, 4), range(4, 5)]
     with pytest.raises(ValueError, match="stands alone"):
         both_paths(segresnet(), classes=["all", 1], layers="pre_head")
+
+
+def test_smoothgrad_with_noise_equals_autograd_of_its_noisy_copies():
+    """SmoothGrad with noise, both paths: the mean over the seeded noisy copies of dS/dx through MONAI's
+    ``sliding_window_inference`` (the copies are those the rule draws, ``input_points(x).volume(item)``)."""
+    from monai.inferers import sliding_window_inference
+
+    net = basic_unet()
+    x = torch.randn(SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cam = SlidingWindowSegCAM(net, (32, 32, 32), overlap=0.5, sw_batch_size=2, method="smoothgrad", n_samples=2,
+                              seed=3, relu=False)  # fmt: skip
+    points = cam.rule.input_points(x)
+    expected = []
+    for c in (1, 2):
+        grad = torch.zeros_like(x)
+        for item in range(points.count):
+            noisy = points.volume(item).clone().requires_grad_()
+            logits = sliding_window_inference(noisy, (32, 32, 32), 2, net, overlap=0.5)
+            grad += torch.autograd.grad(logits[:, c].sum(), noisy)[0] / points.count
+        expected.append(grad.sum(1))
+    for batched in (True, False):
+        cam.batch_classes = batched
+        result = cam(x, classes=[1, 2], region="all")["input"].as_tensor()
+        torch.testing.assert_close(result, torch.stack(expected, 1), rtol=1e-9, atol=1e-12)

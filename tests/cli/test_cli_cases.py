@@ -8,6 +8,7 @@ from argparse import Namespace
 
 from monai_segcam.cli.cases import run_cases
 from monai_segcam.cli.io import CLIError
+from monai_segcam.explainers import ExplainRequest
 
 
 def test_failed_case_rows_name_the_layers_each_method_explains(tmp_path):
@@ -16,7 +17,8 @@ def test_failed_case_rows_name_the_layers_each_method_explains(tmp_path):
 
     args = Namespace(output=str(tmp_path), method=["hirescam", "occlusion"], classes=[1, 2], quiet=True, debug=False,
                      report=False, png=False, center=None)  # fmt: skip
-    status = run_cases([("a", "a.nii.gz", None), ("b", "b.nii.gz", None)], explain, ["bottleneck", "pre_head"], args)
+    keys = {m: ExplainRequest(method=m, layers=("bottleneck", "pre_head")).result_keys for m in args.method}  # as built
+    status = run_cases([("a", "a.nii.gz", None), ("b", "b.nii.gz", None)], explain, keys, args)
     assert status == 1
     with open(tmp_path / "segcam_stats.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))

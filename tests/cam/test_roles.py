@@ -227,14 +227,22 @@ def test_segcam_and_sliding_window_on_bottleneck_and_pre_head(name):
     whole = SegCAM(net, layers=layers, method="hirescam", relu=False)(x, classes=[1, 2], region="all")
     roi = (size,) * 3
     longer = torch.cat([x, x[..., : size // 2]], dim=-1)  # two windows along the last axis
-    windows = SlidingWindowSegCAM(net, roi, layers=layers, method="gradcam", relu=False, overlap=0.25)(
-        longer, classes=[1], region="all"
-    )  # raw maps (no ReLU): a Grad-CAM of random weights may be negative everywhere
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        windows = SlidingWindowSegCAM(net, roi, layers=layers, method="gradcam", relu=False, overlap=0.25)(
+            longer, classes=[1], region="all"
+        )  # raw maps (no ReLU): a Grad-CAM of random weights may be negative everywhere
+    # Grad-CAM at SegResNet's pre_head is zero in exact arithmetic (a GroupNorm of one channel per group follows it,
+    # docs/peers.md): its float32 round-off comes back as exact zeros, with the warning
+    zero = {("SegResNet", "pre_head")}
     for maps, shape in ((whole, x.shape), (windows, longer.shape)):
         for key in ("bottleneck", "pre_head"):
             value = maps[key].as_tensor()
             assert value.shape[2:] == shape[2:] and torch.isfinite(value).all(), (name, key)
-            assert value.abs().sum() > 0, (name, key)
+            if maps is windows and (name, key) in zero:
+                assert value.abs().sum() == 0 and any("round-off" in str(w.message) for w in caught), (name, key)
+            else:
+                assert value.abs().sum() > 0, (name, key)
     assert not net.training and all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
 
 

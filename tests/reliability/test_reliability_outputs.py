@@ -144,4 +144,4 @@ def test_full_disk_command_line_gives_one_line_and_no_partial_file(tmp_path, mon
     assert status == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "No space left on device" in error[0] and "image000_seg.nii.gz" in error[0], error
-    assert list(out.iterdir()) == []  # the case folder and every file of the case removed
+    assert not out.exists()  # the case folder and every file of the case removed, and the --output it created

@@ -52,6 +52,6 @@ CAM_ENGINES = register_explainer(
 OCCLUSION = register_explainer(
     ExplainerKind(
         METHOD, _build_occlusion, result_keys=lambda request: (LAYER_KEY,),
-        options=_PRECISION | {"mask_size", "stride", "baseline", "blur_sigma", "batch_size"}, uses_layers=False,
+        options=_PRECISION | {"mask_size", "stride", "baseline", "blur_sigma", "batch_size"},
     )  # fmt: skip
 )

@@ -42,7 +42,6 @@ class ExplainerKind:
         options: the names of the optional settings the kind takes from a door's common option set (e.g. occlusion's
             ``mask_size``); a door passes every option it has and each kind keeps its own (see
             :py:meth:`~monai_segcam.explainers.ExplainRequest.with_options`).
-        uses_layers: whether the explainer reads ``layers`` (occlusion maps the input and ignores them).
         methods: the method names the kind answers (default: ``name``); the CAM engines' kind answers every
             registered CAM rule (and rule instances).
 
@@ -50,14 +49,13 @@ class ExplainerKind:
         .. code-block:: python
 
             register_explainer(ExplainerKind("intensity", build=lambda net, request: Intensity(net, **request.options),
-                                             result_keys=lambda request: ("input",), uses_layers=False))
+                                             result_keys=lambda request: ("input",)))
     """
 
     name: str
     build: Builder
     result_keys: Callable[[Any], tuple[str, ...]] | None = None
     options: frozenset[str] = field(default_factory=frozenset)
-    uses_layers: bool = True
     methods: Callable[[], Sequence[str]] | None = None
 
     def answers(self) -> list[str]:

@@ -58,7 +58,7 @@ class RegionIntensity(Explainer):
 
 
 register_explainer(ExplainerKind("toy", lambda network, request: RegionIntensity(network),
-                                 result_keys=lambda request: ("input",), uses_layers=False))
+                                 result_keys=lambda request: ("input",)))
 '''
 AFFINE = np.array([[-1.5, 0, 0, 20.0], [0, 0, 1.0, -8.0], [0, 2.0, 0, 4.0], [0, 0, 0, 1]])
 NET_ARGS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2],
